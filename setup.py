@@ -1,0 +1,44 @@
+"""vit_video: attention-based vision and video models in JAX/Flax.
+
+Install for development with the pinned versions CI tested:
+  pip install -r requirements.lock && pip install --no-deps -e .
+"""
+import setuptools
+
+setuptools.setup(
+    name="vit_video",
+    version="0.1.0",
+    description="JAX/Flax attention-based vision and video models, experiments and training.",
+    packages=setuptools.find_packages(include=["vit_video", "vit_video.*"]),
+    python_requires=">=3.11,<3.13",
+    install_requires=[
+        "jax>=0.10,<0.11",
+        "jaxlib>=0.10,<0.11",
+        "flax>=0.12.8,<0.13",
+        "optax>=0.2.8,<0.3",
+        "orbax-checkpoint>=0.12.8,<0.13",
+        "ml_collections>=1.1,<2",
+        "numpy>=2.0,<3",
+        "einops>=0.8,<0.9",
+        "absl-py>=2.0",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        # Input pipelines (tfds + tf.data) and metric writers; training needs these.
+        "data": [
+            "tensorflow-cpu>=2.21,<2.22",
+            "tensorflow-datasets>=4.9.10,<4.10",
+            "importlib_resources>=6",
+            "clu>=0.0.12",
+            "tensorboard>=2.21,<2.22",
+            "matplotlib>=3.10",
+        ],
+        "test": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "nbclient>=0.10",
+            "nbformat>=5.10",
+            "ipykernel>=6.29",
+        ],
+    },
+)

@@ -1,0 +1,146 @@
+"""Multi-head scaled dot-product attention (Vaswani et al. 2017).
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d) + bias, where mask) V
+
+with Q = X_q W_q, K = X_kv W_k, V = X_kv W_v split into `h` heads of width `d = D / h`, and the heads
+concatenated and projected back by W_o.
+
+Masks are boolean and broadcast to [B,h,Nq,Nk]; True means "may attend". A masked key gets exactly zero
+weight. A query whose keys are all masked attends to nothing: its weights are all zero and its output is 0
+(einsum path); the fused path leaves such rows undefined, so give every query at least one key there.
+"""
+from typing import Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Implementation = Literal["einsum", "fused"]
+
+
+def make_padding_mask(q_valid: jax.Array, kv_valid: jax.Array | None = None) -> jax.Array:
+  """Mask from per-token validity: `[B,Nq]`, `[B,Nk]` bool -> `[B,1,Nq,Nk]` (True where both are valid)."""
+  kv_valid = q_valid if kv_valid is None else kv_valid
+  return q_valid[:, None, :, None] & kv_valid[:, None, None, :]
+
+
+def make_causal_mask(n: int) -> jax.Array:
+  """Causal mask `[1,1,N,N]`: query i may attend to keys j <= i."""
+  return jnp.tril(jnp.ones((n, n), bool))[None, None]
+
+
+def attention_weights_from_logits(logits: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+  """Softmax over the last axis in float32; masked entries get exactly zero weight.
+
+  logits: `[..., Nq, Nk]`; mask: bool, broadcastable to logits. Returns float32 weights of logits' shape.
+  """
+  logits = logits.astype(jnp.float32)
+  if mask is None:
+    return jax.nn.softmax(logits, axis=-1)
+  logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+  return jnp.where(mask, jax.nn.softmax(logits, axis=-1), 0.0)
+
+
+def dot_product_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    mask: jax.Array | None = None,
+    bias: jax.Array | None = None,
+    dropout_rate: float = 0.0,
+    dropout_rng: jax.Array | None = None,
+    implementation: Implementation = "einsum",
+) -> tuple[jax.Array, jax.Array | None]:
+  """Scaled dot-product attention over heads.
+
+  softmax(q k^T / sqrt(d) + bias, where mask) v, per head.
+
+  Args:
+    q: `[B,Nq,h,d]`; k: `[B,Nk,h,d]`; v: `[B,Nk,h,dv]`.
+    mask: bool, broadcastable to `[B,h,Nq,Nk]`; True = attend.
+    bias: additive logits bias, broadcastable to `[B,h,Nq,Nk]` (e.g. relative position bias).
+    dropout_rate, dropout_rng: dropout on the attention weights (einsum path only), applied when a rng is given.
+    implementation: "einsum" computes and returns the weights `[B,h,Nq,Nk]`; "fused" calls
+      `jax.nn.dot_product_attention` (cuDNN flash attention on GPU where it applies) and returns None weights.
+
+  Returns:
+    (`[B,Nq,h,dv]` in v's dtype, weights or None).
+  """
+  if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+    raise ValueError(f"q, k, v must be [B,N,h,d]; got shapes {q.shape}, {k.shape}, {v.shape}")
+  if q.shape[-1] != k.shape[-1] or k.shape[1] != v.shape[1]:
+    raise ValueError(f"q/k head widths or k/v lengths differ: q {q.shape}, k {k.shape}, v {v.shape}")
+  if implementation == "fused":
+    if dropout_rng is not None and dropout_rate > 0:
+      raise ValueError("the fused attention path has no attention dropout; use implementation='einsum'")
+    if v.shape[-1] != q.shape[-1]:
+      raise ValueError(f"the fused attention path needs equal q and v head widths; got {q.shape}, {v.shape}")
+    out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask)
+    return out, None
+  if implementation != "einsum":
+    raise ValueError(f"unknown attention implementation {implementation!r}; expected 'einsum' or 'fused'")
+  q = q / jnp.sqrt(q.shape[-1]).astype(q.dtype)
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)  # [B,h,Nq,Nk]
+  if bias is not None:
+    logits = logits + bias
+  weights = attention_weights_from_logits(logits, mask)
+  if dropout_rng is not None and dropout_rate > 0:
+    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
+    weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+  out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)  # [B,Nq,h,dv]
+  return out, weights
+
+
+class MultiHeadAttention(nn.Module):
+  """Multi-head attention with query/key/value/out projections (flax / vit_jax parameter layout).
+
+  Parameters: `query`, `key`, `value` kernels `[D, h, d]` and `out` kernel `[h, d, D_out]`, each with a bias,
+  so published ViT checkpoints map one to one.
+
+  Attributes:
+    num_heads: number of heads h.
+    qkv_features: total projection width h*d (default: input width D).
+    out_features: output width (default: input width D).
+    dropout_rate: dropout on the attention weights during training.
+    implementation: "einsum" (exposes weights) or "fused" (`jax.nn.dot_product_attention`). The einsum path is
+      used whenever weights are sown or attention dropout is active.
+    sow_weights: store weights `[B,h,Nq,Nk]` in the 'intermediates' collection as `attention_weights`.
+  """
+  num_heads: int
+  qkv_features: int | None = None
+  out_features: int | None = None
+  dropout_rate: float = 0.0
+  use_bias: bool = True
+  implementation: Implementation = "einsum"
+  sow_weights: bool = False
+  kernel_init: nn.initializers.Initializer = nn.initializers.xavier_uniform()
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, inputs_q: jax.Array, inputs_kv: jax.Array | None = None, *, mask: jax.Array | None = None,
+               bias: jax.Array | None = None, deterministic: bool) -> jax.Array:
+    """`[B,Nq,D]`, optional `[B,Nk,D_kv]` (self-attention when None) -> `[B,Nq,D_out]`."""
+    inputs_kv = inputs_q if inputs_kv is None else inputs_kv
+    features = self.qkv_features or inputs_q.shape[-1]
+    if features % self.num_heads:
+      raise ValueError(f"attention width {features} is not divisible by num_heads {self.num_heads}")
+    head_dim = features // self.num_heads
+    dense = lambda name: nn.DenseGeneral(  # noqa: E731
+        (self.num_heads, head_dim), use_bias=self.use_bias, kernel_init=self.kernel_init,
+        dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+    q = dense("query")(inputs_q)  # [B,Nq,h,d]
+    k = dense("key")(inputs_kv)  # [B,Nk,h,d]
+    v = dense("value")(inputs_kv)  # [B,Nk,h,d]
+    use_dropout = not deterministic and self.dropout_rate > 0
+    implementation = "einsum" if (self.sow_weights or use_dropout) else self.implementation
+    out, weights = dot_product_attention(
+        q, k, v, mask=mask, bias=bias, dropout_rate=self.dropout_rate,
+        dropout_rng=self.make_rng("dropout") if use_dropout else None, implementation=implementation)
+    if self.sow_weights:
+      self.sow("intermediates", "attention_weights", weights)
+    return nn.DenseGeneral(  # [B,Nq,h,d] -> [B,Nq,D_out]
+        self.out_features or inputs_q.shape[-1], axis=(-2, -1), use_bias=self.use_bias,
+        kernel_init=self.kernel_init, dtype=self.dtype, param_dtype=self.param_dtype, name="out")(out)
+

@@ -1,0 +1,181 @@
+"""ResNet v1.5 with BatchNorm, in torchvision's layout (He et al. 2016; stride on the 3x3 conv).
+
+`ResNet(num_classes, stage_sizes, block, ...)` with `block="basic"` (two 3x3 convs, resnet18/34) or
+`block="bottleneck"` (1x1 -> 3x3 (stride) -> 1x1 with 4x expansion, resnet50/101/152). Paddings are
+torchvision's symmetric ones (7x7 conv: 3, 3x3 conv: 1, 3x3/2 max pool: 1), not TF "SAME", so a
+torchvision or timm state dict reproduces its outputs. `num_classes=0` drops the classifier and returns
+the pooled features [B,D] (for linear probes and transfer evaluation).
+
+BatchNorm: momentum 0.9 in Flax's convention (= torchvision's 0.1), epsilon 1e-5, running statistics in
+the `batch_stats` collection: `model.apply(v, x, train=True, mutable=["batch_stats"])` updates them,
+`train=False` uses them. Flax updates the running variance with the biased batch variance where torch
+uses the unbiased one; this only matters when importing a torch training run mid-way. Set `axis_name`
+when the batch is split over a named axis (shard_map/pmap) so batch statistics are global; under `jit`
+with a sharded batch they are global already.
+
+Parameter names and the torchvision/timm state-dict keys they map to (i is 1-based, j 0-based, as in
+torchvision; conv kernels are HWIO = torch OIHW.transpose(2, 3, 1, 0); Dense kernel = torch weight.T):
+  conv1/kernel                          conv1.weight
+  bn1/{scale,bias}                      bn1.{weight,bias}
+  batch_stats: bn1/{mean,var}           bn1.{running_mean,running_var}
+  layer{i}/block{j}/conv{k}/kernel      layer{i}.{j}.conv{k}.weight          (k = 1, 2 [, 3 bottleneck])
+  layer{i}/block{j}/bn{k}/...           layer{i}.{j}.bn{k}.*
+  layer{i}/block0/downsample_conv/...   layer{i}.0.downsample.0.weight
+  layer{i}/block0/downsample_bn/...     layer{i}.0.downsample.1.*
+  fc/{kernel,bias}                      fc.{weight.T,bias}
+"""
+import functools
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# torchvision's init: kaiming_normal_(mode="fan_out", nonlinearity="relu") for convs; nn.Linear's
+# default U(+-1/sqrt(fan_in)) for the classifier kernel (its bias starts at zero here).
+CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+FC_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def _conv(features: int, kernel: int, strides: int, dtype: jnp.dtype, param_dtype: jnp.dtype, name: str) -> nn.Conv:
+  """A bias-free conv with torchvision's symmetric padding kernel // 2."""
+  return nn.Conv(features, (kernel, kernel), (strides, strides), padding=[(kernel // 2, kernel // 2)] * 2,
+                 use_bias=False, kernel_init=CONV_INIT, dtype=dtype, param_dtype=param_dtype, name=name)
+
+
+def _batch_norm(deterministic: bool, axis_name: str | None, dtype: jnp.dtype, param_dtype: jnp.dtype):
+  """BatchNorm with torchvision's hyperparameters (momentum 0.1 in torch's convention, eps 1e-5)."""
+  return functools.partial(nn.BatchNorm, use_running_average=deterministic, momentum=0.9, epsilon=1e-5,
+                           use_fast_variance=False, axis_name=axis_name, dtype=dtype, param_dtype=param_dtype)
+
+
+class BasicBlock(nn.Module):
+  """Two 3x3 convs (stride on the first) plus a shortcut; output width `features` (expansion 1)."""
+  features: int
+  strides: int = 1
+  zero_init_last: bool = False  # bn2.scale = 0: the block starts as relu(shortcut).
+  axis_name: str | None = None
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  expansion = 1  # Not a field: output channels = expansion * features.
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+    """[B,H,W,C] -> [B,ceil(H/s),ceil(W/s),F]; `deterministic`: use BatchNorm running averages."""
+    conv = functools.partial(_conv, dtype=self.dtype, param_dtype=self.param_dtype)
+    norm = _batch_norm(deterministic, self.axis_name, self.dtype, self.param_dtype)
+    shortcut = x
+    if self.strides != 1 or x.shape[-1] != self.features:
+      shortcut = conv(self.features, 1, self.strides, name="downsample_conv")(x)
+      shortcut = norm(name="downsample_bn")(shortcut)
+    y = nn.relu(norm(name="bn1")(conv(self.features, 3, self.strides, name="conv1")(x)))
+    y = conv(self.features, 3, 1, name="conv2")(y)
+    y = norm(name="bn2", scale_init=nn.initializers.zeros if self.zero_init_last else nn.initializers.ones)(y)
+    return nn.relu(shortcut + y)
+
+
+class BottleneckBlock(nn.Module):
+  """1x1 (features) -> 3x3 (features, stride) -> 1x1 (4 * features) plus a shortcut (ResNet v1.5)."""
+  features: int
+  strides: int = 1
+  zero_init_last: bool = False  # bn3.scale = 0: the block starts as relu(shortcut).
+  axis_name: str | None = None
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  expansion = 4  # Not a field: output channels = expansion * features.
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+    """[B,H,W,C] -> [B,ceil(H/s),ceil(W/s),4F]; `deterministic`: use BatchNorm running averages."""
+    conv = functools.partial(_conv, dtype=self.dtype, param_dtype=self.param_dtype)
+    norm = _batch_norm(deterministic, self.axis_name, self.dtype, self.param_dtype)
+    out = self.features * self.expansion
+    shortcut = x
+    if self.strides != 1 or x.shape[-1] != out:
+      shortcut = conv(out, 1, self.strides, name="downsample_conv")(x)
+      shortcut = norm(name="downsample_bn")(shortcut)
+    y = nn.relu(norm(name="bn1")(conv(self.features, 1, 1, name="conv1")(x)))
+    y = nn.relu(norm(name="bn2")(conv(self.features, 3, self.strides, name="conv2")(y)))
+    y = conv(out, 1, 1, name="conv3")(y)
+    y = norm(name="bn3", scale_init=nn.initializers.zeros if self.zero_init_last else nn.initializers.ones)(y)
+    return nn.relu(shortcut + y)
+
+
+BLOCKS = {"basic": BasicBlock, "bottleneck": BottleneckBlock}
+
+
+class ResNetLayer(nn.Module):
+  """One stage (torchvision's `layer{i}`): `num_blocks` blocks `block{j}`, the first one strided."""
+  block: str
+  num_blocks: int
+  features: int
+  strides: int
+  zero_init_residual: bool = False
+  axis_name: str | None = None
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
+    """[B,H,W,C] -> [B,ceil(H/s),ceil(W/s),expansion*F]."""
+    for j in range(self.num_blocks):
+      x = BLOCKS[self.block](
+          self.features, strides=self.strides if j == 0 else 1, zero_init_last=self.zero_init_residual,
+          axis_name=self.axis_name, dtype=self.dtype, param_dtype=self.param_dtype,
+          name=f"block{j}")(x, deterministic=deterministic)
+    return x
+
+
+class ResNet(nn.Module):
+  """ResNet v1.5 classifier (torchvision layout); `num_classes=0` returns pooled features."""
+  num_classes: int  # 0: no classifier, __call__ returns the pooled features [B,D].
+  stage_sizes: Sequence[int]  # Blocks per stage, e.g. (3, 4, 6, 3); stage i has width * 2**i features.
+  block: str  # "basic" (resnet18/34) or "bottleneck" (resnet50/101/152).
+  width: int = 64  # Stem channels and first-stage bottleneck width (64 in all published models).
+  zero_init_residual: bool = False  # Zero the last BN scale of every block (Goyal et al. 2017); torchvision's default is off.
+  in_channels: int = 3  # Input channels C, checked on every call.
+  axis_name: str | None = None  # Named batch axis for BatchNorm statistics under shard_map/pmap.
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    """[B,H,W,C] -> [B,K] float32 logits, or [B,D] float32 pooled features when num_classes == 0.
+
+    D = width * 2**(S-1) * expansion (expansion 1 basic, 4 bottleneck; S = len(stage_sizes)); the last
+    feature map is [B,ceil(H/2**(S+1)),ceil(W/2**(S+1)),D]. `train`: BatchNorm uses (and, with
+    mutable=["batch_stats"], updates) batch statistics; otherwise the running averages.
+    """
+    if self.block not in BLOCKS:
+      raise ValueError(f"block {self.block!r} is not one of {sorted(BLOCKS)}")
+    if not self.stage_sizes:
+      raise ValueError("stage_sizes is empty; a ResNet needs at least one stage")
+    if x.ndim != 4 or x.shape[-1] != self.in_channels:
+      raise ValueError(f"input shape {x.shape} is not [B,H,W,C] with C = in_channels = {self.in_channels}")
+    x = _conv(self.width, 7, 2, self.dtype, self.param_dtype, name="conv1")(x)  # [B,ceil(H/2),ceil(W/2),width]
+    x = _batch_norm(not train, self.axis_name, self.dtype, self.param_dtype)(name="bn1")(x)
+    x = nn.relu(x)
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # [B,ceil(H/4),ceil(W/4),width]
+    for i, num_blocks in enumerate(self.stage_sizes):
+      x = ResNetLayer(
+          self.block, num_blocks, self.width * 2**i, strides=1 if i == 0 else 2,
+          zero_init_residual=self.zero_init_residual, axis_name=self.axis_name, dtype=self.dtype,
+          param_dtype=self.param_dtype, name=f"layer{i + 1}")(x, deterministic=not train)
+    x = jnp.mean(x, axis=(1, 2), dtype=jnp.float32)  # [B,D]
+    if self.num_classes == 0:
+      return x
+    x = nn.Dense(self.num_classes, kernel_init=FC_INIT, dtype=self.dtype, param_dtype=self.param_dtype,
+                 name="fc")(x)  # [B,K]
+    return x.astype(jnp.float32)
+
+
+# Name -> ResNet attributes; build with ResNet(num_classes=K, **VARIANTS[name]).
+VARIANTS = {
+    "resnet18": dict(stage_sizes=(2, 2, 2, 2), block="basic"),
+    "resnet34": dict(stage_sizes=(3, 4, 6, 3), block="basic"),
+    "resnet50": dict(stage_sizes=(3, 4, 6, 3), block="bottleneck"),
+    "resnet101": dict(stage_sizes=(3, 4, 23, 3), block="bottleneck"),
+    "resnet152": dict(stage_sizes=(3, 8, 36, 3), block="bottleneck"),
+}
