@@ -1,0 +1,27 @@
+"""Shared fixtures: a tiny prepared copy of the local Fashion-MNIST builder's dataset."""
+import os
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_fmnist(tmp_path_factory) -> str:
+  """A tfds data_dir holding `fashion_mnist_local` built from 320 train / 70 test idx images written here.
+
+  Images are class-dependent patterns plus noise, so a tiny model learns them in a few steps.
+  """
+  from vit_video.data import fashion_mnist_local, prepare  # noqa: PLC0415  (TensorFlow only for these tests)
+  root = tmp_path_factory.mktemp("tiny_fmnist")
+  raw, data_dir = root / "raw", str(root / "tfds")
+  os.makedirs(raw)
+  rng = np.random.default_rng(0)
+  for split, n in (("train", 320), ("t10k", 70)):
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+    for i, label in enumerate(labels):  # a bright bar whose row encodes the class
+      images[i, 2 + 2 * label: 4 + 2 * label, 4:24] = 250
+    fashion_mnist_local.write_idx(str(raw / f"{split}-images-idx3-ubyte.gz"), images)
+    fashion_mnist_local.write_idx(str(raw / f"{split}-labels-idx1-ubyte.gz"), labels)
+  prepare.prepare("fashion_mnist_local", data_dir, manual_dir=str(raw))
+  return data_dir

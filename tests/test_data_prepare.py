@@ -1,0 +1,104 @@
+"""Tests for vit_video.data.prepare and scripts/fetch_fashion_mnist.sh (hermetic: a fake apt-get, no network)."""
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from vit_video.data import fashion_mnist_local as fml
+from vit_video.data import pipeline
+from vit_video.data import prepare
+
+FILES = [stem + ".gz" for pair in fml.SPLIT_FILES.values() for stem in pair]
+
+
+def _write_idx_files(directory, suffix, num_train=5, num_test=3):
+  rng = np.random.default_rng(0)
+  os.makedirs(directory, exist_ok=True)
+  for split, n in (("train", num_train), ("test", num_test)):
+    images_stem, labels_stem = fml.SPLIT_FILES[split]
+    fml.write_idx(os.path.join(directory, images_stem + suffix), rng.integers(0, 256, (n, 28, 28), np.uint8))
+    fml.write_idx(os.path.join(directory, labels_stem + suffix), rng.integers(0, 10, (n,), np.uint8))
+
+
+def test_prepare_cli_builds_from_manual_dir_once(tmp_path, capsys):
+  _write_idx_files(tmp_path / "raw", suffix="")  # uncompressed files work too
+  data_dir = str(tmp_path / "tfds")
+  with pytest.raises(ValueError, match="not prepared"):
+    pipeline.check_prepared("fashion_mnist_local", data_dir)
+  prepare.main(["fashion_mnist_local", "--data_dir", data_dir, "--manual_dir", str(tmp_path / "raw")])
+  assert "fashion_mnist_local/1.0.0 prepared" in capsys.readouterr().out
+  assert pipeline.num_examples("fashion_mnist_local", "train", data_dir) == 5
+  assert pipeline.num_examples("fashion_mnist_local", "test", data_dir) == 3
+  info = tmp_path / "tfds" / "fashion_mnist_local" / "1.0.0" / "dataset_info.json"
+  mtime = info.stat().st_mtime_ns
+  shutil.rmtree(tmp_path / "raw")  # a second run must not need the sources again
+  prepare.main(["fashion_mnist_local", "--data_dir", data_dir, "--manual_dir", str(tmp_path / "raw")])
+  assert info.stat().st_mtime_ns == mtime
+
+
+def test_prepare_help_says_where_downloads_happen(capsys):
+  with pytest.raises(SystemExit) as e:
+    prepare.main(["--help"])
+  assert e.value.code == 0
+  text = " ".join(capsys.readouterr().out.split())
+  assert "needs network access" in text and "offline" in text and "./data/tfds" in text
+
+
+def test_prepare_command_matches_the_cli():
+  assert prepare.prepare_command("cifar10", "/x/tfds") == "python -m vit_video.data.prepare cifar10 --data_dir /x/tfds"
+
+
+@pytest.fixture
+def fake_apt(tmp_path):
+  """A PATH whose apt-get serves a locally built dataset-fashion-mnist .deb; `download` fails until `update`."""
+  if shutil.which("dpkg-deb") is None or shutil.which("dpkg") is None:
+    pytest.skip("dpkg/dpkg-deb not installed")
+  package = tmp_path / "pkg"
+  _write_idx_files(package / "usr" / "share" / "datasets" / "fashion-mnist", suffix=".gz")
+  (package / "DEBIAN").mkdir()
+  (package / "DEBIAN" / "control").write_text(
+      "Package: dataset-fashion-mnist\nVersion: 1\nArchitecture: all\nMaintainer: t <t@t>\nDescription: t\n")
+  deb = tmp_path / "dataset-fashion-mnist_1_all.deb"
+  subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(package), str(deb)], check=True,
+                 capture_output=True)
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  log = tmp_path / "apt.log"
+  (bin_dir / "apt-get").write_text(f"""#!/usr/bin/env bash
+echo "$@" >> {log}
+if [[ "$1" == update ]]; then touch {tmp_path}/updated; exit 0; fi
+if [[ "$1" == download && -e {tmp_path}/updated ]]; then cp {deb} .; exit 0; fi
+exit 100
+""")
+  (bin_dir / "apt-get").chmod(0o755)
+  env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+  return env, log, package / "usr" / "share" / "datasets" / "fashion-mnist"
+
+
+def _fetch(dest, env):
+  return subprocess.run(["bash", prepare.FETCH_SCRIPT, str(dest)], env=env, capture_output=True, text=True)
+
+
+def test_fetch_script_downloads_updates_once_and_is_idempotent(tmp_path, fake_apt):
+  env, log, source = fake_apt
+  dest = tmp_path / "dest"
+  result = _fetch(dest, env)
+  assert result.returncode == 0, result.stderr
+  assert log.read_text().split("\n")[:3] == ["download dataset-fashion-mnist", "update",
+                                             "download dataset-fashion-mnist"]
+  assert sorted(os.listdir(dest)) == sorted(FILES)
+  for name in FILES:
+    assert (dest / name).read_bytes() == (source / name).read_bytes()
+  log.unlink()
+  again = _fetch(dest, env)
+  assert again.returncode == 0 and "nothing to do" in again.stdout and not log.exists()
+
+
+def test_fetch_script_usage_and_missing_package(tmp_path, fake_apt):
+  env, _, _ = fake_apt
+  assert subprocess.run(["bash", prepare.FETCH_SCRIPT], capture_output=True).returncode == 2
+  (tmp_path / "bin" / "apt-get").write_text("#!/usr/bin/env bash\nexit 100\n")
+  result = _fetch(tmp_path / "dest", env)
+  assert result.returncode != 0 and not (tmp_path / "dest").exists()

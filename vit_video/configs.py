@@ -1,0 +1,94 @@
+"""The one shared base of every experiment config, with a comment on every field.
+
+Experiment files (`experiments/*.py`) start from `base_config()`, set what differs, and return the config
+locked, so a typo in a file or on the command line (`--config.optimizer.lr=...`) raises instead of being
+ignored. This module is data: it imports nothing from the training code.
+"""
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # Base of every random stream: initialisation, dropout, data order, augmentation.
+  c.model_name = "vit_ti16"  # A name in vit_video.models.MODELS.
+  c.model = ml_collections.ConfigDict()  # Module attributes overriding the named variant (width, patch_size, ...).
+  c.num_classes = 10  # K, the classifier's outputs; must equal the dataset's number of classes.
+  c.dtype = "float32"  # Compute dtype, "float32" or "bfloat16"; parameters and logits stay float32.
+
+  c.dataset = ml_collections.ConfigDict()
+  c.dataset.name = "fashion_mnist_local"  # tfds name, read from data_dir (never downloaded at train time).
+  c.dataset.data_dir = "data/tfds"  # tfds data_dir; `python -m vit_video.data.prepare NAME` fills it.
+  c.dataset.train_split = "train"  # tfds split to train on (slicing syntax like "train[:90%]" works).
+  c.dataset.eval_split = "test"  # tfds split to evaluate on; every example counted once (padded batches).
+  c.dataset.image_size = 28  # Side the images are resized to.
+  c.dataset.channels = 1  # C of the images; checked against the model's in_channels.
+  c.dataset.shuffle_buffer_size = 0  # 0 shuffles the whole host shard exactly; else a local buffer size.
+  c.dataset.cache = True  # Keep the encoded split in memory after the first epoch.
+
+  c.augment = ml_collections.ConfigDict()
+  c.augment.crop_padding = 0  # Zero-pad each side by this many pixels, then random-crop back (0: off).
+  c.augment.flip = False  # Random horizontal flips.
+  c.augment.randaugment_layers = 0  # RandAugment ops per image (0: off).
+  c.augment.randaugment_magnitude = 10  # RandAugment strength in [0, 10].
+  c.augment.mixup_alpha = 0.0  # Mixup Beta(alpha, alpha) per batch (0: off).
+  c.augment.cutmix_alpha = 0.0  # CutMix Beta(alpha, alpha) per batch (0: off).
+
+  c.batch_size = 128  # Global batch: split over all devices of all hosts; must be divisible by the device count.
+  c.num_epochs = 1.0  # Training length in passes over the train split (used when total_steps is 0).
+  c.total_steps = 0  # Training length in steps; overrides num_epochs when > 0.
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adamw"  # "adamw" or "sgd" (with momentum).
+  c.optimizer.learning_rate = 1e-3  # Peak learning rate, reached after warm-up.
+  c.optimizer.schedule = "cosine"  # Decay after warm-up: "cosine", "linear" or "constant".
+  c.optimizer.warmup_steps = 0  # Linear warm-up from 0 over this many steps.
+  c.optimizer.end_lr_factor = 0.0  # Final learning rate as a fraction of the peak.
+  c.optimizer.weight_decay = 0.05  # Decoupled weight decay on kernels (not biases, norms, embeddings).
+  c.optimizer.b1 = 0.9  # Adam beta1.
+  c.optimizer.b2 = 0.999  # Adam beta2.
+  c.optimizer.momentum = 0.9  # SGD momentum.
+  c.optimizer.nesterov = False  # SGD Nesterov momentum.
+  c.optimizer.grad_clip_norm = 1.0  # Clip gradients to this global norm (0: off).
+  c.optimizer.grad_accum_steps = 1  # Accumulate gradients over this many batches per update (1: off).
+  c.label_smoothing = 0.0  # Cross-entropy label smoothing s: targets (1 - s) one-hot + s / K.
+  c.ema_decay = 0.0  # Exponential moving average of parameters (0: off); evaluation then uses the EMA.
+
+  c.parallelism = "jit"  # "jit" (Mesh, sharded batch) or "pmap" (replicated state, pmean of gradients).
+  c.fsdp = False  # jit only: shard large parameters and optimizer state over the data axis.
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.initialize = False  # Call jax.distributed.initialize (multi-host).
+  c.distributed.coordinator_address = ""  # host:port of process 0.
+  c.distributed.num_processes = 1  # Number of processes in the job.
+  c.distributed.process_id = 0  # This process's index.
+
+  c.log_every_steps = 50  # Train metrics to metrics.jsonl / TensorBoard every this many steps.
+  c.eval_every_steps = 0  # Evaluate every this many steps (0: only at the end).
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.save_every_steps = 500  # Checkpoint every this many steps, and always at the last step.
+  c.checkpoint.max_to_keep = 2  # Keep the newest N checkpoints...
+  c.checkpoint.keep_best = True  # ...plus the one with the best eval top-1.
+  c.checkpoint.async_save = True  # Write checkpoints in the background.
+  c.init = ml_collections.ConfigDict()
+  c.init.checkpoint = ""  # Fine-tune from another run's workdir or a published .npz ("" : from scratch).
+  c.progress_bar = "auto"  # "auto" (a bar on an interactive terminal, log lines otherwise), "on" or "off".
+  return c
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Parses a config file's argument "variant=vit_s4,quick" into {variant: 'vit_s4', quick: True}.
+
+  Every key must be one of `defaults` (whose values give the types); a bare word sets a bool to True.
+  """
+  values = dict(defaults)
+  for part in filter(None, (arg or "").split(",")):
+    key, _, value = part.partition("=")
+    if key not in defaults:
+      raise ValueError(f"unknown config argument {key!r} in {arg!r}; valid: {', '.join(sorted(defaults))}")
+    kind = type(defaults[key])
+    if not value:
+      if kind is not bool:
+        raise ValueError(f"config argument {key!r} needs a value ({key}=...)")
+      values[key] = True
+    else:
+      values[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+  return ml_collections.ConfigDict(values)

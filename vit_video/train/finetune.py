@@ -1,0 +1,63 @@
+"""Fine-tuning: start a run from another experiment's checkpoint or a published .npz.
+
+The loaded parameters replace the fresh ones key by key. The classifier head is kept fresh when its shape
+differs (new classes); a learned position embedding is resampled when the grid differs (new resolution);
+any other difference in keys or shapes means a checkpoint of another model, and raises.
+"""
+import os
+
+import flax
+import jax
+import numpy as np
+
+from vit_video import checkpoints
+from vit_video.layers.embed import resample_pos_embedding
+from vit_video.train import checkpointing
+from vit_video.train.steps import TrainState
+
+HEAD_KEYS = ("head/kernel", "head/bias")
+
+
+def merge_params(fresh: dict, loaded: dict, *, source: str) -> dict:
+  """Loaded values for every key of `fresh`, adapting the head and position embedding (see module doc)."""
+  flat_fresh = flax.traverse_util.flatten_dict(fresh, sep="/")
+  flat_loaded = flax.traverse_util.flatten_dict(loaded, sep="/")
+  missing = sorted(k for k in set(flat_fresh) - set(flat_loaded) if k not in HEAD_KEYS)
+  if missing:
+    raise ValueError(f"{source} is not a checkpoint of this model: it lacks {missing[:5]}"
+                     f"{' ...' if len(missing) > 5 else ''}")
+  merged = {}
+  for key, value in flat_fresh.items():
+    new = flat_loaded.get(key)
+    if new is None or (key in HEAD_KEYS and new.shape != value.shape):
+      merged[key] = value  # a new head
+    elif new.shape == value.shape:
+      merged[key] = np.asarray(new, value.dtype)
+    elif key.endswith("pos_embedding"):
+      prefix = 1 if "cls/token" in flat_fresh else 0
+      grid = int(round(np.sqrt(value.shape[1] - prefix)))
+      if grid * grid != value.shape[1] - prefix:
+        raise ValueError(f"cannot resample {key} from {new.shape} to the non-square {value.shape}")
+      merged[key] = np.asarray(resample_pos_embedding(new, (grid, grid), num_prefix_tokens=prefix), value.dtype)
+    else:
+      raise ValueError(f"{source} is not a checkpoint of this model: {key} has shape {tuple(new.shape)}, "
+                       f"the model expects {tuple(value.shape)}")
+  return flax.traverse_util.unflatten_dict(merged, sep="/")
+
+
+def init_from(state: TrainState, path: str, *, model_name: str, image_size: int) -> TrainState:
+  """Replaces `state`'s parameters (and BatchNorm statistics) with those of `path`: a `.npz` published
+  checkpoint, or another run's workdir / checkpoint folder. Optimizer state and EMA start afresh from them."""
+  if path.endswith(".npz"):
+    loaded = checkpoints.import_vit_npz(model_name, path, image_size=image_size)
+  elif os.path.isdir(path):
+    loaded = checkpointing.restore_params(path)
+  else:
+    raise ValueError(f"init checkpoint {path!r} is neither a .npz file nor a run's workdir")
+  state = jax.device_get(state)
+  params = merge_params(state.params, loaded["params"], source=path)
+  batch_stats = state.batch_stats
+  if batch_stats and "batch_stats" in loaded:
+    batch_stats = merge_params(batch_stats, loaded["batch_stats"], source=path)
+  ema = jax.tree.map(np.copy, params) if state.ema_params else state.ema_params
+  return state.replace(params=params, batch_stats=batch_stats, ema_params=ema)

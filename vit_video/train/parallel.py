@@ -1,0 +1,103 @@
+"""Data parallelism over every device of every host: `jit` over a Mesh, or the classic `pmap`.
+
+'jit': one `Mesh(devices, ('data',))` (Auto axes). Batches are sharded over 'data'; parameters are replicated,
+  or with `fsdp=True` each large parameter is sharded over 'data' along its largest divisible axis (ZeRO-3 /
+  FSDP style: XLA all-gathers it for the forward pass and reduce-scatters its gradient).
+'pmap': state replicated on a leading device axis, each device gets `[B/n]` of the batch, gradients averaged
+  with `lax.pmean(..., 'data')` (as scenic and vit_jax do).
+
+Multi-host: every process calls `jax.distributed.initialize` first (`maybe_initialize_distributed`); each host
+feeds its own rows of the global batch and `host_batch_to_global` assembles the global array.
+"""
+import dataclasses
+from typing import Any, Literal
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+Parallelism = Literal["jit", "pmap"]
+
+
+def maybe_initialize_distributed(*, initialize: bool, coordinator_address: str, num_processes: int,
+                                 process_id: int) -> None:
+  """Joins a multi-process JAX job when asked (before any other JAX call touches the devices)."""
+  if not initialize:
+    return
+  if not coordinator_address or num_processes < 1 or not 0 <= process_id < num_processes:
+    raise ValueError(f"distributed set-up needs a coordinator address and 0 <= process_id < num_processes; got "
+                     f"address={coordinator_address!r}, num_processes={num_processes}, process_id={process_id}")
+  jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                             process_id=process_id)
+
+
+def check_batch_size(global_batch_size: int, num_devices: int | None = None) -> None:
+  """The global batch must split evenly over the devices (default: all devices of all hosts)."""
+  n, hosts = num_devices or jax.device_count(), jax.process_count()
+  if global_batch_size % n:
+    raise ValueError(f"global batch size {global_batch_size} is not divisible by the {n} devices "
+                     f"({hosts} process(es)); choose a multiple of {n}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """Where arrays live: the mesh and the shardings of batches and state (jit), or the local devices (pmap)."""
+  parallelism: Parallelism
+  mesh: Mesh
+  fsdp: bool = False
+  fsdp_min_size: int = 2**14  # Parameters with fewer elements stay replicated.
+
+  @property
+  def batch_sharding(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P(DATA_AXIS))
+
+  @property
+  def replicated(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P())
+
+  def param_sharding(self, shape: tuple[int, ...]) -> NamedSharding:
+    """Replicated, or under FSDP sharded along the largest axis that the device count divides."""
+    n = self.mesh.devices.size
+    if not self.fsdp or int(np.prod(shape)) < self.fsdp_min_size:
+      return self.replicated
+    for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
+      if shape[axis] % n == 0:
+        spec = [None] * len(shape)
+        spec[axis] = DATA_AXIS
+        return NamedSharding(self.mesh, P(*spec))
+    return self.replicated
+
+  def state_shardings(self, abstract_state: Any) -> Any:
+    """A sharding for every leaf of a state pytree (of arrays or ShapeDtypeStructs)."""
+    return jax.tree.map(lambda a: self.param_sharding(tuple(a.shape)), abstract_state)
+
+
+def make_layout(parallelism: Parallelism, *, fsdp: bool = False, devices: list | None = None) -> Layout:
+  if parallelism not in ("jit", "pmap"):
+    raise ValueError(f"parallelism must be 'jit' or 'pmap'; got {parallelism!r}")
+  if fsdp and parallelism == "pmap":
+    raise ValueError("fsdp needs parallelism='jit' (pmap replicates the state on every device)")
+  devices = jax.devices() if devices is None else devices
+  return Layout(parallelism, Mesh(np.asarray(devices), (DATA_AXIS,)), fsdp=fsdp)
+
+
+def host_batch_to_global(batch: dict[str, np.ndarray], layout: Layout) -> dict[str, jax.Array]:
+  """This host's rows `[B/hosts, ...]` -> the global batch: a sharded `[B, ...]` array (jit), or
+  `[local_devices, B/devices, ...]` per-device slices (pmap)."""
+  if layout.parallelism == "pmap":
+    n = jax.local_device_count()
+    # [b, ...] -> [n, b/n, ...]
+    return jax.tree.map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(layout.batch_sharding, x), batch)
+
+
+def replicate(tree: Any) -> Any:
+  """Copies a pytree along a new leading axis, one copy per local device (pmap places them on its first call)."""
+  n = jax.local_device_count()
+  return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n, *np.shape(x))), tree)
+
+
+def unreplicate(tree: Any) -> Any:
+  """The first device's copy of a pmap-replicated pytree."""
+  return jax.tree.map(lambda x: x[0], tree)
