@@ -21,10 +21,10 @@ parameter names (conv_root, gn_root, block{i}/unit{j}/{conv,gn}{1,2,3}, conv_pro
 TF "SAME" padding everywhere and vit_jax's numerics, so R50+ViT .npz checkpoints map 1:1.
 
 Weight-standardisation epsilon. timm's BiT and hybrid models use (w - mean) / sqrt(var + 1e-8); BiT's own
-code used 1e-10 inside the sqrt; vit_jax and big_vision use (w - mean) / (std + 1e-5), with the epsilon on
-the standard deviation, not the variance. `StdConv.eps_on_std` picks the form: `BiT` defaults to timm's
-(1e-8 on the variance), `ResNetStem` to vit_jax's (1e-5 on the std). GroupNorm epsilon: timm 1e-5 (`BiT`),
-Flax's default 1e-6 as used by vit_jax (`ResNetStem`).
+PyTorch code used 1e-10 inside the sqrt; vit_jax and big_vision use (w - mean) / (std + 1e-5), with the
+epsilon on the standard deviation, not the variance. `StdConv.eps_on_std` picks the form: `BiT` defaults to
+timm's (1e-8 on the variance), `ResNetStem` to vit_jax's (1e-5 on the std). GroupNorm epsilon: timm 1e-5
+(`BiT`), Flax's default 1e-6 as used by vit_jax (`ResNetStem`).
 """
 import functools
 from typing import Callable, Sequence

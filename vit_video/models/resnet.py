@@ -134,7 +134,7 @@ class ResNet(nn.Module):
   stage_sizes: Sequence[int]  # Blocks per stage, e.g. (3, 4, 6, 3); stage i has width * 2**i features.
   block: str  # "basic" (resnet18/34) or "bottleneck" (resnet50/101/152).
   width: int = 64  # Stem channels and first-stage bottleneck width (64 in all published models).
-  zero_init_residual: bool = False  # Zero the last BN scale of every block (Goyal et al. 2017); torchvision's default is off.
+  zero_init_residual: bool = False  # Zero every block's last BN scale (Goyal et al. 2017); off as in torchvision.
   in_channels: int = 3  # Input channels C, checked on every call.
   axis_name: str | None = None  # Named batch axis for BatchNorm statistics under shard_map/pmap.
   dtype: jnp.dtype = jnp.float32
