@@ -15,9 +15,10 @@ from vit_video import configs
 VARIANTS = {
     "vit_t4": dict(patch_size=4, width=64, depth=4, num_heads=4, mlp_dim=128),
     "vit_s4": dict(patch_size=4, width=128, depth=6, num_heads=4, mlp_dim=256),
+    "vit_s7": dict(patch_size=7, width=128, depth=6, num_heads=4, mlp_dim=256),
     "vit_b4": dict(patch_size=4, width=192, depth=8, num_heads=6, mlp_dim=384),
 }
-EPOCHS = {"vit_t4": 10.0, "vit_s4": 8.0, "vit_b4": 8.0}
+EPOCHS = {"vit_t4": 10.0, "vit_s4": 8.0, "vit_s7": 7.0, "vit_b4": 8.0}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -26,7 +27,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f"unknown variant {a.variant!r}; valid: {', '.join(VARIANTS)}")
   c = configs.base_config()
   c.model_name = "vit_ti16"  # The ViT family; VARIANTS[variant] sets every size.
-  c.model = ml_collections.ConfigDict(VARIANTS[a.variant])
+  c.model = ml_collections.ConfigDict(dict(VARIANTS[a.variant], attention_implementation="fused"))
   c.batch_size = 256
   c.num_epochs = a.epochs or EPOCHS[a.variant]
   c.optimizer.learning_rate = 2e-3

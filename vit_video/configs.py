@@ -24,6 +24,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.channels = 1  # C of the images; checked against the model's in_channels.
   c.dataset.shuffle_buffer_size = 0  # 0 shuffles the whole host shard exactly; else a local buffer size.
   c.dataset.cache = True  # Keep the encoded split in memory after the first epoch.
+  c.dataset.host_sharding = "global"  # "global": the same global batches for any number of hosts (each host
+  #   reads every record, decodes its rows); "split": each host reads only its 1/P slice (for pod-sized data).
 
   c.augment = ml_collections.ConfigDict()
   c.augment.crop_padding = 0  # Zero-pad each side by this many pixels, then random-crop back (0: off).

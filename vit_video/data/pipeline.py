@@ -10,7 +10,7 @@ the hosts' batches in process order.
 
 Train sharding, `make_train_iterator(host_sharding=...)`; with one process both modes give the same batches:
   'global' (default): the global batches are the same whatever the number of processes, so a run on P hosts
-    sees exactly the batches (and, mixup/cutmix aside, the losses) of a 1-process run. There is one stream: the
+    trains on exactly the global batches of a 1-process run (mixup/cutmix aside). There is one stream: the
     whole split in a permutation per epoch that depends only on (seed, epoch), epochs following each other;
     global batch s is stream positions [s G, (s + 1) G) (G = global_batch_size) and host p yields its rows
     [p B, (p + 1) B). Every host reads every record but keeps only its rows before decoding, and each example's

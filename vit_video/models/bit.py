@@ -185,12 +185,13 @@ class ResidualUnit(nn.Module):
   num_groups: int = 32
   gn_epsilon: float = 1e-6
   std_eps: float = 1e-5
+  eps_on_std: bool = True
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    conv = functools.partial(StdConv, eps=self.std_eps, eps_on_std=True, dtype=self.dtype,
+    conv = functools.partial(StdConv, eps=self.std_eps, eps_on_std=self.eps_on_std, dtype=self.dtype,
                              param_dtype=self.param_dtype)
     norm = functools.partial(nn.GroupNorm, num_groups=self.num_groups, epsilon=self.gn_epsilon,
                              use_fast_variance=False, dtype=self.dtype, param_dtype=self.param_dtype)
@@ -212,6 +213,7 @@ class ResidualStage(nn.Module):
   num_groups: int = 32
   gn_epsilon: float = 1e-6
   std_eps: float = 1e-5
+  eps_on_std: bool = True
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -220,7 +222,7 @@ class ResidualStage(nn.Module):
     """[B,H,W,C] -> [B,ceil(H/s),ceil(W/s),4F]."""
     for j in range(self.num_units):
       x = ResidualUnit(self.features, strides=self.first_stride if j == 0 else 1, num_groups=self.num_groups,
-                       gn_epsilon=self.gn_epsilon, std_eps=self.std_eps, dtype=self.dtype,
+                       gn_epsilon=self.gn_epsilon, std_eps=self.std_eps, eps_on_std=self.eps_on_std, dtype=self.dtype,
                        param_dtype=self.param_dtype, name=f"unit{j + 1}")(x)
     return x
 
@@ -238,6 +240,7 @@ class ResNetStem(nn.Module):
   num_groups: int = 32
   gn_epsilon: float = 1e-6  # Flax's default, as in vit_jax.
   std_eps: float = 1e-5  # Added to the kernel's std, as in vit_jax.
+  eps_on_std: bool = True  # vit_jax: (w - mean) / (std + eps); False: / sqrt(var + eps), as timm.
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -250,15 +253,15 @@ class ResNetStem(nn.Module):
     if x.ndim != 4:
       raise ValueError(f"input shape {x.shape} is not [B,H,W,C]")
     width = int(self.width * self.width_factor)
-    x = StdConv(width, (7, 7), (2, 2), eps=self.std_eps, eps_on_std=True, dtype=self.dtype,
+    x = StdConv(width, (7, 7), (2, 2), eps=self.std_eps, eps_on_std=self.eps_on_std, dtype=self.dtype,
                 param_dtype=self.param_dtype, name="conv_root")(x)  # [B,ceil(H/2),ceil(W/2),width]
     x = nn.GroupNorm(num_groups=self.num_groups, epsilon=self.gn_epsilon, use_fast_variance=False,
                      dtype=self.dtype, param_dtype=self.param_dtype, name="gn_root")(x)
     x = nn.max_pool(nn.relu(x), (3, 3), strides=(2, 2), padding="SAME")  # [B,ceil(H/4),ceil(W/4),width]
     for i, num_units in enumerate(self.stage_sizes):
       x = ResidualStage(num_units, width * 2**i, first_stride=1 if i == 0 else 2, num_groups=self.num_groups,
-                        gn_epsilon=self.gn_epsilon, std_eps=self.std_eps, dtype=self.dtype,
-                        param_dtype=self.param_dtype, name=f"block{i + 1}")(x)
+                        gn_epsilon=self.gn_epsilon, std_eps=self.std_eps, eps_on_std=self.eps_on_std,
+                        dtype=self.dtype, param_dtype=self.param_dtype, name=f"block{i + 1}")(x)
     return x
 
 

@@ -27,6 +27,12 @@ from vit_video.layers.mlp import DropPath, MlpBlock
 from vit_video.models.bit import ResNetStem
 
 
+STEM_NUMERICS = {
+    "vit_jax": dict(std_eps=1e-5, eps_on_std=True, gn_epsilon=1e-6),
+    "timm": dict(std_eps=1e-8, eps_on_std=False, gn_epsilon=1e-5),
+}
+
+
 class EncoderBlock(nn.Module):
   """Pre-norm Transformer block: `[B,N,D] -> [B,N,D]`.
 
@@ -118,6 +124,9 @@ class ViT(nn.Module):
     stem_stage_sizes: hybrid only: the BiT trunk's units per stage; () is the root block alone.
       None means a plain ViT.
     stem_width_factor: hybrid only: the trunk's width multiplier.
+    stem_numerics: hybrid only: the trunk's normalisation epsilons. "vit_jax" (the published .npz weights'
+      own): weight standardisation (w - mean) / (std + 1e-5), GroupNorm eps 1e-6. "timm" (timm's port):
+      (w - mean) / sqrt(var + 1e-8), GroupNorm eps 1e-5. Outputs differ by about 4e-4 relative.
     in_channels: C expected of the input.
     head_bias_init: initial head bias (the paper's fine-tuning uses zero kernel and -10 bias sometimes).
   """
@@ -134,6 +143,7 @@ class ViT(nn.Module):
   stochastic_depth_rate: float = 0.0
   stem_stage_sizes: tuple[int, ...] | None = None
   stem_width_factor: float = 1.0
+  stem_numerics: Literal["vit_jax", "timm"] = "vit_jax"
   in_channels: int = 3
   head_bias_init: float = 0.0
   attention_implementation: Implementation = "einsum"
@@ -153,6 +163,8 @@ class ViT(nn.Module):
       raise ValueError(f"ViT expects {self.in_channels} input channels; got shape {x.shape}")
     if self.pool not in ("token", "gap"):
       raise ValueError(f"pool must be 'token' or 'gap'; got {self.pool!r}")
+    if self.stem_numerics not in STEM_NUMERICS:
+      raise ValueError(f"stem_numerics must be one of {sorted(STEM_NUMERICS)}; got {self.stem_numerics!r}")
     x = x.astype(self.dtype)
     if self.stem_stage_sizes is not None:
       stride = 4 * 2 ** max(len(self.stem_stage_sizes) - 1, 0)
@@ -160,7 +172,8 @@ class ViT(nn.Module):
         raise ValueError(f"image size {x.shape[1:3]} is not divisible by the hybrid's total patch size "
                          f"{stride * self.patch_size} (trunk stride {stride} x patch {self.patch_size})")
       x = ResNetStem(stage_sizes=tuple(self.stem_stage_sizes), width_factor=self.stem_width_factor,
-                     dtype=self.dtype, param_dtype=self.param_dtype, name="stem")(x)
+                     **STEM_NUMERICS[self.stem_numerics], dtype=self.dtype, param_dtype=self.param_dtype,
+                     name="stem")(x)
     elif x.shape[1] % self.patch_size or x.shape[2] % self.patch_size:
       raise ValueError(f"image size {x.shape[1:3]} is not divisible by patch size {self.patch_size}")
     x = PatchEmbedding((self.patch_size, self.patch_size), self.width, dtype=self.dtype,

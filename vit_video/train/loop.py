@@ -182,7 +182,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
       ds.name, ds.train_split, ds.data_dir, global_batch_size=config.batch_size, image_size=ds.image_size,
       seed=config.seed, start_step=start_step, process_index=jax.process_index(),
       process_count=jax.process_count(), augment=augment_lib.AugmentConfig(**config.augment),
-      num_classes=config.num_classes, shuffle_buffer_size=ds.shuffle_buffer_size or None, cache=ds.cache)
+      num_classes=config.num_classes, shuffle_buffer_size=ds.shuffle_buffer_size or None, cache=ds.cache,
+      host_sharding=ds.host_sharding)
   bar = {"auto": None, "on": True, "off": False}[config.progress_bar]
   writer = writers.RunWriter(workdir, total_steps=total_steps, start_step=start_step,
                              global_batch_size=config.batch_size, progress_bar=bar)
