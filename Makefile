@@ -7,16 +7,25 @@ PYTHON_BIN ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+REF_STAMP := $(VENV)/.installed-reference
 # The test suite's reference implementations (timm on CPU PyTorch): the CPU wheel ships on this machine kind.
 TORCH_WHEEL ?= $(wildcard /opt/wheels/torch-2.13.0+cpu-cp311-*.whl)
 
+DATA_DIR ?= data/tfds
+WORKDIR ?= workdirs/vit_fashion_mnist
+RUN_CONFIG ?= experiments/vit_fashion_mnist.py:variant=r_vit_m
+
 .PHONY: run test venv bench clean-venv
 
-$(STAMP): requirements.lock requirements-reference.lock setup.py Makefile
+$(STAMP): requirements.lock setup.py Makefile
 	$(PYTHON_BIN) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+# Test-only: timm on CPU PyTorch, the reference implementation the importer tests compare against.
+$(REF_STAMP): $(STAMP) requirements-reference.lock
 	@if [ -n "$(TORCH_WHEEL)" ]; then \
 	  $(PY) -m pip install -q --no-deps $(TORCH_WHEEL) && \
 	  $(PY) -m pip install -q --no-deps -r requirements-reference.lock; \
@@ -25,14 +34,18 @@ $(STAMP): requirements.lock requirements-reference.lock setup.py Makefile
 
 venv: $(STAMP)
 
+# Prepares the offline Fashion-MNIST (once; from Debian's dataset-fashion-mnist), then trains and evaluates.
+# Re-running resumes from the workdir's newest checkpoint (a finished run just prints its result again).
 run: $(STAMP)
-	$(PY) -m vit_video.demo
+	$(PY) -m vit_video.data.prepare fashion_mnist_local --data_dir $(DATA_DIR)
+	$(PY) -m vit_video.main --config=$(RUN_CONFIG) --workdir=$(WORKDIR) --config.dataset.data_dir=$(DATA_DIR)
 
-test: $(STAMP)
+test: $(REF_STAMP)
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/models.py
+	$(PY) benchmarks/input_pipeline.py --data_dir $(DATA_DIR) --model_variant vit_s4 --batch_size 256
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,4 +1,7 @@
-"""Train-iterator throughput (images/s) on prepared Fashion-MNIST, batch 128, flip + crop augmentation.
+"""Is the input pipeline ever the bottleneck? Train-iterator throughput (images/s) on prepared Fashion-MNIST
+against the consumption of the experiment's model (a ViT-S-sized model by default), flip + crop augmentation.
+
+  python benchmarks/input_pipeline.py --model_variant vit_s4 --batch_size 256   # pipeline vs model vs both
 
   python -m vit_video.data.prepare fashion_mnist_local   # once
   python benchmarks/input_pipeline.py [--data_dir ./data/tfds] [--steps 500] [--randaugment_layers 0]
@@ -30,6 +33,9 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--mixup_alpha", type=float, default=0.0)
   parser.add_argument("--process_count", type=int, default=1)
   parser.add_argument("--host_sharding", choices=pipeline.HOST_SHARDINGS, default="global")
+  parser.add_argument("--model_variant", default="", help="a variant of experiments/vit_fashion_mnist.py: also "
+                      "time its train step alone and fed by the pipeline")
+  parser.add_argument("--model_steps", type=int, default=30)
   args = parser.parse_args(argv)
 
   augment = AugmentConfig(crop_padding=4, flip=True, randaugment_layers=args.randaugment_layers,
@@ -51,6 +57,40 @@ def main(argv: list[str]) -> None:
   print(f"{augment}\nhost_sharding {args.host_sharding!r}, host 0 of {args.process_count}, batch {b}: first batch "
         f"after {first:.2f} s; {args.steps} steps in {elapsed:.2f} s = {args.steps * b / elapsed:,.0f} images/s "
         f"({os.cpu_count()} CPUs)")
+  if args.model_variant:
+    consumption(args, iterator)
+
+
+def consumption(args, iterator) -> None:
+  """Images/s of the model's train step on one fixed batch, then fed by the pipeline (as the loop runs)."""
+  import importlib.util  # noqa: PLC0415
+  import jax  # noqa: PLC0415
+  from vit_video.train import loop, parallel  # noqa: PLC0415
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  spec = importlib.util.spec_from_file_location("exp", os.path.join(root, "experiments", "vit_fashion_mnist.py"))
+  exp = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(exp)
+  config = exp.get_config(f"variant={args.model_variant}")
+  config.batch_size = args.batch_size
+  config.optimizer.warmup_steps = 0
+  trainer = loop.Trainer(config, total_steps=10 * args.model_steps)
+  state = trainer.init(0)
+  batch = parallel.host_batch_to_global(next(iterator), trainer.layout)
+  trainer.compile(state, batch)
+  state, metrics = trainer.train_step(state, batch)
+  jax.block_until_ready(metrics)
+  start = time.perf_counter()
+  for _ in range(args.model_steps):
+    state, metrics = trainer.train_step(state, batch)
+  jax.block_until_ready(metrics)
+  alone = args.model_steps * args.batch_size / (time.perf_counter() - start)
+  start = time.perf_counter()
+  for _ in range(args.model_steps):
+    state, metrics = trainer.train_step(state, parallel.host_batch_to_global(next(iterator), trainer.layout))
+  jax.block_until_ready(metrics)
+  fed = args.model_steps * args.batch_size / (time.perf_counter() - start)
+  print(f"model {args.model_variant} ({dict(config.model)}), batch {args.batch_size}: train step alone "
+        f"{alone:,.0f} images/s; fed by the pipeline {fed:,.0f} images/s ({fed / alone:.0%} of alone)")
 
 
 if __name__ == "__main__":

@@ -46,11 +46,11 @@ def _keys(images):
 
 
 def _train(data_dir, *, start_step=0, seed=3, process_index=0, process_count=2, augment=AugmentConfig(),
-           global_batch_size=8, image_size=28, host_sharding="global"):
+           global_batch_size=8, image_size=28, host_sharding="global", stop_step=None):
   return pipeline.make_train_iterator(
       NAME, "train", data_dir, global_batch_size=global_batch_size, image_size=image_size, seed=seed,
       start_step=start_step, process_index=process_index, process_count=process_count, augment=augment,
-      num_classes=10, host_sharding=host_sharding)
+      num_classes=10, host_sharding=host_sharding, stop_step=stop_step)
 
 
 def _take(iterator, n):
@@ -226,6 +226,19 @@ def test_global_train_resumes_exactly_across_epoch_boundaries(data_dir, process_
     for expected, got in zip(fresh[start:], resumed):
       np.testing.assert_array_equal(got["image"], expected["image"])
       np.testing.assert_array_equal(got["label"], expected["label"])
+
+
+@pytest.mark.parametrize("process_count", [1, 4])
+def test_stop_step_yields_exactly_the_endless_batches_then_stops(data_dir, process_count):
+  last = process_count - 1
+  fresh = _take(_train(data_dir, process_index=last, process_count=process_count), 10)
+  bounded = list(_train(data_dir, process_index=last, process_count=process_count, start_step=3, stop_step=9))
+  assert len(bounded) == 6  # steps 3..8; batch 4 spans an epoch boundary, as does 9
+  for expected, got in zip(fresh[3:9], bounded):
+    np.testing.assert_array_equal(got["image"], expected["image"])
+    np.testing.assert_array_equal(got["label"], expected["label"])
+  with pytest.raises(ValueError, match="stop_step 2 is before start_step 3"):
+    _train(data_dir, start_step=3, stop_step=2)
 
 
 def test_train_augmentation_and_soft_labels(data_dir):

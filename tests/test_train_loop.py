@@ -26,7 +26,7 @@ def load_experiment(name: str, arg: str):
 def tiny_config(data_dir: str, **overrides):
   """The README's experiment at toy size: 16 patches of 7x7, width 16, one block."""
   c = load_experiment("vit_fashion_mnist", "variant=vit_t4,quick")
-  c.model.update(patch_size=7, width=16, depth=1, num_heads=2, mlp_dim=24)
+  c.model.update(patch_size=7, width=16, depth=1, num_heads=2, mlp_dim=24, pool="token")
   c.dataset.data_dir = data_dir
   c.batch_size, c.total_steps, c.log_every_steps = 16, 12, 1
   c.checkpoint.save_every_steps, c.checkpoint.async_save = 5, False
@@ -72,7 +72,7 @@ def _resnet_config(data_dir, **overrides):
   c = tiny_config(data_dir, **overrides)
   with c.unlocked():
     c.model_name = "resnet18"
-    c.model = {"width": 8, "stage_sizes": (1, 1, 1, 1), "block": "basic"}
+    c.model = {"width": 8, "stage_sizes": (1, 1), "block": "basic"}
   return c.lock()
 
 

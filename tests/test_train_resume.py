@@ -17,7 +17,8 @@ DRIVER = os.path.join(ROOT, "tests", "drivers", "killed_run.py")
 def main_flags(data_dir: str, workdir: str) -> list[str]:
   """The README's experiment at toy size (16 patches of 7x7, width 16, one block), 14 steps of 16 images."""
   over = {"dataset.data_dir": data_dir, "model.patch_size": 7, "model.width": 16, "model.depth": 1,
-          "model.num_heads": 2, "model.mlp_dim": 24, "batch_size": 16, "total_steps": 14, "log_every_steps": 1,
+          "model.num_heads": 2, "model.mlp_dim": 24, "model.pool": "token",
+          "batch_size": 16, "total_steps": 14, "log_every_steps": 1,
           "eval_every_steps": 7, "checkpoint.save_every_steps": 5, "checkpoint.async_save": True,
           "augment.crop_padding": 0, "optimizer.warmup_steps": 2, "progress_bar": "off"}
   return [f"--config={ROOT}/experiments/vit_fashion_mnist.py:variant=vit_t4,quick", f"--workdir={workdir}",

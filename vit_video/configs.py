@@ -9,6 +9,7 @@ import ml_collections
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
+  c.name = ""  # A label for the run in logs and summaries ("": the model name).
   c.seed = 0  # Base of every random stream: initialisation, dropout, data order, augmentation.
   c.model_name = "vit_ti16"  # A name in vit_video.models.MODELS.
   c.model = ml_collections.ConfigDict()  # Module attributes overriding the named variant (width, patch_size, ...).

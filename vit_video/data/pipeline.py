@@ -122,8 +122,12 @@ def make_train_iterator(
     name: str, split: str, data_dir: str, *, global_batch_size: int, image_size: int | tuple[int, int],
     seed: int, start_step: int, process_index: int, process_count: int, augment: augment_lib.AugmentConfig,
     num_classes: int, shuffle_buffer_size: int | None = None, cache: bool = True, host_sharding: str = "global",
+    stop_step: int | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-  """Endless shuffled, augmented batches for this host, starting at batch `start_step`.
+  """Shuffled, augmented batches for this host, from batch `start_step` to `stop_step` (None: endless).
+
+  A training loop should pass its last step as `stop_step`: the pipeline then stops reading exactly there,
+  instead of shuffling and decoding the next epoch in the background while the process tries to exit.
 
   Yields {'image': float32 [B,H,W,C] in [-1, 1], 'label': int32 [B]} with B = global_batch_size /
   process_count, or 'label': float32 [B,K] (rows sum to one) when `augment` has mixup or cutmix on.
@@ -194,6 +198,12 @@ def make_train_iterator(
     return {"image": images, "label": labels}
 
   ds = tf.data.Dataset.counter(start_epoch).flat_map(epoch_examples)
+  if stop_step is not None:
+    if stop_step < start_step:
+      raise ValueError(f"stop_step {stop_step} is before start_step {start_step}")
+    # Cut the stream of examples (global batches of G under 'global' sharding, else this host's b) at the
+    # source, so nothing upstream (the next epoch's shuffle) starts after the last batch.
+    ds = ds.take((stop_step - start_step) * (global_batch_size if is_global and process_count > 1 else b))
   if is_global and process_count > 1:
     # Before decoding: every host reads every record but decodes only its rows. The stream starts at a batch
     # boundary (stream position start_step * G), so its batches of G are the global batches; batching the

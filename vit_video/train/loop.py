@@ -183,7 +183,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
       seed=config.seed, start_step=start_step, process_index=jax.process_index(),
       process_count=jax.process_count(), augment=augment_lib.AugmentConfig(**config.augment),
       num_classes=config.num_classes, shuffle_buffer_size=ds.shuffle_buffer_size or None, cache=ds.cache,
-      host_sharding=ds.host_sharding)
+      host_sharding=ds.host_sharding, stop_step=total_steps + 1)  # one spare batch for a finished run's FLOP count
   bar = {"auto": None, "on": True, "off": False}[config.progress_bar]
   writer = writers.RunWriter(workdir, total_steps=total_steps, start_step=start_step,
                              global_batch_size=config.batch_size, progress_bar=bar)
@@ -220,7 +220,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
   if not eval_metrics:
     eval_metrics = trainer.evaluate(state, _eval_iterator(config, ds.eval_split))
   summary = {
-      "step": total_steps, "model": config.model_name, **{f"eval_{k}": v for k, v in eval_metrics.items()},
+      "step": total_steps, "name": config.name or config.model_name, "model": config.model_name, **{f"eval_{k}": v for k, v in eval_metrics.items()},
       "train_gflop_per_step": step_gflop, "train_gflop_total": step_gflop * total_steps,
       "eval_gflop_per_example": eval_gflop,
       "params": int(sum(np.prod(a.shape) for a in jax.tree.leaves(trainer.abstract_params))),
@@ -229,7 +229,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
   if jax.process_index() == 0:
     writers.write_json_atomic(summary_path, summary)
   logging.info("done: %s step %d, eval top-1 %.4f, top-5 %.4f, loss %.4f, %.1f train GFLOP total, %s",
-               config.model_name, total_steps, eval_metrics["top1"], eval_metrics["top5"], eval_metrics["loss"],
+               summary["name"], total_steps, eval_metrics["top1"], eval_metrics["top5"], eval_metrics["loss"],
                summary["train_gflop_total"], workdir)
   return trainer.host_state(state)
 
