@@ -345,3 +345,15 @@ def test_bad_arguments_raise():
     checkpointing.Checkpointer("/tmp/unused", save_every_steps=0, total_steps=10)
   with pytest.raises(ValueError, match="best_mode"):
     checkpointing.Checkpointer("/tmp/unused", save_every_steps=1, total_steps=10, best_mode="top")
+
+
+def test_relative_paths_work(tmp_path, monkeypatch):
+  """orbax writes only to absolute paths; a relative workdir (as `make run` passes) must still work, async too."""
+  monkeypatch.chdir(tmp_path)
+  ckpt = checkpointing.Checkpointer(os.path.join("rel", "checkpoints"), save_every_steps=5, total_steps=10,
+                                    async_save=True)
+  assert ckpt.save(5, _state(5), meta=MODEL)
+  ckpt.wait()
+  restored, meta = ckpt.restore_latest(_abstract(_state(5)), expected_meta=MODEL)
+  _assert_equal(restored, _state(5))
+  _assert_equal(checkpointing.restore_params("rel")["params"], _state(5)["params"])

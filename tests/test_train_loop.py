@@ -76,10 +76,11 @@ def _resnet_config(data_dir, **overrides):
   return c.lock()
 
 
-def test_end_to_end_train_eval_checkpoint_resume(tiny_fmnist, tmp_path):
-  config = tiny_config(tiny_fmnist, **{"checkpoint.max_to_keep": 1})
+def test_end_to_end_train_eval_checkpoint_resume(tiny_fmnist, tmp_path, monkeypatch):
+  config = tiny_config(tiny_fmnist, **{"checkpoint.max_to_keep": 1, "checkpoint.async_save": True})
+  monkeypatch.chdir(tmp_path)  # a relative workdir, as `make run` passes
+  state = loop.train_and_evaluate(config, "run")
   workdir = str(tmp_path / "run")
-  state = loop.train_and_evaluate(config, workdir)
   assert int(state.step) == 12
   summary = json.load(open(os.path.join(workdir, "summary.json")))
   assert summary["eval_count"] == 70 and summary["train_gflop_per_step"] > 0

@@ -71,7 +71,7 @@ class Checkpointer:
                        f"({max_to_keep}) must all be >= 1")
     if best_mode not in ("max", "min"):
       raise ValueError(f"best_mode must be 'max' or 'min'; got {best_mode!r}")
-    self.directory = epath.Path(directory)
+    self.directory = epath.Path(os.path.abspath(directory))  # orbax needs absolute paths
     self.save_every_steps = save_every_steps
     self.total_steps = total_steps
     self.best_metric = best_metric if keep_best else None
@@ -248,7 +248,7 @@ def restore_params(path: str | os.PathLike, abstract_variables: dict | None = No
   `jax.ShapeDtypeStruct` trees, e.g. `{"params": ...}`), exactly those collections come back, placed by their
   shardings, and a different name, shape or dtype raises ValueError naming it. Nothing is written.
   """
-  step_dir = _resolve_step_dir(epath.Path(path))
+  step_dir = _resolve_step_dir(epath.Path(os.path.abspath(path)))
   checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
   saved_tree = checkpointer.metadata(step_dir / "state").item_metadata.tree
   if abstract_variables is None:

@@ -144,6 +144,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
   Writes `workdir/config.json`, `metrics.jsonl`, `tensorboard/`, `checkpoints/` and `summary.json`
   (final eval metrics, GFLOP per train step and per eval example, total training GFLOP).
   """
+  workdir = os.path.abspath(workdir)  # orbax writes only to absolute paths
   d = config.distributed
   parallel.maybe_initialize_distributed(initialize=d.initialize, coordinator_address=d.coordinator_address,
                                         num_processes=d.num_processes, process_id=d.process_id)
