@@ -51,7 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.augment.flip = True  # random crops (padding 2) cost 2 points at this short schedule: off
   c.log_every_steps = 100
   c.eval_every_steps = 600
-  c.checkpoint.save_every_steps = 500
+  c.checkpoint.save_every_steps = 600  # aligned with evaluation, so keep-best can rank every checkpoint
   if a.quick:
     c.batch_size = 64
     c.total_steps = 40

@@ -191,6 +191,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
   summary_path = os.path.join(workdir, "summary.json")
   step_gflop = eval_gflop = None
   eval_metrics: dict[str, float] = {}
+  evaluated_at = None  # the step eval_metrics belong to
   start_time, pending = time.perf_counter(), None
   for step in range(start_step + 1, total_steps + 1):
     batch = parallel.host_batch_to_global(next(train_iter), trainer.layout)
@@ -205,13 +206,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
       _check_finite(step, metrics, checkpointer)
       writer.write(step, _host_scalars(metrics, config), kind="train")
     if last or (config.eval_every_steps and step % config.eval_every_steps == 0):
-      eval_metrics = trainer.evaluate(state, _eval_iterator(config, ds.eval_split))
+      eval_metrics, evaluated_at = trainer.evaluate(state, _eval_iterator(config, ds.eval_split)), step
       writer.write(step, eval_metrics, kind="eval")
     if checkpointer.should_save(step):
       _check_finite(step, metrics, checkpointer)
+      # Keep-best ranks only checkpoints evaluated at their own step (align save and eval schedules).
       checkpointer.save(step, jax.device_get(trainer.host_state(state)) if config.parallelism == "pmap"
                         else state, meta={**expected_meta, "step": step},
-                        metrics={"top1": eval_metrics["top1"]} if eval_metrics else None)
+                        metrics={"top1": eval_metrics["top1"]} if evaluated_at == step else None)
     writer.advance(step)
   checkpointer.wait()
   writer.close()
@@ -221,7 +223,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
   if not eval_metrics:
     eval_metrics = trainer.evaluate(state, _eval_iterator(config, ds.eval_split))
   summary = {
-      "step": total_steps, "name": config.name or config.model_name, "model": config.model_name, **{f"eval_{k}": v for k, v in eval_metrics.items()},
+      "step": total_steps, "name": config.name or config.model_name, "model": config.model_name,
+      **{f"eval_{k}": v for k, v in eval_metrics.items()},
       "train_gflop_per_step": step_gflop, "train_gflop_total": step_gflop * total_steps,
       "eval_gflop_per_example": eval_gflop,
       "params": int(sum(np.prod(a.shape) for a in jax.tree.leaves(trainer.abstract_params))),
