@@ -15,7 +15,9 @@ DATA_DIR ?= data/tfds
 WORKDIR ?= workdirs/vit_fashion_mnist
 RUN_CONFIG ?= experiments/vit_fashion_mnist.py:variant=r_vit_m
 
-.PHONY: run test venv bench clean-venv
+DATA_STAMP := $(DATA_DIR)/fashion_mnist_local/1.0.0/dataset_info.json
+
+.PHONY: run test venv data bench clean-venv
 
 $(STAMP): requirements.lock setup.py Makefile
 	$(PYTHON_BIN) -m venv $(VENV)
@@ -34,16 +36,22 @@ $(REF_STAMP): $(STAMP) requirements-reference.lock
 
 venv: $(STAMP)
 
+# The embedded default data: Debian's dataset-fashion-mnist (fetched with apt-get download, no install), prepared
+# as the tfds dataset fashion_mnist_local. Needed by `run`, and by the tests that check the real files.
+$(DATA_STAMP): $(STAMP)
+	$(PY) -m vit_video.data.prepare fashion_mnist_local --data_dir $(DATA_DIR)
+
+data: $(DATA_STAMP)
+
 # Prepares the offline Fashion-MNIST (once; from Debian's dataset-fashion-mnist), then trains and evaluates.
 # Re-running resumes from the workdir's newest checkpoint (a finished run just prints its result again).
-run: $(STAMP)
-	$(PY) -m vit_video.data.prepare fashion_mnist_local --data_dir $(DATA_DIR)
+run: $(DATA_STAMP)
 	$(PY) -m vit_video.main --config=$(RUN_CONFIG) --workdir=$(WORKDIR) --config.dataset.data_dir=$(DATA_DIR)
 
-test: $(REF_STAMP)
+test: $(REF_STAMP) $(DATA_STAMP)
 	$(PY) -m pytest -q tests
 
-bench: $(STAMP)
+bench: $(DATA_STAMP)
 	$(PY) benchmarks/models.py
 	$(PY) benchmarks/input_pipeline.py --data_dir $(DATA_DIR) --model_variant vit_s4 --batch_size 256
 
