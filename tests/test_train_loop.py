@@ -66,6 +66,20 @@ def test_jit_pmap_fsdp_and_one_device_give_the_same_losses(tiny_fmnist, model):
   assert np.all(np.isfinite(one)) and one[0] != one[-1]
   for name in ("jit", "pmap", "fsdp"):
     np.testing.assert_allclose(_losses(configs[name]), one, rtol=2e-5, err_msg=name)
+  if model == "vit":  # FLOP accounting counts the whole global batch under every layout
+    flops = {name: _train_gflop(configs[name], devices=jax.devices()[:1] if name == "one" else None)
+             for name in ("one", "jit", "pmap")}
+    for name in ("jit", "pmap"):
+      assert flops[name] == pytest.approx(flops["one"], rel=0.2), flops
+
+
+def _train_gflop(config, devices=None):
+  trainer = loop.Trainer(config, total_steps=10, devices=devices)
+  state = trainer.init(config.seed)
+  from vit_video.train import parallel  # noqa: PLC0415
+  host = {"image": np.zeros((config.batch_size, 28, 28, 1), np.float32),
+          "label": np.zeros(config.batch_size, np.int32)}
+  return trainer.compile(state, parallel.host_batch_to_global(host, trainer.layout))[0]
 
 
 def _resnet_config(data_dir, **overrides):
@@ -91,8 +105,8 @@ def test_end_to_end_train_eval_checkpoint_resume(tiny_fmnist, tmp_path, monkeypa
   assert [r["step"] for r in records if r["kind"] == "train"] == list(range(1, 13))
   assert json.load(open(os.path.join(workdir, "config.json")))["model"]["width"] == 16
   assert os.listdir(os.path.join(workdir, "tensorboard"))
-  # Keep-last-1 plus the last step: step 12 is the only one left.
-  assert sorted(os.listdir(os.path.join(workdir, "checkpoints")))[-1] == "12"
+  # Keep the newest 1 plus the best evaluated one: both are step 12, the only checkpoint left.
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["12"]
   # Re-running a finished run trains nothing and reports the same evaluation.
   again = loop.train_and_evaluate(config, workdir)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(again.params), jax.device_get(state.params))
@@ -121,6 +135,14 @@ def test_finetune_from_another_run_resamples_position_embedding_and_replaces_hea
   merged = finetune.merge_params(fresh, src, source="src")
   np.testing.assert_array_equal(merged["head"]["kernel"], 1.0)
   np.testing.assert_array_equal(merged["cls"]["token"], src["cls"]["token"])
+  with pytest.raises(ValueError, match=r"has extra \['pre_logits/bias'"):  # a key the model lacks is not dropped
+    finetune.merge_params(src, {**src, "pre_logits": {"kernel": np.ones((16, 16)), "bias": np.ones(16)}},
+                          source="src")
+  resnet_fresh = {"conv1": {"kernel": np.zeros((3, 3, 1, 4))}, "fc": {"kernel": np.ones((4, 3)), "bias": np.ones(3)}}
+  resnet_src = {"conv1": {"kernel": np.full((3, 3, 1, 4), 2.0)}, "fc": {"kernel": np.zeros((4, 10)), "bias": np.zeros(10)}}
+  merged = finetune.merge_params(resnet_fresh, resnet_src, source="resnet")
+  np.testing.assert_array_equal(merged["fc"]["kernel"], 1.0)  # ResNet's head is "fc"
+  np.testing.assert_array_equal(merged["conv1"]["kernel"], 2.0)
   # The loop runs from it.
   state = loop.train_and_evaluate(config, str(tmp_path / "tuned"))
   assert int(state.step) == 2
@@ -130,26 +152,46 @@ def test_checkpoint_of_another_model_is_refused_and_kept(tiny_fmnist, tmp_path):
   workdir = str(tmp_path / "run")
   loop.train_and_evaluate(tiny_config(tiny_fmnist, total_steps=5), workdir)
   before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+  config_json = open(os.path.join(workdir, "config.json")).read()
   other = tiny_config(tiny_fmnist, total_steps=8, **{"model.depth": 2})
   with pytest.raises(ValueError, match="encoderblock_1"):
     loop.train_and_evaluate(other, workdir)
   with pytest.raises(ValueError, match="resnet18"):
     loop.train_and_evaluate(_resnet_config(tiny_fmnist, total_steps=8), workdir)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
+  assert open(os.path.join(workdir, "config.json")).read() == config_json
+  with pytest.raises(ValueError, match="checkpoint at step 5, past this config's 3 steps"):
+    loop.train_and_evaluate(tiny_config(tiny_fmnist, total_steps=3), workdir)
 
 
-def test_nan_loss_stops_at_the_step_and_keeps_the_last_good_checkpoint(tiny_fmnist, tmp_path):
-  workdir = str(tmp_path / "run")
-  config = tiny_config(tiny_fmnist, **{"optimizer.learning_rate": 1e30, "optimizer.grad_clip_norm": 0.0,
-                                       "optimizer.warmup_steps": 0, "optimizer.name": "sgd"})
+def test_nan_loss_stops_at_the_step_and_keeps_the_last_good_checkpoint(tiny_fmnist, tmp_path, monkeypatch):
+  # A real divergence is named at its step.
+  diverging = tiny_config(tiny_fmnist, **{"optimizer.learning_rate": 1e30, "optimizer.grad_clip_norm": 0.0,
+                                          "optimizer.warmup_steps": 0, "optimizer.name": "sgd"})
   with pytest.raises(FloatingPointError, match=r"loss is (nan|inf) at step \d+"):
-    loop.train_and_evaluate(config, workdir)
+    loop.train_and_evaluate(diverging, str(tmp_path / "diverging"))
+  # Parameters that turn NaN at step 7, after the checkpoint at step 5: the run stops naming step 7 and the
+  # checkpoint of step 5 stays, finite.
+  make_train_step = loop.steps.make_train_step
+
+  def poisoned(*args, **kwargs):
+    inner = make_train_step(*args, **kwargs)
+
+    def train_step(state, batch):
+      new, metrics = inner(state, batch)
+      bad = state.step >= 6
+      params = jax.tree.map(lambda p: jnp.where(bad, jnp.nan, p), new.params)
+      return new.replace(params=params), {**metrics, "loss": jnp.where(bad, jnp.nan, metrics["loss"])}
+    return train_step
+
+  monkeypatch.setattr(loop.steps, "make_train_step", poisoned)
+  workdir = str(tmp_path / "run")
+  with pytest.raises(FloatingPointError, match=r"loss is nan at step 7; .*last good checkpoint \(step 5\)"):
+    loop.train_and_evaluate(tiny_config(tiny_fmnist), workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["5"]
   from vit_video.train import checkpointing  # noqa: PLC0415
-  steps_on_disk = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), save_every_steps=5,
-                                             total_steps=12).all_steps()
-  for step in steps_on_disk:  # only finite states were saved
-    params = checkpointing.restore_params(os.path.join(workdir, "checkpoints", str(step)))["params"]
-    assert all(np.all(np.isfinite(a)) for a in jax.tree.leaves(params))
+  params = checkpointing.restore_params(workdir)["params"]
+  assert all(np.all(np.isfinite(a)) for a in jax.tree.leaves(params))
 
 
 def test_bad_input_fails_early_with_clear_errors(tiny_fmnist, tmp_path):

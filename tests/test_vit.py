@@ -120,3 +120,14 @@ def test_any_image_size_divisible_by_patch():
   for hw in [(4, 20), (16, 8)]:
     v = _init(model, jnp.ones((1, *hw, 3)))
     assert v["params"]["Transformer"]["posembed_input"]["pos_embedding"].shape[1] == 1 + hw[0] * hw[1] // 16
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_stochastic_depth_alone_changes_training_outputs(scan):
+  model = vit.ViT(**TINY, dropout_rate=0.0, stochastic_depth_rate=0.9, scan=scan)
+  variables = _randomise(_init(model))
+  outs = [model.apply(variables, X, train=True, rngs={"dropout": jax.random.key(s)}) for s in range(4)]
+  assert any(not np.allclose(outs[0], o) for o in outs[1:])  # some block was dropped for some example
+  off = vit.ViT(**TINY, dropout_rate=0.0, stochastic_depth_rate=0.0, scan=scan)
+  np.testing.assert_array_equal(off.apply(variables, X, train=True, rngs={"dropout": jax.random.key(0)}),
+                                off.apply(variables, X, train=False))

@@ -93,5 +93,7 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
         raise ValueError(f"config argument {key!r} needs a value ({key}=...)")
       values[key] = True
     else:
+      if kind is bool and value.lower() not in ("1", "true", "yes", "0", "false", "no"):
+        raise ValueError(f"config argument {key}={value!r} is not a boolean (true/false)")
       values[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
   return ml_collections.ConfigDict(values)

@@ -24,6 +24,9 @@ def main(argv: list[str]) -> None:
   logging.getLogger().setLevel(logging.INFO)
   from vit_video.train import loop  # noqa: PLC0415  (TensorFlow loads here, after flags are parsed)
   loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  import jax  # noqa: PLC0415
+  if jax.process_index() != 0:  # process 0 writes the summary
+    return
   with open(os.path.join(_WORKDIR.value, "summary.json")) as f:
     s = json.load(f)
   print(f"{s['name']} after {s['step']} steps: test top-1 {s['eval_top1']:.2%}, top-5 {s['eval_top5']:.2%}, "

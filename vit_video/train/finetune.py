@@ -15,7 +15,7 @@ from vit_video.layers.embed import resample_pos_embedding
 from vit_video.train import checkpointing
 from vit_video.train.steps import TrainState
 
-HEAD_KEYS = ("head/kernel", "head/bias")
+HEAD_KEYS = ("head/kernel", "head/bias", "fc/kernel", "fc/bias")  # ViT/BiT "head", ResNet "fc"
 
 
 def merge_params(fresh: dict, loaded: dict, *, source: str) -> dict:
@@ -23,9 +23,10 @@ def merge_params(fresh: dict, loaded: dict, *, source: str) -> dict:
   flat_fresh = flax.traverse_util.flatten_dict(fresh, sep="/")
   flat_loaded = flax.traverse_util.flatten_dict(loaded, sep="/")
   missing = sorted(k for k in set(flat_fresh) - set(flat_loaded) if k not in HEAD_KEYS)
-  if missing:
-    raise ValueError(f"{source} is not a checkpoint of this model: it lacks {missing[:5]}"
-                     f"{' ...' if len(missing) > 5 else ''}")
+  extra = sorted(k for k in set(flat_loaded) - set(flat_fresh) if k not in HEAD_KEYS)
+  if missing or extra:
+    raise ValueError(f"{source} is not a checkpoint of this model: it lacks {missing[:5]} and has extra "
+                     f"{extra[:5]}{' ...' if max(len(missing), len(extra)) > 5 else ''}")
   merged = {}
   for key, value in flat_fresh.items():
     new = flat_loaded.get(key)

@@ -120,8 +120,9 @@ class Trainer:
 
   def compile(self, state: steps.TrainState, batch: dict) -> tuple[float, float]:
     """Compiles both steps for these shapes once, keeps the executables, and returns XLA's FLOP counts:
-    (train step over the global batch, eval per example). pmap's cost analysis is per device."""
-    per_device = jax.device_count() if self.config.parallelism == "pmap" else 1
+    (train step over the global batch, eval per example). XLA's cost analysis counts one device's program, under
+    jit (SPMD) and pmap alike, so it is scaled by the device count."""
+    per_device = jax.device_count() if self.config.parallelism == "pmap" else self.layout.mesh.devices.size
     eval_batch = {**batch, "mask": jnp.ones(batch["label"].shape[:batch["image"].ndim - 3], bool)}
     if eval_batch["label"].ndim > eval_batch["mask"].ndim:  # soft labels: evaluate on hard ones
       eval_batch["label"] = eval_batch["label"].argmax(-1)
@@ -153,8 +154,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
   pipeline.check_prepared(ds.name, ds.data_dir)
   total_steps = _total_steps(config, pipeline.num_examples(ds.name, ds.train_split, ds.data_dir))
   trainer = Trainer(config, total_steps)
-  if jax.process_index() == 0:
-    writers.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+  if config.log_every_steps < 1:
+    raise ValueError(f"log_every_steps must be >= 1; got {config.log_every_steps}")
+  if config.progress_bar not in ("auto", "on", "off"):
+    raise ValueError(f"progress_bar must be 'auto', 'on' or 'off'; got {config.progress_bar!r}")
 
   ckpt = config.checkpoint
   checkpointer = checkpointing.Checkpointer(
@@ -170,6 +173,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
     state, meta = restored
     state = trainer.place(state)
     start_step = int(meta["step"])
+    if start_step > total_steps:
+      raise ValueError(f"{workdir} holds a checkpoint at step {start_step}, past this config's {total_steps} "
+                       f"steps: use another workdir, or train for at least {start_step} steps")
     logging.info("resumed from step %d in %s", start_step, workdir)
   else:
     state = trainer.init(config.seed)
@@ -178,6 +184,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
           trainer.host_state(state), config.init.checkpoint, model_name=config.model_name,
           image_size=ds.image_size))
     start_step = 0
+  if jax.process_index() == 0:  # only once the workdir's checkpoints were accepted
+    writers.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
 
   train_iter = pipeline.make_train_iterator(
       ds.name, ds.train_split, ds.data_dir, global_batch_size=config.batch_size, image_size=ds.image_size,

@@ -66,6 +66,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *, num_c
 
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    if axis_name is not None:  # pmap: each device's examples get their own dropout masks
+      rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
 
     def loss_fn(params):
       logits, batch_stats = _apply(model, state, params, batch["image"], train=True, rng=rng)
