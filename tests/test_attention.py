@@ -1,5 +1,4 @@
 """Multi-head attention: masks, both implementations, sown weights, dropout."""
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
