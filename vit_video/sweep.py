@@ -37,7 +37,8 @@ def versions() -> str:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.getLogger().setLevel(logging.INFO)
+  logging.getLogger().setLevel(logging.WARNING)  # the members' step logs go to their metrics.jsonl
+  logging.getLogger("vit_video.train.sweep").setLevel(logging.INFO)  # one line per member and phase
   import jax  # noqa: PLC0415  (TensorFlow and JAX load here, after flags are parsed)
   from vit_video.train import sweep, sweep_report  # noqa: PLC0415
   start = time.perf_counter()

@@ -30,6 +30,7 @@ from vit_video.data import pipeline
 from vit_video.models import bit, resnet, vit
 from vit_video.train import checkpointing, fewshot, loop, sweep_report, writers
 
+_LOG = logging.getLogger(__name__)
 # Config keys that may differ between two starts of the same run (paths, display).
 _VOLATILE_KEYS = ("dataset.data_dir", "init.checkpoint", "progress_bar")
 
@@ -231,13 +232,17 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, command: str = 
     phases["fewshot"] = lambda: _fewshot(sweep, name, member_dir)
     results = {}
     for phase, run in phases.items():
-      logging.info("sweep %s [%d/%d] %s: %s", sweep.name, index + 1, len(sweep.members), name, phase)
+      _LOG.info("sweep %s [%d/%d] %s: %s", sweep.name, index + 1, len(sweep.members), name, phase)
       start = time.perf_counter()
       results[phase] = run()
       seconds = timings.setdefault(name, {})
       seconds[phase] = seconds.get(phase, 0.0) + time.perf_counter() - start
     finetuned = {dataset: results[f"finetune/{dataset}"] for dataset in sweep.transfer.datasets}
     rows.append(member_row(sweep, name, results["pretrain"], finetuned, results["fewshot"]))
+    k = max(sweep.transfer.fewshot.shots)
+    _LOG.info("sweep %s [%d/%d] %s: %.1f GFLOP, upstream top-1 %.2f%%, fine-tuning avg %.2f%%, %d-shot avg %.2f%%",
+              sweep.name, index + 1, len(sweep.members), name, rows[-1]["pretrain_gflop"],
+              100 * rows[-1]["pretrain_top1"], 100 * rows[-1]["finetune_avg"], k, 100 * rows[-1][f"fewshot{k}_avg"])
     if jax.process_index() == 0:
       writers.write_json_atomic(timings_path, timings)
       write_report(sweep, workdir, rows, command=command, notes=notes)

@@ -19,14 +19,14 @@ number format, so writing the same numbers twice gives byte-identical files. Plo
 """
 import csv
 import math
-import os
 import re
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import IO, Any
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from vit_video.train import atomic_files
 
 BASE_COLUMNS = ("member", "family", "model", "params", "epochs", "pretrain_steps", "pretrain_gflop",
                 "pretrain_top1")
@@ -88,23 +88,6 @@ def _parse(column: str, text: str) -> Any:
   return float(text)
 
 
-def _write_atomic(path: str, suffix: str, mode: str, write: Callable[[IO], None]) -> None:
-  """Calls `write(f)` on a temporary file in `path`'s folder, fsyncs, and renames it over `path`."""
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
-  try:
-    with os.fdopen(fd, mode, **({"newline": ""} if "b" not in mode else {})) as f:
-      write(f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 def _check_rows(rows: Sequence[dict[str, Any]], cols: Sequence[str]) -> None:
   for row in rows:
     for col in cols:
@@ -128,7 +111,7 @@ def write_csv(path: str, rows: Sequence[dict[str, Any]], datasets: Sequence[str]
     for row in rows:
       writer.writerow([_format(c, row[c]) for c in cols])
 
-  _write_atomic(path, ".csv", "w", write)
+  atomic_files.write_atomic(path, write, suffix=".csv")
 
 
 def read_csv(path: str) -> tuple[list[dict[str, Any]], list[str], list[int]]:
@@ -212,7 +195,7 @@ def write_markdown(path: str, rows: Sequence[dict[str, Any]], datasets: Sequence
     parts.append(notes.strip())
   parts.append(markdown_table(rows, datasets, shots))
   text = "\n\n".join(parts) + "\n"
-  _write_atomic(path, ".md", "w", lambda f: f.write(text))
+  atomic_files.write_atomic(path, lambda f: f.write(text), suffix=".md")
 
 
 def compute_ratios(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -277,5 +260,5 @@ def plot_figure5(rows: Sequence[dict[str, Any]], datasets: Sequence[str], shots:
     if i == 0:
       ax.legend(loc="lower right")
   if path is not None:
-    _write_atomic(path, ".png", "wb", lambda f: fig.savefig(f, format="png", dpi=120))
+    atomic_files.write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=120), mode="wb", suffix=".png")
   return fig

@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -17,22 +16,13 @@ import tqdm
 
 from clu import metric_writers
 
+from vit_video.train import atomic_files
+
 
 def write_json_atomic(path: str, obj: Any) -> None:
   """Writes JSON to a temporary file in the same folder, fsyncs, and renames it over `path`."""
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=2, sort_keys=True, default=float)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  atomic_files.write_atomic(path, lambda f: json.dump(obj, f, indent=2, sort_keys=True, default=float),
+                            suffix=".json")
 
 
 def read_metrics(workdir: str) -> list[dict]:
