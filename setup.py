@@ -33,7 +33,8 @@ setuptools.setup(
             "tensorboard>=2.21,<2.22",
             "matplotlib>=3.10",
             "scikit-learn>=1.5",  # the sklearn_digits transfer set (load_digits is bundled with it)
-            "opencv-python-headless>=5.0,<6",  # moving_fmnist_actions renders its clips with cv2.warpAffine
+            "opencv-python-headless>=5.0,<6",  # moving_fmnist_actions rendering, optical flow (DIS, Farneback)
+            "imageio-ffmpeg>=0.8,<1",  # an ffmpeg binary for decoding video files (no system install needed)
         ],
         "test": [
             "pytest>=8",

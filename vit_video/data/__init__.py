@@ -9,4 +9,6 @@ Import the submodules you need; this file imports nothing so that `import vit_vi
   prepare              `python -m vit_video.data.prepare NAME`: builds a dataset into a tfds data_dir.
   pipeline             tf.data train/eval iterators yielding numpy batches.
   augment              stateless (seeded) image and batch augmentations used by the pipeline.
+  flow                 dense optical flow (OpenCV DIS / Farneback), uint8 quantisation, two-stream flow stacks.
+  video_io             decoding video files with the ffmpeg binary of imageio-ffmpeg.
 """
