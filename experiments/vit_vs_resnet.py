@@ -11,7 +11,8 @@ pre-training compute (Figure 5, appendix Table 6). One argument picks the scale:
   quick  the README's main command: 2 members per family, 0.3 epochs of Fashion-MNIST each, short
          transfer; minutes on the 2-core CPU.
   cpu    the full miniature: 4 sizes per family (each family spans more than 10x in compute), 2 epochs, and
-         the largest ViT and BiT again at 4 epochs (the paper's 7 vs 14); 14 members, about 75 minutes here;
+         the largest ViT and BiT again at 4 epochs (the paper's 7 vs 14); 14 members, 109 minutes of
+         recorded run time here (with other jobs sharing the 2 cores);
          committed results in experiments/results/vit_vs_resnet_cpu/.
   i21k   the paper's members at 224 px on ImageNet-21k (a tfds builder you prepare; 90 epochs, Table 3), for
          TPU/GPU pods; transfer at 384 px to ImageNet, CIFAR-10/100, Pets and Flowers (tfds names).

@@ -7,21 +7,11 @@ import numpy as np
 import pytest
 
 from vit_video.models.c3d import C3D, pooled_sizes
+from tests.model_helpers import random_variables
 
 B, T, H, W, C, K = 2, 16, 24, 40, 3, 5
 # Widths 2, 4, 8, 8, 16, 16, 16, 16 and fc 128, 128; (16, 24, 40) pools to (1, 1, 2): fc6 takes 32 inputs.
 TINY = dict(width_multiplier=1 / 32, input_size=(T, H, W), in_channels=C)
-
-
-def random_variables(model, *inputs, seed=0):
-  """Variables for `model` drawn with numpy: kernels N(0, 2/fan_in), biases N(0, 0.1^2) (cheaper than
-  model.init, whose PRNG is compiled anew for every parameter shape)."""
-  rng = np.random.default_rng(seed)
-  def draw(path, leaf):
-    std = np.sqrt(2 / np.prod(leaf.shape[:-1])) if path[-1].key == "kernel" else 0.1
-    return jnp.asarray(rng.normal(0, std, leaf.shape), leaf.dtype)
-  shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), *inputs)
-  return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
 def clip(seed=0, b=B):

@@ -9,24 +9,11 @@ from flax import traverse_util
 
 from vit_video.models.i3d import I3DResNet, inflate_resnet_params
 from vit_video.models.resnet import VARIANTS, ResNet
+from tests.model_helpers import random_variables
 
 B, H, W, C, K = 2, 12, 20, 3, 5
 TINY_2D = dict(stage_sizes=(1, 1), block="bottleneck", width=4, in_channels=C)
 TINY_3D = dict(stage_sizes=(1, 1), inflate=((1,), (1,)), nonlocal_after=((), ()), width=4, in_channels=C)
-
-
-def random_variables(model, *inputs, seed=0):
-  """Variables for `model` drawn with numpy (cheaper than model.init, whose PRNG is compiled anew for every
-  parameter shape): kernels N(0, 2/fan_in), BatchNorm scales, biases and running statistics away from 1, 0."""
-  rng = np.random.default_rng(seed)
-  draw = {"scale": (0.5, 1.5), "bias": (-0.3, 0.3), "mean": (-0.3, 0.3), "var": (0.5, 2.0), "gamma": (0.5, 1.5)}
-  def leaf(path, x):
-    name = path[-1].key
-    value = rng.uniform(*draw[name], x.shape) if name in draw else rng.normal(0, np.sqrt(2 / np.prod(x.shape[:-1])),
-                                                                            x.shape)
-    return jnp.asarray(value, x.dtype)
-  shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), *inputs)
-  return jax.tree_util.tree_map_with_path(leaf, shapes)
 
 
 def noise(shape, seed=0):

@@ -8,26 +8,12 @@ import pytest
 
 from vit_video.models.lrcn import LRCN
 from vit_video.models.resnet import ResNet
+from tests.model_helpers import random_variables
 
 B, T, H, W, C, K = 2, 4, 8, 12, 3, 7
 # Tower: H 8 -> 4 (pool) -> 2 (stride 2), W 12 -> 6 -> 3: fc0 takes 2 * 3 * 4 = 24; D = 6, L = 5.
 TINY = dict(widths=(3, 4), kernel_sizes=(3, 3), strides=(1, 2), pools=(True, False), fc_widths=(6,),
             image_size=(H, W), lstm_features=5, in_channels=C)
-
-
-def random_variables(model, *inputs, seed=0):
-  """Variables for `model` drawn with numpy (cheaper than model.init, whose PRNG is compiled anew for every
-  parameter shape): kernels N(0, 2/fan_in), biases N(0, 0.1^2), BatchNorm statistics away from 0 and 1."""
-  rng = np.random.default_rng(seed)
-  draw = {"scale": (0.5, 1.5), "mean": (-0.3, 0.3), "var": (0.5, 2.0)}
-  def leaf(path, x):
-    name = path[-1].key
-    if name in draw:
-      return jnp.asarray(rng.uniform(*draw[name], x.shape), x.dtype)
-    std = np.sqrt(2 / np.prod(x.shape[:-1])) if name == "kernel" else 0.1
-    return jnp.asarray(rng.normal(0, std, x.shape), x.dtype)
-  shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), *inputs)
-  return jax.tree_util.tree_map_with_path(leaf, shapes)
 
 
 def clip(seed=0, b=B, t=T):

@@ -8,22 +8,12 @@ import pytest
 from flax import traverse_util
 
 from vit_video.models.video_cnn import EarlyFusion, LateFusion, SingleFrame, SlowFusion, tower_sizes
+from tests.model_helpers import random_variables
 
 B, T, H, W, C, K = 2, 5, 12, 20, 3, 4
 # H: 12 -> 6 (pool) -> 3 (stride 2) -> 1 (pool); W: 20 -> 10 -> 5 -> 2: fc0 takes 1 * 2 * 5 = 10 features.
 TINY = dict(widths=(4, 6, 5), kernel_sizes=(3, 3, 3), strides=(1, 2, 1), pools=(True, False, True),
             fc_widths=(7,), image_size=(H, W), in_channels=C)
-
-
-def random_variables(model, *inputs, seed=0):
-  """Variables for `model` drawn with numpy: kernels N(0, 2/fan_in), biases N(0, 0.1^2) (cheaper than
-  model.init, whose PRNG is compiled anew for every parameter shape)."""
-  rng = np.random.default_rng(seed)
-  def draw(path, leaf):
-    std = np.sqrt(2 / np.prod(leaf.shape[:-1])) if path[-1].key == "kernel" else 0.1
-    return jnp.asarray(rng.normal(0, std, leaf.shape), leaf.dtype)
-  shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), *inputs)
-  return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
 def clip(seed=0, t=T, b=B):
