@@ -11,6 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from vit_video.data import flow
 from vit_video.data import fashion_mnist_local as fml
 from vit_video.data import moving_fmnist as mf
 from vit_video.data import pipeline
@@ -264,13 +265,27 @@ def test_builder_tiny_config(tmp_path):
     # Stored examples are exactly the rendered ones (PNG frames are lossless), as a set (tfds shuffles by key).
     expected = [mf.make_example(items, object_labels, i, split=split, config=config)
                 for i in range(config_split[split])]
-    assert sorted((ex["video"].tobytes(), ex["item_index"], mf.MOTIONS[ex["label"]]) for ex in examples) == sorted(
-        (ex["video"].tobytes(), ex["item_index"], ex["label"]) for ex in expected)
+    assert sorted((ex["video"].tobytes(), ex["flow"].tobytes(), ex["item_index"], mf.MOTIONS[ex["label"]])
+                  for ex in examples) == sorted(
+        (ex["video"].tobytes(), ex["flow"].tobytes(), ex["item_index"], ex["label"]) for ex in expected)
+    # The stored flow is DIS flow of the stored frames, quantised at FLOW_BOUND: uint8 [T-1,S,S,2].
+    ex = examples[0]
+    assert ex["flow"].shape == (5, 20, 20, 2) and ex["flow"].dtype == np.uint8
+    np.testing.assert_array_equal(ex["flow"], flow.quantize_flow(flow.compute_flow(ex["video"]), bound=mf.FLOW_BOUND))
+    # It points the way the item moves: mean x flow < 0 for left, > 0 for right; y likewise for up / down.
+    for ex in examples:
+      field = flow.dequantize_flow(ex["flow"], bound=mf.FLOW_BOUND)  # [T-1,S,S,2]
+      moving = ex["video"][:-1, ..., 0] > 20  # the item's pixels
+      axis, sign = {"left": (0, -1), "right": (0, 1), "up": (1, -1), "down": (1, 1)}.get(mf.MOTIONS[ex["label"]],
+                                                                                       (None, 0))
+      if axis is not None:
+        assert sign * field[..., axis][moving].mean() > 0.1, (mf.MOTIONS[ex["label"]], field[..., axis][moving].mean())
   # Building again into another folder gives byte-identical records.
   _build_tiny(tmp_path / "raw", str(tmp_path / "b"))
   records = {}
   for name in ("a", "b"):
-    paths = sorted(glob.glob(str(tmp_path / name / "moving_fmnist_actions" / "tiny" / "1.0.0" / "*.tfrecord*")))
+    paths = sorted(glob.glob(str(tmp_path / name / "moving_fmnist_actions" / "tiny" / str(builder.version) /
+                                 "*.tfrecord*")))
     records[name] = []
     for path in paths:
       with open(path, "rb") as f:

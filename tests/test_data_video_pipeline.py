@@ -284,3 +284,75 @@ def test_bad_inputs_raise_naming_the_value(tiny_moving_fmnist, videos_dir):
   with pytest.raises(ValueError, match=r"scale_range \(0.0, 1.0\)"):
     _train(tiny_moving_fmnist, scale_range=(0.0, 1.0))
   assert math.isnan(vp.clip_and_video_top1(np.zeros((2, 3)), np.zeros(2), np.zeros(2), np.zeros(2))["clip_top1"])
+
+
+# --- Optical flow read with the clip (moving_fmnist_actions stores DIS flow, quantised at FLOW_BOUND) ---
+
+def _stored_flow(data_dir, split):
+  """The examples' stored flow, dequantised: float32 [V-1,H,W,2] pixels each, in file order."""
+  from vit_video.data import flow as flow_lib, moving_fmnist  # noqa: PLC0415
+  return [flow_lib.dequantize_flow(ex["flow"], bound=moving_fmnist.FLOW_BOUND) for ex in _decoded(MOVING, split,
+                                                                                                  data_dir)]
+
+
+def _stacked(fields):
+  """[...,T-1,S,S,2] -> [...,S,S,2(T-1)] in x_0, y_0, x_1, ... order, by explicit indexing."""
+  *lead, n, h, w, _ = fields.shape
+  out = np.zeros((*lead, h, w, 2 * n), fields.dtype)
+  for t in range(n):
+    out[..., 2 * t] = fields[..., t, :, :, 0]
+    out[..., 2 * t + 1] = fields[..., t, :, :, 1]
+  return out
+
+
+def test_eval_flow_of_a_whole_uncropped_video_is_its_stored_flow_stacked(tiny_moving_fmnist):
+  from vit_video.data import moving_fmnist  # noqa: PLC0415
+  stored = _stored_flow(tiny_moving_fmnist, "test")  # 30 x [5,20,20,2]
+  batches = list(_eval(tiny_moving_fmnist, num_frames=6, frame_stride=1, image_size=20, num_clips=1, flow=True))
+  flow = np.concatenate([b["flow"] for b in batches])[:len(stored)]  # [30,20,20,10]
+  index = np.concatenate([b["video_index"] for b in batches])[:len(stored)]
+  assert flow.shape == (30, 20, 20, 10) and flow.dtype == np.float32
+  np.testing.assert_allclose(flow, _stacked(np.stack(stored)[index]) / moving_fmnist.FLOW_BOUND, atol=1e-5)
+
+
+def test_flow_of_padded_frames_is_zero_and_the_rest_is_the_stored_flow(tiny_moving_fmnist):
+  """T = 8 > V = 6: frames 0..5, 5, 5 -> fields 0..4 then two zero fields (the repeated last frame)."""
+  from vit_video.data import moving_fmnist  # noqa: PLC0415
+  stored = np.stack(_stored_flow(tiny_moving_fmnist, "test"))
+  batch = next(iter(_eval(tiny_moving_fmnist, num_frames=8, frame_stride=1, image_size=20, num_clips=1, flow=True)))
+  assert batch["flow"].shape == (8, 20, 20, 14)
+  np.testing.assert_array_equal(batch["flow"][..., 10:], 0.0)
+  expected = _stacked(stored[batch["video_index"]]) / moving_fmnist.FLOW_BOUND
+  np.testing.assert_allclose(batch["flow"][..., :10], expected, atol=1e-5)
+
+
+def test_train_flow_follows_the_clip_flip_with_its_x_component_negated(tiny_moving_fmnist):
+  """Same seed with and without flips: the draws of the window and crop are the same, so every clip is either
+  identical or mirrored, and its flow mirrored with x negated exactly when the frames are."""
+  common = dict(num_frames=4, frame_stride=1, image_size=16, flow=True, global_batch_size=16)
+  plain = next(iter(_train(tiny_moving_fmnist, flip=False, **common)))
+  maybe = next(iter(_train(tiny_moving_fmnist, flip=True, **common)))
+  assert plain["flow"].shape == (16, 16, 16, 6)
+  sign = np.tile([-1.0, 1.0], 3)  # x_0, y_0, x_1, ... -> -x, y
+  mirrored = [not np.array_equal(a, b) for a, b in zip(plain["video"], maybe["video"])]
+  assert 0 < sum(mirrored) < 16
+  for i, m in enumerate(mirrored):
+    if m:
+      np.testing.assert_allclose(maybe["video"][i], plain["video"][i][:, :, ::-1], atol=1e-6)
+      np.testing.assert_allclose(maybe["flow"][i], plain["flow"][i][:, ::-1] * sign, atol=1e-6)
+    else:
+      np.testing.assert_array_equal(maybe["flow"][i], plain["flow"][i])
+
+
+def test_resizing_scales_the_flow_vectors(tiny_moving_fmnist):
+  """Upsampling 20 -> 40 px doubles displacements: the mean field (resizing keeps means) doubles."""
+  small = next(iter(_eval(tiny_moving_fmnist, num_frames=6, frame_stride=1, image_size=20, num_clips=1, flow=True)))
+  large = next(iter(_eval(tiny_moving_fmnist, num_frames=6, frame_stride=1, image_size=40, num_clips=1, flow=True)))
+  mean_small, mean_large = small["flow"].mean(axis=(1, 2)), large["flow"].mean(axis=(1, 2))  # [B,10]
+  assert np.abs(mean_small).max() > 1e-3
+  np.testing.assert_allclose(mean_large, 2 * mean_small, atol=0.02 * np.abs(mean_small).max())
+
+
+def test_flow_of_a_dataset_without_it_is_a_clear_error(videos_dir):
+  with pytest.raises(ValueError, match="no uint8 'flow' feature"):
+    _train(videos_dir, name="video_pipeline_test_videos/clean", flow=True)

@@ -37,19 +37,34 @@ def synthetic_results_csv(tmp_path_factory) -> str:
   return path
 
 
+@pytest.fixture(scope="session")
+def synthetic_video_results_csv(tmp_path_factory) -> str:
+  """A video sweep results.csv of three made-up models."""
+  from vit_video.train import video_sweep
+  rows = [{"model": name, "model_name": name, "frames": 16, "params": 1000 * (i + 1), "gflop_per_clip": 0.1 * (i + 1),
+           "train_clips_per_s": 100.0 / (i + 1), "motion_clip_top1": 0.1 + 0.3 * i, "motion_video_top1": 0.1 + 0.3 * i,
+           "object_clip_top1": 0.8, "object_video_top1": 0.82} for i, name in enumerate(("single_frame", "c3d", "lrcn"))]
+  folder = str(tmp_path_factory.mktemp("video_sweep"))
+  video_sweep.write_report(folder, rows)
+  return os.path.join(folder, "results.csv")
+
+
 def small_settings(name: str, fixture: Callable[[str], str], workdir: str) -> dict:
   """The overrides of notebook `name`; `fixture(fixture_name)` gives a fixture's value (built only when used)."""
   settings = {
       "train_quickstart": lambda: {"ROOT": ROOT, "DATA_DIR": fixture("tiny_fmnist"), "WORKDIR": workdir,
                                    "VARIANT": "vit_t4", "TOTAL_STEPS": 6},
       "vit_vs_resnet": lambda: {"ROOT": ROOT, "RESULTS_CSV": fixture("synthetic_results_csv")},
+      "video_classics": lambda: {"ROOT": ROOT, "DATA_DIR": fixture("tiny_moving_fmnist"), "TINY": True,
+                                 "RESULTS_CSV": fixture("synthetic_video_results_csv"), "MODEL": "single_frame",
+                                 "WORKDIR": workdir, "TRAIN_STEPS": 4},
   }
   return settings[name]()
 
 
 def test_every_notebook_has_settings():
   names = [os.path.splitext(os.path.basename(p))[0] for p in NOTEBOOKS]
-  assert {"train_quickstart", "vit_vs_resnet"} <= set(names)
+  assert {"train_quickstart", "vit_vs_resnet", "video_classics"} <= set(names)
   for name in names:
     small_settings(name, lambda fixture_name: fixture_name, "w")  # KeyError for a notebook without settings
 

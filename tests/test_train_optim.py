@@ -87,8 +87,19 @@ def test_linear_and_constant_schedules_at_key_steps():
   np.testing.assert_allclose(const(total + 10), base, rtol=1e-6)
 
 
+def test_step_schedule_divides_at_its_boundaries():
+  """The non-local paper's schedule in small: 0.01 divided by 10 at 37.5% and 75% of 80 steps, 4 warm-up."""
+  s = make_schedule("step", base_lr=0.01, total_steps=80, warmup_steps=4, step_boundaries=(0.375, 0.75))
+  expected = {0: 0.0, 2: 0.005, 4: 0.01, 29: 0.01, 30: 0.001, 59: 0.001, 60: 0.0001, 79: 0.0001, 90: 0.0001}
+  for step, lr in expected.items():
+    assert float(s(step)) == pytest.approx(lr, rel=1e-6, abs=1e-12), step
+  for boundaries in ((0.75, 0.375), (0.0, 0.5), (0.5, 1.0), (0.04,)):  # unsorted, outside (0, 1), in warm-up
+    with pytest.raises(ValueError, match="step_boundaries"):
+      make_schedule("step", base_lr=0.01, total_steps=80, warmup_steps=4, step_boundaries=boundaries)
+
+
 @pytest.mark.parametrize("kind, kw, match", [
-    ("step", dict(total_steps=10, warmup_steps=1), "kind"),
+    ("exponential", dict(total_steps=10, warmup_steps=1), "kind"),
     ("cosine", dict(total_steps=10, warmup_steps=11), "warmup_steps 11"),
     ("cosine", dict(total_steps=10, warmup_steps=10), "warmup_steps 10"),
     ("linear", dict(total_steps=10, warmup_steps=-1), "warmup_steps -1"),

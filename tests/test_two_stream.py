@@ -7,22 +7,12 @@ import numpy as np
 import pytest
 
 from vit_video.models.two_stream import TwoStream
+from tests.model_helpers import random_variables
 
 B, T, H, W, K = 2, 4, 8, 12, 5  # Flow: 2(T-1) = 6 channels.
 # Tower: H 8 -> 4 (pool) -> 2 (stride 2), W 12 -> 6 -> 3: fc0 takes 2 * 3 * 4 = 24 features; D = 6 per stream.
 TINY = dict(widths=(3, 4), kernel_sizes=(3, 3), strides=(1, 2), pools=(True, False), fc_widths=(6,),
             image_size=(H, W), num_frames=T)
-
-
-def random_variables(model, *inputs, seed=0):
-  """Variables for `model` drawn with numpy: kernels N(0, 2/fan_in), biases N(0, 0.1^2) (cheaper than
-  model.init, whose PRNG is compiled anew for every parameter shape)."""
-  rng = np.random.default_rng(seed)
-  def draw(path, leaf):
-    std = np.sqrt(2 / np.prod(leaf.shape[:-1])) if path[-1].key == "kernel" else 0.1
-    return jnp.asarray(rng.normal(0, std, leaf.shape), leaf.dtype)
-  shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), *inputs)
-  return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
 def noise(shape, seed=0):
@@ -104,9 +94,9 @@ def test_bfloat16_activations_float32_logits():
 @pytest.mark.parametrize("overrides, rgb, flow, match", [
     ({}, (B, T, H, W, 3), (B, H, W, 5), r"flow has 5 channels, but 2\(T-1\) = 6 for T = num_frames = 4"),
     ({}, (B, T, H, W, 3), (B, H, W, 2 * T), r"flow has 8 channels, but 2\(T-1\) = 6"),
-    ({}, (B, T + 1, H, W, 3), (B, H, W, 6), r"rgb shape \(2, 5, 8, 12, 3\) is not \[B,T,H,W,3\] with T = num_fr"),
-    ({}, (B, T, H, W, 1), (B, H, W, 6), r"rgb shape \(2, 4, 8, 12, 1\) is not \[B,T,H,W,3\]"),
-    ({}, (B, H, W, 3), (B, H, W, 6), r"rgb shape \(2, 8, 12, 3\) is not \[B,T,H,W,3\] with \(H, W\) = image_size"),
+    ({}, (B, T + 1, H, W, 3), (B, H, W, 6), r"rgb shape \(2, 5, 8, 12, 3\) is not \[B,T,H,W,C\] with T = num_fr"),
+    ({}, (B, T, H, W, 1), (B, H, W, 6), r"rgb shape \(2, 4, 8, 12, 1\) is not \[B,T,H,W,C\]"),
+    ({}, (B, H, W, 3), (B, H, W, 6), r"rgb shape \(2, 8, 12, 3\) is not \[B,T,H,W,C\] with \(H, W\) = image_size"),
     ({}, (B, T, H, W, 3), (B, W, H, 6), r"flow shape \(2, 12, 8, 6\) is not \[B,H,W,2\(T-1\)\] with \(H, W\) ="),
     ({}, (B, T, H, W, 3), None, r"streams='both' needs flow \[B,H,W,2\(T-1\)\], got None"),
     ({}, (B, T, H, W, 3), (B + 1, H, W, 6), r"rgb batch 2 != flow batch 3"),

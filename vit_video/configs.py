@@ -28,6 +28,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.host_sharding = "global"  # "global": the same global batches for any number of hosts (each host
   #   reads every record, decodes its rows); "split": each host reads only its 1/P slice (for pod-sized data).
 
+  c.video = ml_collections.ConfigDict()  # Video datasets (a tfds `video` feature), read by data/video_pipeline.py.
+  c.video.num_frames = 0  # T > 0: batches are clips [B,T,S,S,C] of T frames (S = dataset.image_size); 0: images.
+  c.video.frame_stride = 1  # Frames between consecutive clip frames.
+  c.video.label_key = "label"  # The ClassLabel feature to train on (moving_fmnist_actions: "object_label" too).
+  c.video.flow = False  # Also read the stored optical flow: batches get 'flow' [B,S,S,2(T-1)], models (rgb, flow).
+  c.video.min_crop_area = 0.8  # Training crops cover a fraction in [min_crop_area, 1] of the shorter side's square.
+  c.video.flip = True  # Training clips mirrored left-right with probability 1/2 (flow x negated).
+  c.video.eval_num_clips = 1  # Evaluation views per video: num_clips windows evenly spaced in time...
+  c.video.eval_num_crops = 1  # ...times num_crops spatial crops (3: left/centre/right); their softmaxes averaged.
+
   c.augment = ml_collections.ConfigDict()
   c.augment.crop_padding = 0  # Zero-pad each side by this many pixels, then random-crop back (0: off).
   c.augment.flip = False  # Random horizontal flips.
@@ -43,7 +53,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adamw"  # "adamw" or "sgd" (with momentum).
   c.optimizer.learning_rate = 1e-3  # Peak learning rate, reached after warm-up.
-  c.optimizer.schedule = "cosine"  # Decay after warm-up: "cosine", "linear" or "constant".
+  c.optimizer.schedule = "cosine"  # Decay after warm-up: "cosine", "linear", "constant" or "step".
+  c.optimizer.step_boundaries = ()  # "step": fractions of the run at which the rate is multiplied by step_factor.
+  c.optimizer.step_factor = 0.1  # "step": the factor applied at each boundary.
   c.optimizer.warmup_steps = 0  # Linear warm-up from 0 over this many steps.
   c.optimizer.end_lr_factor = 0.0  # Final learning rate as a fraction of the peak.
   c.optimizer.weight_decay = 0.05  # Decoupled weight decay on kernels (not biases, norms, embeddings).

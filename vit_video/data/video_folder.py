@@ -184,6 +184,9 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
                         num_frames=64, size=(128, 171), fps=None),
       VideoFolderConfig(name="fps10", description="10 fps, first 100 frames (10 s: a whole Kinetics clip), "
                                                   "128x171.", num_frames=100, size=(128, 171), fps=10),
+      VideoFolderConfig(name="kinetics", description="25 fps, first 250 frames (a whole 10 s Kinetics clip), "
+                                                     "256x340 (the non-local paper's short side 256).",
+                        num_frames=250, size=(256, 340), fps=25),
       VideoFolderConfig(name="tiny", description="First 5 frames at the source rate, 12x16 (for tests).",
                         num_frames=5, size=(12, 16), fps=None),
   ]

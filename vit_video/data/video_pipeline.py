@@ -7,7 +7,19 @@ training decodes only the T frames it uses. Batches are dicts of numpy arrays, B
 process_count per host:
   'video': float32 [B,T,S,S,C] in [-1, 1] (x / 127.5 - 1; S = image_size),
   'label': int32 [B],
-  'mask', 'video_index' (eval only, see `make_clip_eval_iterator`).
+  'mask', 'video_index' (eval only, see `make_clip_eval_iterator`),
+  'flow' (with flow=True): float32 [B,S,S,2(T-1)], the clip's optical flow stacked as flow.stack_flow does
+    (channel 2t the x, 2t+1 the y displacement from clip frame t to t+1), in pixels of the S x S output
+    divided by the dataset's quantisation bound (so mostly in [-1, 1]).
+
+Optical flow. A dataset with flow has a feature 'flow', uint8 [V-1,H,W,2]: field i is the flow from video frame i
+to i+1 (`flow.compute_flow`), quantised by `flow.quantize_flow` with the bound its builder config's `flow_bound`
+holds (moving_fmnist_actions stores it; video_folder does not). Field t of a clip is the stored field at its
+frame i_t, i.e. from i_t to i_t + 1: the flow between clip frames t and t+1 when frame_stride is 1, and the
+forward flow at each sampled frame otherwise (the two-stream papers stack consecutive fields). Where i_{t+1}
+== i_t (the padding of short videos repeats the last frame) the field is zero. The flow gets the clip's crop and
+flip: cropped like the frames, resized to S x S with its vectors scaled by S / side, and mirrored with its x
+component negated.
 
 Clip geometry. A clip is T = num_frames frames at stride s = frame_stride, spanning (T - 1) s + 1 frames:
   frames  i_t = min(start + t s, V - 1), t = 0..T-1.
@@ -85,8 +97,10 @@ def _check_args(num_frames, frame_stride, image_size) -> None:
       raise ValueError(f"{what} {value!r} must be a positive int")
 
 
-def _video_builder(name: str, split: str, data_dir: str, label_key: str) -> tfds.core.DatasetBuilder:
-  """The prepared builder; ValueError naming the problem unless it has a `video` and a ClassLabel `label_key`."""
+def _video_builder(name: str, split: str, data_dir: str, label_key: str,
+                   flow: bool = False) -> tfds.core.DatasetBuilder:
+  """The prepared builder; ValueError naming the problem unless it has a `video` and a ClassLabel `label_key`
+  (and with `flow`, a uint8 'flow' feature [V-1,H,W,2] and a `flow_bound` in its builder config)."""
   builder = check_prepared(name, data_dir)
   features = builder.info.features
   video = features["video"] if "video" in features else None
@@ -97,6 +111,14 @@ def _video_builder(name: str, split: str, data_dir: str, label_key: str) -> tfds
   if not isinstance(features[label_key] if label_key in features else None, tfds.features.ClassLabel):
     raise ValueError(f"label_key {label_key!r} is not a ClassLabel feature of {name} "
                      f"(features: {', '.join(features)})")
+  if flow:
+    field = features["flow"] if "flow" in features else None
+    if not (isinstance(field, tfds.features.Tensor) and field.dtype == np.uint8 and len(field.shape) == 4
+            and field.shape[-1] == 2):
+      raise ValueError(f"flow=True, but dataset {name} has no uint8 'flow' feature [V-1,H,W,2] (features: "
+                       f"{', '.join(features)}; 'flow': {field})")
+    if not getattr(builder.builder_config, "flow_bound", None):
+      raise ValueError(f"dataset {name}'s builder config has no flow_bound to dequantise its flow with")
   try:
     builder.info.splits[split]  # raises for an unknown split or a bad slice
   except (KeyError, ValueError) as e:
@@ -104,11 +126,13 @@ def _video_builder(name: str, split: str, data_dir: str, label_key: str) -> tfds
   return builder
 
 
-def _read_videos(builder: tfds.core.DatasetBuilder, split, label_key: str) -> tf.data.Dataset:
-  """The split in file order, {'video': encoded frames [V] (string), 'label': int64, 'key': tfds id (string)}."""
+def _read_videos(builder: tfds.core.DatasetBuilder, split, label_key: str, flow: bool = False) -> tf.data.Dataset:
+  """The split in file order, {'video': encoded frames [V] (string), 'label': int64, 'key': tfds id (string)},
+  and with `flow` 'flow': uint8 [V-1,H,W,2]."""
   ds = builder.as_dataset(split=split, shuffle_files=False, decoders={"video": tfds.decode.SkipDecoding()},
                           read_config=tfds.ReadConfig(add_tfds_id=True))
-  return ds.map(lambda ex: {"video": ex["video"], "label": ex[label_key], "key": ex["tfds_id"]})
+  keys = ("video", "flow") if flow else ("video",)
+  return ds.map(lambda ex: {**{k: ex[k] for k in keys}, "label": ex[label_key], "key": ex["tfds_id"]})
 
 
 def _decode_frames(builder: tfds.core.DatasetBuilder, encoded: tf.Tensor) -> tf.Tensor:
@@ -122,6 +146,32 @@ def _decode_frames(builder: tfds.core.DatasetBuilder, encoded: tf.Tensor) -> tf.
 def _resize(frames: tf.Tensor, size: int) -> tf.Tensor:
   """[N,h,w,C] -> [N,S,S,C] (bilinear, antialiased)."""
   return tf.image.resize(frames, (size, size), method="bilinear", antialias=True)
+
+
+def _clip_flow(quantized: tf.Tensor, indices: tf.Tensor, bound: float) -> tf.Tensor:
+  """Stored fields uint8 [V-1,H,W,2] and clip frame indices int32 [...,T] -> float32 [...,T-1,H,W,2] pixels.
+
+  Field t is stored field i_t (from frame i_t to i_t + 1), zero where i_{t+1} == i_t (padding).
+  """
+  first, following = indices[..., :-1], indices[..., 1:]  # [...,T-1]
+  fields = tf.gather(quantized, tf.minimum(first, tf.shape(quantized)[0] - 1))  # [...,T-1,H,W,2]
+  fields = tf.cast(fields, tf.float32) * (2.0 * bound / 255.0) - bound  # flow.dequantize_flow
+  moving = tf.cast(following > first, tf.float32)[..., None, None, None]
+  return fields * moving
+
+
+def _crop_flow(fields: tf.Tensor, y0, x0, side, size: int) -> tf.Tensor:
+  """[N,H,W,2] pixels -> the side x side crop at (y0, x0) resized to [N,S,S,2], vectors scaled by S / side."""
+  crop = fields[:, y0:y0 + side, x0:x0 + side]
+  return _resize(crop, size) * (size / tf.cast(side, tf.float32))
+
+
+def _stack_flow(fields: tf.Tensor) -> tf.Tensor:
+  """[...,T-1,S,S,2] -> [...,S,S,2(T-1)] (x_0, y_0, x_1, y_1, ...), as flow.stack_flow."""
+  rank = len(fields.shape)
+  perm = list(range(rank - 4)) + [rank - 3, rank - 2, rank - 4, rank - 1]
+  moved = tf.transpose(fields, perm)  # [...,S,S,T-1,2]
+  return tf.reshape(moved, tf.concat([tf.shape(moved)[:-2], [-1]], 0))
 
 
 def _decode_or_skip(ds: tf.data.Dataset, preprocess, skipped: list, limit: int) -> tf.data.Dataset:
@@ -164,11 +214,12 @@ def make_clip_train_iterator(
     name: str, split: str, data_dir: str, *, global_batch_size: int, num_frames: int, frame_stride: int,
     image_size: int, seed: int, process_index: int, process_count: int, start_step: int = 0, flip: bool = True,
     scale_range: tuple[float, float] = (0.8, 1.0), label_key: str = "label", stop_step: int | None = None,
-    cache: bool = True, skipped: list | None = None,
+    cache: bool = True, skipped: list | None = None, flow: bool = False,
 ) -> Iterator[dict[str, np.ndarray]]:
   """Shuffled, augmented clips for this host, batches `start_step` to `stop_step` (None: endless).
 
   Yields {'video': float32 [B,T,S,S,C] in [-1, 1], 'label': int32 [B]} (T = num_frames, S = image_size,
+  and with `flow` 'flow' float32 [B,S,S,2(T-1)] (module docstring);
   B = global_batch_size / process_count); the clip sampling, padding rule, crop and flip are in the module
   docstring. Same (seed, step) -> same batch, whatever `start_step` the iterator started at (with no skipped
   records). The whole split is shuffled each epoch (an exact permutation, holding the encoded videos in memory,
@@ -182,7 +233,8 @@ def make_clip_train_iterator(
   if start_step < 0 or (stop_step is not None and stop_step < start_step):
     raise ValueError(f"start_step {start_step} and stop_step {stop_step} must satisfy 0 <= start <= stop")
   b = _local_batch_size(global_batch_size, process_index, process_count)
-  builder = _video_builder(name, split, data_dir, label_key)
+  builder = _video_builder(name, split, data_dir, label_key, flow)
+  bound = builder.builder_config.flow_bound if flow else None
   n = builder.info.splits[split].num_examples
   if n == 0:
     raise ValueError(f"split {split!r} of {name} has no examples")
@@ -192,7 +244,7 @@ def make_clip_train_iterator(
   root = augment_lib.fold_in(tf.constant([seed, 0], tf.int64), 0)
   shuffle_key = augment_lib.fold_in(root, _SHUFFLE_STREAM)
   example_key = augment_lib.fold_in(root, _EXAMPLE_STREAM)
-  base = _read_videos(builder, split, label_key)
+  base = _read_videos(builder, split, label_key, flow)
   if cache:
     base = base.cache()
 
@@ -211,7 +263,8 @@ def make_clip_train_iterator(
     v = tf.shape(encoded)[0]
     delta = tf.maximum(v - (num_frames - 1) * frame_stride - 1, 0)
     start = tf.random.stateless_uniform([], augment_lib.fold_in(clip_seed, _START), 0, delta + 1, tf.int32)
-    frames = _decode_frames(builder, tf.gather(encoded, _frame_indices(start, v, num_frames, frame_stride)))
+    indices = _frame_indices(start, v, num_frames, frame_stride)  # [T]
+    frames = _decode_frames(builder, tf.gather(encoded, indices))
     h, w = tf.shape(frames)[1], tf.shape(frames)[2]
     short = tf.cast(tf.minimum(h, w), tf.float32)
     area = tf.random.stateless_uniform([], augment_lib.fold_in(clip_seed, _SCALE), lo, hi)
@@ -219,11 +272,18 @@ def make_clip_train_iterator(
     y0 = tf.random.stateless_uniform([], augment_lib.fold_in(clip_seed, _Y), 0, h - side + 1, tf.int32)
     x0 = tf.random.stateless_uniform([], augment_lib.fold_in(clip_seed, _X), 0, w - side + 1, tf.int32)
     clip = _resize(frames[:, y0:y0 + side, x0:x0 + side], image_size)  # [T,side,side,C] -> [T,S,S,C]
+    if flow:
+      fields = _crop_flow(_clip_flow(example["flow"], indices, bound), y0, x0, side, image_size)  # [T-1,S,S,2]
     if flip:
       mirrored = tf.random.stateless_uniform([], augment_lib.fold_in(clip_seed, _FLIP)) < 0.5
       clip = tf.where(mirrored, tf.reverse(clip, axis=[2]), clip)
+      if flow:
+        fields = tf.where(mirrored, tf.reverse(fields, axis=[2]) * [-1.0, 1.0], fields)
     clip = tf.ensure_shape(normalize(clip), (num_frames, image_size, image_size, frames.shape[-1]))
-    return {"video": clip, "label": tf.cast(example["label"], tf.int32)}
+    out = {"video": clip, "label": tf.cast(example["label"], tf.int32)}
+    if flow:
+      out["flow"] = tf.ensure_shape(_stack_flow(fields / bound), (image_size, image_size, 2 * (num_frames - 1)))
+    return out
 
   ds = tf.data.Dataset.counter(start_epoch).flat_map(epoch_examples)
   if process_count > 1:
@@ -248,12 +308,12 @@ def num_clip_eval_batches(name: str, split: str, data_dir: str, *, global_batch_
 def make_clip_eval_iterator(
     name: str, split: str, data_dir: str, *, global_batch_size: int, num_frames: int, frame_stride: int,
     image_size: int, num_clips: int, num_crops: int, process_index: int, process_count: int,
-    label_key: str = "label", crop_fraction: float = 1.0, skipped: list | None = None,
+    label_key: str = "label", crop_fraction: float = 1.0, skipped: list | None = None, flow: bool = False,
 ) -> Iterator[dict[str, np.ndarray]]:
   """Multi-view evaluation: num_clips x num_crops views of every video of this host's shard, each once.
 
   Yields {'video': float32 [B,T,S,S,C] in [-1, 1], 'label': int32 [B], 'mask': bool [B] (False: padding),
-  'video_index': int32 [B]}. Host p reads its `tfds.even_splits` shard in file order and numbers its videos
+  'video_index': int32 [B]} (and with `flow` 'flow' float32 [B,S,S,2(T-1)], module docstring). Host p reads its `tfds.even_splits` shard in file order and numbers its videos
   from the total size of shards 0..p-1 (so indices are unique across hosts: 0..N-1 for a plain split); the views
   of a video follow each other, clip-major: view j num_crops + k is window j (start even_offsets(delta,
   num_clips)[j]) and crop k (see the module docstring). Every host yields `num_clip_eval_batches(...)` batches:
@@ -267,7 +327,8 @@ def make_clip_eval_iterator(
   if not 0 < crop_fraction <= 1:
     raise ValueError(f"crop_fraction {crop_fraction} is outside (0, 1]")
   b = _local_batch_size(global_batch_size, process_index, process_count)
-  builder = _video_builder(name, split, data_dir, label_key)
+  builder = _video_builder(name, split, data_dir, label_key, flow)
+  bound = builder.builder_config.flow_bound if flow else None
   sizes = pipeline._shard_sizes(builder, split, process_count)
   num_batches = math.ceil(max(sizes) * num_clips * num_crops / b)
   num_views = num_clips * num_crops
@@ -282,29 +343,39 @@ def make_clip_eval_iterator(
     side = tf.maximum(tf.cast(tf.round(crop_fraction * tf.cast(tf.minimum(h, w), tf.float32)), tf.int32), 1)
     along = _tf_even_offsets(tf.maximum(h, w) - side, num_crops)  # [num_crops] on the longer side
     wide = w >= h
-    crops = []
+    if flow:
+      clip_fields = _clip_flow(example["flow"], indices, bound)  # [num_clips,T-1,H,W,2]
+      clip_fields = tf.reshape(clip_fields, tf.concat([[num_clips * (num_frames - 1)], tf.shape(frames)[1:3], [2]], 0))
+    crops, flow_crops = [], []
     for k in range(num_crops):
       y0 = tf.where(wide, (h - side) // 2, along[k])
       x0 = tf.where(wide, along[k], (w - side) // 2)
       crops.append(clips[:, :, y0:y0 + side, x0:x0 + side])  # [num_clips,T,side,side,C]
+      if flow:
+        flow_crops.append(tf.reshape(_crop_flow(clip_fields, y0, x0, side, image_size),
+                                     [num_clips, num_frames - 1, image_size, image_size, 2]))
     crops = tf.stack(crops, axis=1)  # [num_clips,num_crops,T,side,side,C]
     c = frames.shape[-1]
     flat = tf.reshape(crops, [num_views * num_frames, side, side, c])  # [num_views T,side,side,C]
     out = tf.reshape(_resize(flat, image_size), [num_views, num_frames, image_size, image_size, c])
-    return {"video": normalize(out),
-            "label": tf.fill([num_views], tf.cast(example["label"], tf.int32)),
-            "mask": tf.ones([num_views], tf.bool),
-            "video_index": tf.fill([num_views], tf.cast(video_index, tf.int32))}
+    result = {"video": normalize(out),
+              "label": tf.fill([num_views], tf.cast(example["label"], tf.int32)),
+              "mask": tf.ones([num_views], tf.bool),
+              "video_index": tf.fill([num_views], tf.cast(video_index, tf.int32))}
+    if flow:  # [num_clips,num_crops,T-1,S,S,2] -> [num_views,S,S,2(T-1)], views clip-major like the frames
+      fields = tf.reshape(tf.stack(flow_crops, axis=1), [num_views, num_frames - 1, image_size, image_size, 2])
+      result["flow"] = tf.ensure_shape(_stack_flow(fields / bound),
+                                       (num_views, image_size, image_size, 2 * (num_frames - 1)))
+    return result
 
   host_split = tfds.even_splits(split, process_count)[process_index]
-  ds = _read_videos(builder, host_split, label_key).enumerate(start=sum(sizes[:process_index]))
+  ds = _read_videos(builder, host_split, label_key, flow).enumerate(start=sum(sizes[:process_index]))
   ds = ds.map(lambda video_index, example: (example["key"], video_index, example))
   ds = _decode_or_skip(ds, views, skipped, limit=max(sizes[process_index], 1))
   ds = ds.unbatch()  # [num_views,...] per video -> views, those of a video one after the other
   spec = ds.element_spec
   padding = tf.data.Dataset.from_tensors({
-      "video": tf.zeros(spec["video"].shape), "label": tf.constant(0), "mask": tf.constant(False),
-      "video_index": tf.constant(-1)})
+      **{k: tf.zeros(spec[k].shape, spec[k].dtype) for k in spec}, "video_index": tf.constant(-1)})
   ds = ds.concatenate(padding.repeat()).take(num_batches * b).batch(b)
   return _deterministic(ds.prefetch(tf.data.AUTOTUNE)).as_numpy_iterator()
 

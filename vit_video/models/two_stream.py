@@ -3,7 +3,7 @@
 A spatial stream classifies appearance from RGB; a temporal stream classifies motion from a stack of optical
 flow fields; the two are fused.
 
-  rgb  [B,T,H,W,3]: the spatial stream sees one frame, the middle one x[:, T // 2] (`rgb_input="middle"`),
+  rgb  [B,T,H,W,C] (C = in_channels, 3): the spatial stream sees one frame, the middle one x[:, T // 2] (`rgb_input="middle"`),
        or the mean of the T frames (`rgb_input="mean"`).
   flow [B,H,W,2(T-1)]: the T-1 flow fields between consecutive frames, x and y components interleaved:
        channel 2t is the horizontal (x) and channel 2t+1 the vertical (y) displacement from frame t to t+1,
@@ -66,6 +66,7 @@ class TwoStream(nn.Module):
   pools: Sequence[bool] = (True, True, False, False, True)
   fc_widths: Sequence[int] = (4096, 2048)
   image_size: tuple[int, int] = (224, 224)  # (H, W), fixed by the flattening into fc0.
+  in_channels: int = 3  # C of the RGB frames (1 for grey video).
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -74,14 +75,15 @@ class TwoStream(nn.Module):
     t, c = self.num_frames, 2 * (self.num_frames - 1)
     if t < 2:
       raise ValueError(f"num_frames = {t}: the temporal stream needs T >= 2 frames (2(T-1) >= 2 flow channels)")
-    for what, x, rank, size in (("rgb", rgb, 5, "[B,T,H,W,3]"), ("flow", flow, 4, "[B,H,W,2(T-1)]")):
+    for what, x, rank, size in (("rgb", rgb, 5, "[B,T,H,W,C]"), ("flow", flow, 4, "[B,H,W,2(T-1)]")):
       if self.streams in ("both", what):
         if x is None:
           raise ValueError(f"streams={self.streams!r} needs {what} {size}, got None")
         if x.ndim != rank or tuple(x.shape[-3:-1]) != tuple(self.image_size):
           raise ValueError(f"{what} shape {x.shape} is not {size} with (H, W) = image_size {tuple(self.image_size)}")
-    if self.streams in ("both", "rgb") and rgb.shape[1:] != (t,) + tuple(self.image_size) + (3,):
-      raise ValueError(f"rgb shape {rgb.shape} is not [B,T,H,W,3] with T = num_frames = {t}")
+    if self.streams in ("both", "rgb") and rgb.shape[1:] != (t,) + tuple(self.image_size) + (self.in_channels,):
+      raise ValueError(f"rgb shape {rgb.shape} is not [B,T,H,W,C] with T = num_frames = {t}, "
+                       f"C = in_channels = {self.in_channels}")
     if self.streams in ("both", "flow") and flow.shape[-1] != c:
       raise ValueError(f"flow has {flow.shape[-1]} channels, but 2(T-1) = {c} for T = num_frames = {t} "
                        f"(flow shape {flow.shape})")
@@ -93,7 +95,7 @@ class TwoStream(nn.Module):
 
   @nn.compact
   def __call__(self, rgb: jax.Array | None, flow: jax.Array | None, *, train: bool) -> jax.Array:
-    """rgb [B,T,H,W,3], flow [B,H,W,2(T-1)] -> [B,K] float32 logits (fusion: module docstring).
+    """rgb [B,T,H,W,C], flow [B,H,W,2(T-1)] -> [B,K] float32 logits (fusion: module docstring).
 
     num_classes == 0: the features [B,D_rgb + D_flow] (or one stream's). `train` is unused (no dropout or
     normalisation layers).
@@ -110,7 +112,7 @@ class TwoStream(nn.Module):
     head = lambda name: nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
     features = {}
     if self.streams in ("both", "rgb"):
-      frame = rgb[:, rgb.shape[1] // 2] if self.rgb_input == "middle" else rgb.mean(axis=1)  # [B,H,W,3]
+      frame = rgb[:, rgb.shape[1] // 2] if self.rgb_input == "middle" else rgb.mean(axis=1)  # [B,H,W,C]
       features["rgb"] = stream("rgb_stream")(frame)  # [B,D]
     if self.streams in ("both", "flow"):
       features["flow"] = stream("flow_stream")(flow)  # [B,D]

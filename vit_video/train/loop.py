@@ -4,6 +4,7 @@ Resumable: every start first restores the newest complete checkpoint in `workdir
 state, EMA, step; the data order and dropout keys are functions of (seed, step)), so a killed run restarted
 with the same command ends exactly where an uninterrupted one would.
 """
+import inspect
 import logging
 import os
 import time
@@ -16,7 +17,7 @@ import numpy as np
 
 from vit_video import models
 from vit_video.data import augment as augment_lib
-from vit_video.data import pipeline
+from vit_video.data import pipeline, video_pipeline
 from vit_video.train import checkpointing, finetune, flops, optim, parallel, steps, writers
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -34,6 +35,31 @@ def build_model(config: ml_collections.ConfigDict, *, axis_name: str | None = No
     overrides.setdefault("in_channels", config.dataset.channels)
   return models.create_model(config.model_name, num_classes=config.num_classes, dtype=DTYPES[config.dtype],
                              **overrides)
+
+
+def input_shapes(config: ml_collections.ConfigDict) -> tuple[tuple[int, ...], ...]:
+  """Per-example shapes of the model's inputs: ((S, S, C),) for images, ((T, S, S, C),) for clips, and
+  ((T, S, S, C), (S, S, 2(T-1))) for clips with optical flow (config.video.flow)."""
+  ds, video = config.dataset, config.video
+  image = (ds.image_size, ds.image_size, ds.channels)
+  if video.num_frames <= 0:
+    if video.flow:
+      raise ValueError("video.flow needs a video dataset: set video.num_frames > 0")
+    return (image,)
+  if video.flow and video.num_frames < 2:
+    raise ValueError(f"video.flow needs num_frames >= 2 (2(T-1) flow channels); got {video.num_frames}")
+  clip = (video.num_frames, *image)
+  return (clip, (ds.image_size, ds.image_size, 2 * (video.num_frames - 1))) if video.flow else (clip,)
+
+
+def _check_model_inputs(model, name: str, count: int) -> None:
+  """ValueError unless the model's __call__ takes `count` positional inputs (two-stream: rgb and flow)."""
+  kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+  inputs = [p.name for p in inspect.signature(type(model).__call__).parameters.values() if p.kind in kinds][1:]
+  if len(inputs) != count:
+    given = "clips and flow" if count == 2 else "images or clips"
+    raise ValueError(f"model {name} takes {len(inputs)} input(s) ({', '.join(inputs)}), but the config feeds "
+                     f"{count} ({given}): video.flow must be {len(inputs) == 2} for it")
 
 
 def _total_steps(config, num_train: int) -> int:
@@ -61,10 +87,13 @@ class Trainer:
       raise ValueError(f"total steps {total_steps} must be a multiple of grad_accum_steps {opt.grad_accum_steps}")
     self.schedule = optim.make_schedule(  # counts optimizer updates: one per grad_accum_steps batches
         opt.schedule, base_lr=opt.learning_rate, total_steps=total_steps // opt.grad_accum_steps,
-        warmup_steps=opt.warmup_steps, end_lr_factor=opt.end_lr_factor)
-    self.image_shape = (config.dataset.image_size, config.dataset.image_size, config.dataset.channels)
-    self.abstract_params = jax.eval_shape(
-        lambda: self.model.init(jax.random.key(0), jnp.zeros((1, *self.image_shape)), train=False))["params"]
+        warmup_steps=opt.warmup_steps, end_lr_factor=opt.end_lr_factor,
+        step_boundaries=tuple(opt.step_boundaries), step_factor=opt.step_factor)
+    self.video = config.video.num_frames > 0
+    self.input_shapes = input_shapes(config)
+    _check_model_inputs(self.model, config.model_name, len(self.input_shapes))
+    self.abstract_params = jax.eval_shape(lambda: self.model.init(
+        jax.random.key(0), *(jnp.zeros((1, *shape)) for shape in self.input_shapes), train=False))["params"]
     self.tx = optim.make_optimizer(
         name=opt.name, schedule=self.schedule, weight_decay=opt.weight_decay, b1=opt.b1, b2=opt.b2,
         momentum=opt.momentum, nesterov=opt.nesterov, grad_clip_norm=opt.grad_clip_norm or None,
@@ -73,9 +102,12 @@ class Trainer:
                                        label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
                                        schedule=self.schedule, grad_accum_steps=opt.grad_accum_steps,
                                        axis_name=axis)
-    eval_step = steps.make_eval_step(self.model, num_classes=config.num_classes, use_ema=config.ema_decay > 0,
-                                     axis_name=axis)
-    init = lambda rng: steps.init_state(self.model, self.tx, rng, self.image_shape, ema=config.ema_decay > 0)  # noqa: E731
+    if self.video:  # per-view logits, aggregated per video on the host
+      eval_step = steps.make_view_eval_step(self.model, use_ema=config.ema_decay > 0, axis_name=axis)
+    else:
+      eval_step = steps.make_eval_step(self.model, num_classes=config.num_classes, use_ema=config.ema_decay > 0,
+                                       axis_name=axis)
+    init = lambda rng: steps.init_state(self.model, self.tx, rng, self.input_shapes, ema=config.ema_decay > 0)  # noqa: E731
     self.abstract_state = jax.eval_shape(init, jax.random.key(0))
     if pmap:
       self.state_shardings = None
@@ -106,7 +138,13 @@ class Trainer:
     return parallel.unreplicate(state) if self.config.parallelism == "pmap" else state
 
   def evaluate(self, state: steps.TrainState, batches) -> dict[str, float]:
-    """Top-1, top-5 and loss over every example of an eval iterator (padding masked out)."""
+    """Top-1, top-5 and loss over every example of an eval iterator (padding masked out).
+
+    Video (multi-view) evaluation: 'top1' is the per-video top-1 (the views' softmaxes averaged), 'clip_top1',
+    'top5' and 'loss' are per view, 'count' the number of videos and 'views' of views.
+    """
+    if self.video:
+      return self._evaluate_views(state, batches)
     totals = None
     for batch in batches:
       sums = self.eval_step(state, parallel.host_batch_to_global(batch, self.layout))
@@ -118,12 +156,34 @@ class Trainer:
     return {"top1": float(totals["top1"]) / count, "top5": float(totals["top5"]) / count,
             "loss": float(totals["loss"]) / count, "count": count}
 
+  def _evaluate_views(self, state: steps.TrainState, batches) -> dict[str, float]:
+    outputs = []
+    for batch in batches:
+      out = self.eval_step(state, parallel.host_batch_to_global(batch, self.layout))
+      out = jax.device_get(parallel.unreplicate(out) if self.config.parallelism == "pmap" else out)
+      outputs.append(out)
+    out = {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
+    mask = out["mask"].astype(bool)
+    logits, labels = out["logits"][mask].astype(np.float64), out["label"][mask]
+    log_p = logits - logits.max(1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
+    top5 = np.argsort(-logits, axis=1)[:, :min(5, logits.shape[1])]
+    accuracy = video_pipeline.clip_and_video_top1(out["logits"], out["label"], out["video_index"], mask)
+    return {"top1": accuracy["video_top1"], "clip_top1": accuracy["clip_top1"],
+            "top5": float(np.mean((top5 == labels[:, None]).any(1))),
+            "loss": float(-np.mean(log_p[np.arange(len(labels)), labels])),
+            "count": float(len(np.unique(out["video_index"][mask]))), "views": float(mask.sum())}
+
   def compile(self, state: steps.TrainState, batch: dict) -> tuple[float, float]:
     """Compiles both steps for these shapes once, keeps the executables, and returns XLA's FLOP counts:
     (train step over the global batch, eval per example). XLA's cost analysis counts one device's program, under
     jit (SPMD) and pmap alike, so it is scaled by the device count."""
     per_device = jax.device_count() if self.config.parallelism == "pmap" else self.layout.mesh.devices.size
-    eval_batch = {**batch, "mask": jnp.ones(batch["label"].shape[:batch["image"].ndim - 3], bool)}
+    key, rank = ("video", 4) if self.video else ("image", 3)
+    lead = batch[key].shape[:batch[key].ndim - rank]  # [B] (jit) or [devices, B/devices] (pmap)
+    eval_batch = {**batch, "mask": jnp.ones(lead, bool)}
+    if self.video:
+      eval_batch["video_index"] = jnp.zeros(lead, jnp.int32)
     if eval_batch["label"].ndim > eval_batch["mask"].ndim:  # soft labels: evaluate on hard ones
       eval_batch["label"] = eval_batch["label"].argmax(-1)
     self.train_step = self.train_step.lower(state, batch).compile()
@@ -134,6 +194,13 @@ class Trainer:
 
 
 def _eval_iterator(config, split: str):
+  if config.video.num_frames > 0:
+    v = config.video
+    return video_pipeline.make_clip_eval_iterator(
+        config.dataset.name, split, config.dataset.data_dir, global_batch_size=config.batch_size,
+        num_frames=v.num_frames, frame_stride=v.frame_stride, image_size=config.dataset.image_size,
+        num_clips=v.eval_num_clips, num_crops=v.eval_num_crops, process_index=jax.process_index(),
+        process_count=jax.process_count(), label_key=v.label_key, flow=v.flow)
   return pipeline.make_eval_iterator(
       config.dataset.name, split, config.dataset.data_dir, global_batch_size=config.batch_size,
       image_size=config.dataset.image_size, process_index=jax.process_index(), process_count=jax.process_count())
@@ -187,12 +254,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
   if jax.process_index() == 0:  # only once the workdir's checkpoints were accepted
     writers.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
 
-  train_iter = pipeline.make_train_iterator(
-      ds.name, ds.train_split, ds.data_dir, global_batch_size=config.batch_size, image_size=ds.image_size,
-      seed=config.seed, start_step=start_step, process_index=jax.process_index(),
-      process_count=jax.process_count(), augment=augment_lib.AugmentConfig(**config.augment),
-      num_classes=config.num_classes, shuffle_buffer_size=ds.shuffle_buffer_size or None, cache=ds.cache,
-      host_sharding=ds.host_sharding, stop_step=total_steps + 1)  # one spare batch for a finished run's FLOP count
+  train_iter = _train_iterator(config, start_step, stop_step=total_steps + 1)  # +1: a finished run's FLOP count
   bar = {"auto": None, "on": True, "off": False}[config.progress_bar]
   writer = writers.RunWriter(workdir, total_steps=total_steps, start_step=start_step,
                              global_batch_size=config.batch_size, progress_bar=bar)
@@ -244,6 +306,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
                summary["name"], total_steps, eval_metrics["top1"], eval_metrics["top5"], eval_metrics["loss"],
                summary["train_gflop_total"], workdir)
   return trainer.host_state(state)
+
+
+def _train_iterator(config, start_step: int, stop_step: int):
+  ds, v = config.dataset, config.video
+  if v.num_frames > 0:
+    if any(config.augment[k] for k in ("crop_padding", "flip", "randaugment_layers", "mixup_alpha", "cutmix_alpha")):
+      raise ValueError("the image augmentations (config.augment) do not apply to video; clips are cropped and "
+                       "flipped by config.video.min_crop_area and config.video.flip")
+    return video_pipeline.make_clip_train_iterator(
+        ds.name, ds.train_split, ds.data_dir, global_batch_size=config.batch_size, num_frames=v.num_frames,
+        frame_stride=v.frame_stride, image_size=ds.image_size, seed=config.seed, process_index=jax.process_index(),
+        process_count=jax.process_count(), start_step=start_step, flip=v.flip, scale_range=(v.min_crop_area, 1.0),
+        label_key=v.label_key, stop_step=stop_step, cache=ds.cache, flow=v.flow)
+  return pipeline.make_train_iterator(
+      ds.name, ds.train_split, ds.data_dir, global_batch_size=config.batch_size, image_size=ds.image_size,
+      seed=config.seed, start_step=start_step, process_index=jax.process_index(),
+      process_count=jax.process_count(), augment=augment_lib.AugmentConfig(**config.augment),
+      num_classes=config.num_classes, shuffle_buffer_size=ds.shuffle_buffer_size or None, cache=ds.cache,
+      host_sharding=ds.host_sharding, stop_step=stop_step)
 
 
 def _host_scalars(metrics: dict, config) -> dict[str, float]:

@@ -23,12 +23,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-ScheduleKind = Literal["cosine", "linear", "constant"]
+ScheduleKind = Literal["cosine", "linear", "constant", "step"]
 OptimizerName = Literal["adamw", "sgd"]
 
 
 def make_schedule(kind: ScheduleKind, *, base_lr: float, total_steps: int, warmup_steps: int,
-                  end_lr_factor: float = 0.0) -> optax.Schedule:
+                  end_lr_factor: float = 0.0, step_boundaries: tuple[float, ...] = (),
+                  step_factor: float = 0.1) -> optax.Schedule:
   """Learning rate per optimizer step: linear warm-up from 0, then decay to `base_lr * end_lr_factor`.
 
   With w = warmup_steps, T = total_steps, E = base_lr * end_lr_factor and t the step:
@@ -36,10 +37,14 @@ def make_schedule(kind: ScheduleKind, *, base_lr: float, total_steps: int, warmu
     "cosine":    E + (base_lr - E) * (1 + cos(pi * (t - w) / (T - w))) / 2
     "linear":    base_lr + (E - base_lr) * (t - w) / (T - w)
     "constant":  base_lr (end_lr_factor is ignored)
-  and E (base_lr for "constant") for t >= T. The returned function takes an int or traced step.
+    "step":      base_lr * step_factor^n, n = the number of boundaries b in `step_boundaries` (fractions of T,
+                 ascending, in (0, 1)) with t >= round(b T): the video papers' "divide by 10 at ..." (the
+                 non-local paper: (0.375, 0.75) of 400k iterations); end_lr_factor is ignored
+  and E (base_lr for "constant", the last step for "step") for t >= T. The returned function takes an int or
+  traced step.
   """
-  if kind not in ("cosine", "linear", "constant"):
-    raise ValueError(f"schedule kind {kind!r} is not one of 'cosine', 'linear', 'constant'")
+  if kind not in ("cosine", "linear", "constant", "step"):
+    raise ValueError(f"schedule kind {kind!r} is not one of 'cosine', 'linear', 'constant', 'step'")
   if total_steps <= 0:
     raise ValueError(f"total_steps must be positive; got {total_steps}")
   if not 0 <= warmup_steps < total_steps:
@@ -50,7 +55,16 @@ def make_schedule(kind: ScheduleKind, *, base_lr: float, total_steps: int, warmu
   if kind == "cosine":
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=base_lr, warmup_steps=warmup_steps, decay_steps=total_steps, end_value=end_lr)
-  if kind == "linear":
+  if kind == "step":
+    bounds = [round(b * total_steps) for b in step_boundaries]
+    if list(step_boundaries) != sorted(step_boundaries) or not all(0 < b < 1 for b in step_boundaries) or (
+        bounds and bounds[0] <= warmup_steps):
+      raise ValueError(f"step_boundaries {tuple(step_boundaries)} must be ascending fractions in (0, 1) of the "
+                       f"{total_steps} steps, each after the {warmup_steps} warm-up steps")
+    if not 0 < step_factor <= 1:
+      raise ValueError(f"step_factor {step_factor} must be in (0, 1]")
+    decay = optax.piecewise_constant_schedule(base_lr, {b - warmup_steps: step_factor for b in bounds})
+  elif kind == "linear":
     decay = optax.linear_schedule(base_lr, end_lr, transition_steps=total_steps - warmup_steps)
   else:
     decay = optax.constant_schedule(base_lr)

@@ -28,11 +28,21 @@ class TrainState:
   rng: jax.Array
 
 
-def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array, image_shape: tuple[int, ...],
-               *, ema: bool) -> TrainState:
-  """Initialises parameters on a `[1, *image_shape]` dummy batch. Pure: wrap in `jax.jit` with out_shardings."""
+def model_inputs(batch: dict) -> tuple:
+  """The model's positional inputs from a batch: (image,) [B,H,W,C]; (video,) [B,T,H,W,C]; or (video, flow)
+  with flow [B,H,W,2(T-1)] (two-stream models)."""
+  if "image" in batch:
+    return (batch["image"],)
+  return (batch["video"], batch["flow"]) if "flow" in batch else (batch["video"],)
+
+
+def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
+               input_shapes: tuple[tuple[int, ...], ...], *, ema: bool) -> TrainState:
+  """Initialises parameters on dummy inputs `[1, *shape]`, one per shape in `input_shapes` (e.g. ((H, W, C),) for
+  images, ((T, H, W, C), (H, W, 2(T-1))) for two-stream). Pure: wrap in `jax.jit` with out_shardings."""
   params_rng, dropout_rng, base_rng = jax.random.split(rng, 3)
-  variables = model.init({"params": params_rng, "dropout": dropout_rng}, jnp.zeros((1, *image_shape)), train=False)
+  dummies = [jnp.zeros((1, *shape)) for shape in input_shapes]
+  variables = model.init({"params": params_rng, "dropout": dropout_rng}, *dummies, train=False)
   params = variables["params"]
   return TrainState(
       step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables.get("batch_stats", {}),
@@ -40,23 +50,24 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Arra
       rng=jax.random.key_data(base_rng))
 
 
-def _apply(model: nn.Module, state: TrainState, params: Any, images: jax.Array, *, train: bool, rng=None):
-  """Runs the model; returns (logits, new batch_stats)."""
+def _apply(model: nn.Module, state: TrainState, params: Any, inputs: tuple, *, train: bool, rng=None):
+  """Runs the model on `inputs` (`model_inputs`); returns (logits, new batch_stats)."""
   variables = {"params": params}
   if state.batch_stats:
     variables["batch_stats"] = state.batch_stats
   rngs = {"dropout": rng} if rng is not None else None
   if train and state.batch_stats:
-    logits, updated = model.apply(variables, images, train=True, rngs=rngs, mutable=["batch_stats"])
+    logits, updated = model.apply(variables, *inputs, train=True, rngs=rngs, mutable=["batch_stats"])
     return logits, updated["batch_stats"]
-  return model.apply(variables, images, train=train, rngs=rngs), state.batch_stats
+  return model.apply(variables, *inputs, train=train, rngs=rngs), state.batch_stats
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *, num_classes: int,
                     label_smoothing: float, ema_decay: float, schedule: Callable[[jax.Array], jax.Array],
                     grad_accum_steps: int = 1,
                     axis_name: str | None = None) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-  """One step on a batch {'image': [B,H,W,C], 'label': [B] or [B,K]} -> (state, metrics).
+  """One step on a batch {'image': [B,H,W,C] (or 'video', 'flow': `model_inputs`), 'label': [B] or [B,K]}
+  -> (state, metrics).
 
   With gradient accumulation a step is a micro-step: the optimizer (whose schedule counts its own updates)
   and the EMA move every `grad_accum_steps` steps. With `axis_name` (pmap) gradients, loss and BatchNorm
@@ -70,7 +81,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *, num_c
       rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
 
     def loss_fn(params):
-      logits, batch_stats = _apply(model, state, params, batch["image"], train=True, rng=rng)
+      logits, batch_stats = _apply(model, state, params, model_inputs(batch), train=True, rng=rng)
       loss = optim.cross_entropy(logits, batch["label"], label_smoothing=label_smoothing,
                                  num_classes=num_classes).mean()
       return loss, (logits, batch_stats)
@@ -104,12 +115,28 @@ def make_eval_step(model: nn.Module, *, num_classes: int, use_ema: bool,
 
   def eval_step(state: TrainState, batch: dict) -> dict:
     params = state.ema_params if use_ema else state.params
-    logits, _ = _apply(model, state, params, batch["image"], train=False)
+    logits, _ = _apply(model, state, params, model_inputs(batch), train=False)
     mask = batch["mask"].astype(jnp.float32)
     loss = optim.cross_entropy(logits, batch["label"], label_smoothing=0.0, num_classes=num_classes)
     sums = {"loss": (loss * mask).sum(), "top1": (optim.topk_correct(logits, batch["label"], 1) * mask).sum(),
             "top5": (optim.topk_correct(logits, batch["label"], min(5, num_classes)) * mask).sum(),
             "count": mask.sum()}
     return jax.lax.psum(sums, axis_name) if axis_name is not None else sums
+
+  return eval_step
+
+
+def make_view_eval_step(model: nn.Module, *, use_ema: bool, axis_name: str | None = None
+                        ) -> Callable[[TrainState, dict], dict]:
+  """Video evaluation: a batch of views {'video', ['flow'], 'label', 'mask', 'video_index'} -> the views' logits
+  [B,K] with their 'label', 'mask' and 'video_index' [B], for per-video aggregation on the host
+  (`video_pipeline.clip_and_video_top1`). Under pmap the devices' rows are gathered, so every device returns
+  the whole batch."""
+
+  def eval_step(state: TrainState, batch: dict) -> dict:
+    params = state.ema_params if use_ema else state.params
+    logits, _ = _apply(model, state, params, model_inputs(batch), train=False)
+    out = {"logits": logits, **{k: batch[k] for k in ("label", "mask", "video_index")}}
+    return jax.lax.all_gather(out, axis_name, tiled=True) if axis_name is not None else out
 
   return eval_step

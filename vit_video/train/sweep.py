@@ -116,7 +116,9 @@ def _finished(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
     return json.load(f)
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_once(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """The run's summary: trains `config` in `workdir` unless a finished run of it is there (resuming a
+  half-finished one); ValueError if `workdir` holds another config's run."""
   summary = _finished(config, workdir)
   if summary is None:
     loop.train_and_evaluate(config, workdir)
@@ -224,10 +226,10 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, command: str = 
   rows = []
   for index, name in enumerate(sweep.members):
     member_dir = os.path.join(workdir, name)
-    phases = {"pretrain": lambda: _train(member_config(sweep, name), member_dir)}
+    phases = {"pretrain": lambda: train_once(member_config(sweep, name), member_dir)}
     for dataset in sweep.transfer.datasets:
       phases[f"finetune/{dataset}"] = (
-          lambda dataset=dataset: _train(finetune_config(sweep, name, dataset, member_dir),
+          lambda dataset=dataset: train_once(finetune_config(sweep, name, dataset, member_dir),
                                          os.path.join(member_dir, "transfer", dataset)))
     phases["fewshot"] = lambda: _fewshot(sweep, name, member_dir)
     results = {}
