@@ -8,10 +8,8 @@ newest checkpoint (see vit_video.train.sweep).
 """
 import logging
 import os
-import platform
 import sys
 import time
-from importlib import metadata
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -20,30 +18,17 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config file (pa
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for the members' runs and the results.")
 flags.mark_flags_as_required(["config", "workdir"])
 
-_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-cpu", "tensorflow-datasets", "numpy")
-
-
-def versions() -> str:
-  """Python, the platform and the versions of the packages that shape the numbers."""
-  found = []
-  for name in _PACKAGES:
-    try:
-      found.append(f"{name} {metadata.version(name)}")
-    except metadata.PackageNotFoundError:
-      continue
-  return f"Python {platform.python_version()} on {platform.machine()} ({os.cpu_count()} CPUs); " + ", ".join(found)
-
-
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.getLogger().setLevel(logging.WARNING)  # the members' step logs go to their metrics.jsonl
   logging.getLogger("vit_video.train.sweep").setLevel(logging.INFO)  # one line per member and phase
   import jax  # noqa: PLC0415  (TensorFlow and JAX load here, after flags are parsed)
+  from vit_video import versions  # noqa: PLC0415
   from vit_video.train import sweep, sweep_report  # noqa: PLC0415
   start = time.perf_counter()
   command = "python -m vit_video.sweep " + " ".join(sys.argv[1:])
-  rows = sweep.run_sweep(_CONFIG.value, _WORKDIR.value, command=command, notes=versions())
+  rows = sweep.run_sweep(_CONFIG.value, _WORKDIR.value, command=command, notes=versions.versions())
   if jax.process_index() != 0:
     return
   config = _CONFIG.value

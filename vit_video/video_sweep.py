@@ -25,11 +25,11 @@ def main(argv: list[str]) -> None:
   logging.getLogger().setLevel(logging.WARNING)  # the runs' step logs go to their metrics.jsonl
   logging.getLogger("vit_video.train.video_sweep").setLevel(logging.INFO)  # one line per run
   import jax  # noqa: PLC0415  (TensorFlow and JAX load here, after flags are parsed)
-  from vit_video.sweep import versions  # noqa: PLC0415
+  from vit_video import versions  # noqa: PLC0415
   from vit_video.train import video_sweep  # noqa: PLC0415
   start = time.perf_counter()
   command = "python -m vit_video.video_sweep " + " ".join(sys.argv[1:])
-  rows = video_sweep.run_video_sweep(_CONFIG.value, _WORKDIR.value, command=command, notes=versions())
+  rows = video_sweep.run_video_sweep(_CONFIG.value, _WORKDIR.value, command=command, notes=versions.versions())
   if jax.process_index() != 0:
     return
   print(video_sweep.markdown_table(rows))
