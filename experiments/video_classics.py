@@ -7,7 +7,8 @@
 
 Arguments: model (a key of MEMBERS), label ("motion": the dataset's 'label', or "object": 'object_label', the
 Fashion-MNIST item), sweep (the sweep config over every member and both labels, for vit_video.video_sweep),
-tiny (toy sizes on the `tiny` builder config, 6 frames of 20x20, for the tests), epochs (override).
+models (the sweep's models, "+"-separated; default all), tiny (toy sizes on the `tiny` builder config, 6 frames
+of 20x20, for the tests), epochs (override), data_dir (the tfds data_dir, default data/tfds).
 
 Every model sees clips of 16 frames of 32x32 grey (stride 1) except late_fusion_fc, which takes the paper's two
 frames 15 apart (Karpathy et al. 2014). The models are the papers' architectures narrowed to this data: the
@@ -67,8 +68,8 @@ def _tiny(model_name: str, model: dict, clip: tuple[int, int]) -> tuple[dict, tu
   return model, (frames, 4 if frames == 2 else 1)
 
 
-def member_config(name: str, label: str = "motion", *, tiny: bool = False,
-                  epochs: float = 0.0) -> ml_collections.ConfigDict:
+def member_config(name: str, label: str = "motion", *, tiny: bool = False, epochs: float = 0.0,
+                  data_dir: str = "data/tfds") -> ml_collections.ConfigDict:
   """The training config of model `name` trained on `label` ("motion" or "object")."""
   if name not in MEMBERS:
     raise ValueError(f"unknown model {name!r}; valid: {', '.join(MEMBERS)}")
@@ -82,6 +83,7 @@ def member_config(name: str, label: str = "motion", *, tiny: bool = False,
   c.model_name = model_name
   c.model = ml_collections.ConfigDict(model)
   c.dataset.name = "moving_fmnist_actions/tiny" if tiny else "moving_fmnist_actions"
+  c.dataset.data_dir = data_dir
   c.dataset.image_size = 20 if tiny else 32
   c.dataset.channels = 1
   c.dataset.eval_split = "test"
@@ -110,18 +112,22 @@ def member_config(name: str, label: str = "motion", *, tiny: bool = False,
   return c
 
 
-def sweep_config(*, tiny: bool = False, epochs: float = 0.0) -> ml_collections.ConfigDict:
-  """Every member on both labels, for `python -m vit_video.video_sweep`."""
+def sweep_config(*, tiny: bool = False, epochs: float = 0.0, data_dir: str = "data/tfds",
+                 models: str = "") -> ml_collections.ConfigDict:
+  """Every member (or those of `models`, "+"-separated) on both labels, for `python -m vit_video.video_sweep`."""
   s = ml_collections.ConfigDict()
   s.name = "video_classics"
-  names = [n for n in MEMBERS if not (tiny and n == "c3d")]
+  names = models.split("+") if models else [n for n in MEMBERS if not (tiny and n == "c3d")]
+  s.models = tuple(names)  # the table's order
   s.members = ml_collections.ConfigDict(  # members[model][label]: a training config
-      {n: {label: member_config(n, label, tiny=tiny, epochs=epochs) for label in LABELS} for n in names})
+      {n: {label: member_config(n, label, tiny=tiny, epochs=epochs, data_dir=data_dir) for label in LABELS}
+       for n in names})
   return s
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = configs.parse_arg(arg, model="c3d", label="motion", sweep=False, tiny=False, epochs=0.0)
+  a = configs.parse_arg(arg, model="c3d", label="motion", sweep=False, tiny=False, epochs=0.0,
+                       data_dir="data/tfds", models="")
   if a.sweep:
-    return sweep_config(tiny=a.tiny, epochs=a.epochs).lock()
-  return member_config(a.model, a.label, tiny=a.tiny, epochs=a.epochs).lock()
+    return sweep_config(tiny=a.tiny, epochs=a.epochs, data_dir=a.data_dir, models=a.models).lock()
+  return member_config(a.model, a.label, tiny=a.tiny, epochs=a.epochs, data_dir=a.data_dir).lock()

@@ -83,6 +83,7 @@ def test_video_sweep_writes_the_table_and_a_rerun_trains_nothing(tiny_moving_fmn
   module = experiment()
   sweep = module.sweep_config(tiny=True)
   with sweep.unlocked():
+    sweep.models = ("single_frame", "two_stream_flow")
     for name in list(sweep.members):
       if name not in ("single_frame", "two_stream_flow"):
         del sweep.members[name]
@@ -133,3 +134,19 @@ def test_pod_configs_build_their_paper_size_models_on_the_configs_inputs(model):
     if model == "c3d" and dataset == "ucf101":
       assert params == 78_409_573
     assert params > 1_000_000
+
+
+def test_video_sweep_command_line(tiny_moving_fmnist, tmp_path):
+  """`python -m vit_video.video_sweep` as the README runs it, on the tiny data: one model, both labels."""
+  import subprocess  # noqa: PLC0415
+  import sys  # noqa: PLC0415
+  arg = f"sweep,tiny,models=early_fusion,data_dir={tiny_moving_fmnist}"
+  result = subprocess.run(
+      [sys.executable, "-m", "vit_video.video_sweep", f"--config=experiments/video_classics.py:{arg}",
+       f"--workdir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+      env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "| early_fusion | 6 |" in result.stdout
+  rows = video_sweep.read_rows(str(tmp_path / "results.csv"))
+  assert [r["model"] for r in rows] == ["early_fusion"] and rows[0]["params"] > 0
+  assert "Command: `python -m vit_video.video_sweep" in (tmp_path / "results.md").read_text()

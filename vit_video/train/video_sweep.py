@@ -1,7 +1,8 @@
 """`run_video_sweep(sweep, workdir)`: trains every video model on every label and writes the comparison table.
 
 A video sweep config (experiments/video_classics.py:sweep) holds `members[model][label]`: a full training config
-per model and label ("motion", "object"). Each is a normal `train_and_evaluate` run in workdir/<model>/<label>/;
+per model and label ("motion", "object"), and `models`, the models to run in table order (a ConfigDict's keys
+come back sorted). Each is a normal `train_and_evaluate` run in workdir/<model>/<label>/;
 finished runs are skipped, half-finished ones resume, a folder holding another config raises (as in
 vit_video.train.sweep). After every model, workdir/results.csv and results.md are rewritten atomically, one row
 per model:
@@ -89,19 +90,22 @@ def run_video_sweep(config: ml_collections.ConfigDict, workdir: str, *, command:
   """Runs (or resumes) every member, rewriting the report after each model; returns the rows in order."""
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
-  if not config.members:
-    raise ValueError("the sweep has no members")
+  unknown = [name for name in config.models if name not in config.members]
+  if not config.models or unknown:
+    raise ValueError(f"the sweep's models {tuple(config.models)} must be non-empty keys of its members "
+                     f"({', '.join(config.members)}); not found: {unknown}")
   rows = []
-  for index, (name, labels) in enumerate(config.members.items()):
+  for index, name in enumerate(config.models):
+    labels = config.members[name]
     summaries, workdirs = {}, {}
     for label, member in labels.items():
       workdirs[label] = os.path.join(workdir, name, label)
-      _LOG.info("video sweep [%d/%d] %s: %s", index + 1, len(config.members), name, label)
+      _LOG.info("video sweep [%d/%d] %s: %s", index + 1, len(config.models), name, label)
       summaries[label] = sweep.train_once(member, workdirs[label])
     rows.append(model_row(name, labels, summaries, workdirs))
     r = rows[-1]
     _LOG.info("video sweep [%d/%d] %s: motion video top-1 %s%%, object video top-1 %s%%, %.3f GFLOP/clip",
-              index + 1, len(config.members), name, _percent(r["motion_video_top1"]),
+              index + 1, len(config.models), name, _percent(r["motion_video_top1"]),
               _percent(r["object_video_top1"]), r["gflop_per_clip"])
     if jax.process_index() == 0:
       write_report(workdir, rows, command=command, notes=notes)
