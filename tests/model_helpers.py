@@ -29,3 +29,15 @@ def random_variables(model, *inputs, seed: int = 0):
 
   shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), *inputs)
   return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+def noise(shape, seed: int = 0) -> jax.Array:
+  """float32 N(0, 1) of `shape`, drawn with numpy (jax.random compiles anew for every shape)."""
+  return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def forward_with_intermediates(model, variables, x):
+  """(output, intermediates) of an eval-mode forward pass, jitted: one compile per model and shape."""
+  out, state = model.apply(variables, x, train=False, capture_intermediates=True, mutable=["intermediates"])
+  return out, state["intermediates"]

@@ -65,6 +65,32 @@ REFERENCE_COUNTS = {
     # 4096*2048+2048 = 8,390,656, head 2,049,000: 119,732,840 per RGB stream; the flow stream's conv0 takes
     # 2(T-1) = 20 channels: + 7*7*17*96 = 79,968.
     "two_stream": ("formula: 2 * 119,732,840 + 79,968", 239_545_648),
+    # ViViT at 32x224x224, tubelets 2x16x16 (16 x 14 x 14 = 3,136 tokens): from timm's ViT-B/16 86,567,656 and
+    # ViT-L/16 304,326,632 (197 position embeddings): the tubelet kernel doubles the patch kernel (+16*16*3*D);
+    # Model 1 has 3,137 position embeddings; Model 2 keeps the per-frame 197 and adds L_t = 4 temporal layers
+    # (12 D^2 + 13 D each), a temporal class token, 17 temporal position embeddings and a final LayerNorm; Model 3
+    # drops the class token (and its position) and adds a temporal attention + LayerNorm (4 D^2 + 6 D) per block;
+    # Model 4 drops the class token and its position.
+    "vivit_b16x2_st": ("formula: 86,567,656 - 197*768 + 3,137*768 + 589,824", 89_415_400),
+    "vivit_b16x2_fe": ("formula: 86,567,656 + 589,824 + 4*7,087,872 + 768 + 17*768 + 1,536", 115_524_328),
+    "vivit_b16x2_fsa": ("formula: vivit_b16x2_st - 2*768 + 12*(4*768^2 + 6*768)", 117_780_712),
+    "vivit_b16x2_fdp": ("formula: vivit_b16x2_st - 2*768", 89_413_864),
+    "vivit_l16x2_st": ("formula: 304,326,632 - 197*1,024 + 3,137*1,024 + 786,432", 308_123_624),
+    "vivit_l16x2_fe": ("formula: 304,326,632 + 786,432 + 4*12,596,224 + 1,024 + 17*1,024 + 2,048", 355_518_440),
+    # TimeSformer on 8x224x224: ViT-B/16's 197 positions shared by every frame, plus (all but space-only) a time
+    # embedding of 8 x 768; divided adds per block a temporal attention, LayerNorm and temporal_fc (4 D^2 + 4 D +
+    # 2 D + D^2 + D = 2,954,496), axial a time and a width step of that size.
+    "timesformer_b16_space": ("formula: timm vit_base_patch16_224 (no time embedding)", 86_567_656),
+    "timesformer_b16_joint": ("formula: 86,567,656 + 8*768", 86_573_800),
+    "timesformer_b16_divided": ("formula: timesformer_b16_joint + 12*2,954,496", 122_027_752),
+    "timesformer_b16_axial": ("formula: timesformer_b16_joint + 24*2,954,496", 157_481_704),
+    # Swin: timm's models of the same names, built on the meta device (tests/test_checkpoints_timm_swin.py).
+    "swin_t": ("timm swin_tiny_patch4_window7_224", 28_288_354),
+    "swin_s": ("timm swin_small_patch4_window7_224", 49_606_258),
+    "swin_b": ("timm swin_base_patch4_window7_224", 87_768_224),
+    "swin_l": ("timm swin_large_patch4_window7_224", 196_532_476),
+    "swin_b_w12": ("timm swin_base_patch4_window12_384", 87_903_584),
+    "swin_l_w12": ("timm swin_large_patch4_window12_384", 196_735_516),
 }
 # Inputs for count_params where the default (1, 224, 224, 3) image batch does not fit.
 INPUT_SHAPES = {
@@ -78,6 +104,12 @@ INPUT_SHAPES = {
     "nl_i3d_r50": ((1, 32, 224, 224, 3),),
     "lrcn": ((1, 4, 227, 227, 3),),
     "two_stream": ((1, 11, 224, 224, 3), (1, 224, 224, 20)),
+    **{name: ((1, 32, 224, 224, 3),) for name in ("vivit_b16x2_st", "vivit_b16x2_fe", "vivit_b16x2_fsa",
+                                                  "vivit_b16x2_fdp", "vivit_l16x2_st", "vivit_l16x2_fe")},
+    **{name: ((1, 8, 224, 224, 3),) for name in ("timesformer_b16_space", "timesformer_b16_joint",
+                                                 "timesformer_b16_divided", "timesformer_b16_axial")},
+    "swin_b_w12": ((1, 384, 384, 3),),
+    "swin_l_w12": ((1, 384, 384, 3),),
 }
 
 
