@@ -7,7 +7,7 @@ Each name maps to `functools.partial(ModuleClass, **variant_attributes)`; overri
 A reader goes from a name to its file in one hop: vit_* and r*_vit_* -> vit.py, resnet* -> resnet.py,
 bit_* -> bit.py, single_frame, late_fusion_*, early_fusion, slow_fusion -> video_cnn.py, c3d -> c3d.py,
 i3d_r50, nl_i3d_r50 -> i3d.py, lrcn -> lrcn.py, two_stream -> two_stream.py, vivit_* -> vivit.py,
-timesformer_* -> timesformer.py, swin_* -> swin.py.
+timesformer_* -> timesformer.py, swin_* -> swin.py, video_swin_* -> video_swin.py.
 """
 import dataclasses
 import functools
@@ -17,13 +17,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vit_video.models import bit, c3d, i3d, lrcn, resnet, swin, timesformer, two_stream, video_cnn, vit, vivit
+from vit_video.models import (bit, c3d, i3d, lrcn, resnet, swin, timesformer, two_stream, video_cnn, video_swin, vit,
+                              vivit)
 
 MODELS = {
     **vit.MODELS,
     **vivit.MODELS,
     **timesformer.MODELS,
     **swin.MODELS,
+    **video_swin.MODELS,
     **{name: functools.partial(resnet.ResNet, **kw) for name, kw in resnet.VARIANTS.items()},
     **{name: functools.partial(bit.BiT, **kw) for name, kw in bit.VARIANTS.items()},
     "single_frame": functools.partial(video_cnn.SingleFrame),

@@ -1,0 +1,126 @@
+"""Imports torchvision's Video Swin (`swin3d_t/s/b`) state dicts, given as numpy arrays, into
+`vit_video.models.video_swin`.
+
+    import torchvision
+    model = torchvision.models.video.swin3d_t(weights="KINETICS400_V1")
+    variables = import_torchvision_video_swin("video_swin_t", {k: v.numpy() for k, v in model.state_dict().items()})
+
+Names (torchvision 0.28 `SwinTransformer3d`; stage i's blocks are `features.{2i}`, the merging that starts stage
+i+1 is `features.{2i+1}`; Linear weights transposed, the Conv3d kernel [D,C,t,p,p] -> [t,p,p,C,D]):
+  patch_embed.proj -> embedding; patch_embed.norm -> embedding_norm;
+  features.{2i}.{j}.norm1/norm2 -> stage_{i}/block_{j}/norm1/norm2;
+  ....attn.qkv [3hd,D] -> .../attn/{query,key,value} kernels [D,h,d], biases [h,d]; ....attn.proj -> .../attn/out;
+  ....attn.relative_position_bias_table -> .../rel_pos/relative_position_bias_table;
+  ....mlp.0/mlp.3 -> .../mlp/Dense_0/Dense_1;
+  features.{2i+1}.{norm,reduction} -> stage_{i+1}/downsample/{norm,reduction};
+  norm -> norm; head -> head.
+The buffer `relative_position_index` (persistent in torchvision's state dicts) is ignored. The model's
+`window_padding` defaults to "torchvision", with which outputs equal torchvision's at every size
+(tests/test_checkpoints_torchvision_video_swin.py).
+"""
+import re
+
+import numpy as np
+
+from vit_video.checkpoints import convert
+from vit_video.checkpoints.timm import Rule, _norm, _proj_to_out, _rename, _same, _split_qkv
+from vit_video.models import video_swin
+
+# Our name -> torchvision's builder of the same configuration (`torchvision.models.video.<name>`).
+TORCHVISION_NAMES = {
+    "video_swin_t": "swin3d_t",
+    "video_swin_s": "swin3d_s",
+    "video_swin_b": "swin3d_b",
+}
+
+_BLOCK = r"features\.(\d*[02468])\.(\d+)\."  # Even entries of `features` are stages of blocks.
+_MERGE = r"features\.(\d*[13579])\."  # Odd entries are the patch merging that starts the next stage.
+_IGNORED = re.compile(_BLOCK + r"attn\.relative_position_index")
+
+
+def _block(m: re.Match) -> str:
+  return f"stage_{int(m[1]) // 2}/block_{m[2]}"
+
+
+def _merge(m: re.Match) -> str:
+  return f"stage_{(int(m[1]) + 1) // 2}/downsample"
+
+
+def _conv3d_kernel(w: np.ndarray) -> np.ndarray:
+  """torch Conv3d weight [D,C,t,p,p] -> our patch kernel [t,p,p,C,D]; other ranks unchanged (`assemble` reports)."""
+  return w.transpose(2, 3, 4, 1, 0) if w.ndim == 5 else w
+
+
+VIDEO_SWIN_RULES: list[Rule] = [
+    (r"patch_embed\.proj\.weight", lambda m: "params/embedding/kernel", _conv3d_kernel),
+    (r"patch_embed\.proj\.bias", lambda m: "params/embedding/bias", _same),
+    (r"patch_embed\.norm\.(weight|bias)", lambda m: _norm("embedding_norm", m[1]), _same),
+    (_BLOCK + r"norm(1|2)\.(weight|bias)", lambda m: _norm(f"{_block(m)}/norm{m[3]}", m[4]), _same),
+    (_BLOCK + r"attn\.proj\.bias", lambda m: f"params/{_block(m)}/attn/out/bias", _same),
+    (_BLOCK + r"attn\.relative_position_bias_table",
+     lambda m: f"params/{_block(m)}/rel_pos/relative_position_bias_table", _same),
+    (_BLOCK + r"mlp\.(0|3)\.weight", lambda m: f"params/{_block(m)}/mlp/Dense_{int(m[3]) // 3}/kernel",
+     convert.dense_kernel),
+    (_BLOCK + r"mlp\.(0|3)\.bias", lambda m: f"params/{_block(m)}/mlp/Dense_{int(m[3]) // 3}/bias", _same),
+    (_MERGE + r"norm\.(weight|bias)", lambda m: _norm(f"{_merge(m)}/norm", m[2]), _same),
+    (_MERGE + r"reduction\.weight", lambda m: f"params/{_merge(m)}/reduction/kernel", convert.dense_kernel),
+    (r"norm\.(weight|bias)", lambda m: _norm("norm", m[1]), _same),
+    (r"head\.weight", lambda m: "params/head/kernel", convert.dense_kernel),
+    (r"head\.bias", lambda m: "params/head/bias", _same),
+]
+
+
+def import_torchvision_video_swin(name: str, state_dict: dict[str, np.ndarray], *, num_classes: int | None = None,
+                                  **overrides) -> dict:
+  """Converts a torchvision `swin3d_*` state dict `{key: tensor.numpy()}` into variables for
+  `video_swin.MODELS[name]`.
+
+  Args:
+    name: a key of `vit_video.models.video_swin.MODELS` (`video_swin_t`, `video_swin_s`, `video_swin_b`).
+    state_dict: parameter (and buffer) names -> numpy arrays.
+    num_classes: K of the model to build. None keeps the checkpoint's (400 for the Kinetics-400 weights). A
+      different K drops the head (logged at INFO), to be initialised afresh and merged as
+      `{"params": {**fresh["params"], **imported["params"]}}`.
+    **overrides: module attributes of `video_swin.VideoSwin` (dtypes, `window_padding`, a custom size). The
+      relative-position tables fix the window: a different `window_size` is reported as a shape mismatch.
+
+  Returns:
+    `{'params': ...}` for `video_swin.MODELS[name](num_classes=K, **overrides).apply`.
+
+  Raises:
+    ValueError: an unknown name or attribute, a checkpoint key that is not torchvision Video Swin's (another
+      family's checkpoint), a missing model variable, or a shape that differs (naming the model, the checkpoint
+      key and both shapes).
+  """
+  if name not in video_swin.MODELS:
+    raise ValueError(f"unknown Video Swin model {name!r}; valid names: {', '.join(sorted(video_swin.MODELS))}")
+  fields = set(video_swin.VideoSwin.__dataclass_fields__) - {"parent", "name", "num_classes"}
+  unknown = sorted(set(overrides) - fields)
+  if unknown:
+    raise ValueError(f"unknown attribute(s) {unknown} for model {name!r} (VideoSwin); "
+                     f"valid: {', '.join(sorted(fields))}")
+  head_bias = state_dict.get("head.bias")
+  num_classes, replace = convert.head_classes(name, num_classes, head_bias.shape[-1] if head_bias is not None else 0)
+  model = video_swin.MODELS[name](num_classes=num_classes, **overrides)
+  pt, ph, pw = model.patch_size
+  scale = 2 ** (len(model.depths) - 1)  # Any tiled size does: parameter shapes do not depend on it.
+  expected = convert.expected_variables(model, (pt, ph * scale, pw * scale))
+
+  converted = {}
+  for key, value in state_dict.items():
+    if _IGNORED.fullmatch(key):
+      continue
+    a = np.asarray(value)
+    if m := re.fullmatch(_BLOCK + r"attn\.qkv\.(weight|bias)", key):
+      converted.update(_split_qkv(name, key, a, f"params/{_block(m)}/attn", expected))
+    elif m := re.fullmatch(_BLOCK + r"attn\.proj\.weight", key):
+      ours = f"params/{_block(m)}/attn/out/kernel"
+      converted[ours] = convert.Converted(key, a.shape, _proj_to_out(name, key, a, expected.get(ours)))
+    else:
+      ours, transform = _rename(key, VIDEO_SWIN_RULES)
+      converted[ours] = convert.Converted(key, a.shape, transform(a))
+  left_to_init = ()
+  if replace:
+    convert.drop_head(name, converted, ("params/head/",), f"the model has {num_classes} classes")
+    left_to_init = ("params/head/",)
+  return convert.assemble(name, converted, expected, left_to_init=left_to_init)
