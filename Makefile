@@ -1,6 +1,6 @@
 # The two commands of the README. Each sets up everything itself on a fresh machine:
 #   make run   - the main job on the embedded default data
-#   make test  - the test suite (what CI runs)
+#   make test  - the test suite (what CI runs; two pytest-xdist workers, one per core, each test file in one worker)
 # The virtual environment is built from the pinned lock file and rebuilt when it or setup.py changes.
 
 PYTHON_BIN ?= python3
@@ -69,7 +69,7 @@ video-sweep: $(VIDEO_STAMP)
 	  --workdir=workdirs/video_classics
 
 test: $(REF_STAMP) $(DATA_STAMP) $(TRANSFER_STAMPS)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 bench: $(DATA_STAMP)
 	$(PY) benchmarks/models.py

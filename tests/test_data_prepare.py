@@ -108,7 +108,7 @@ def test_prepare_moving_fmnist_config_fetches_fashion_mnist_into_the_default_dir
   raw = tmp_path / "data" / "raw" / "fashion_mnist"
   assert sorted(os.listdir(raw)) == sorted(FILES)
   assert (raw / FILES[0]).read_bytes() == (source / FILES[0]).read_bytes()
-  assert ("moving_fmnist_actions/tiny/1.0.0 prepared in tfds/moving_fmnist_actions/tiny/1.0.0 (train 60, test 30)"
+  assert ("moving_fmnist_actions/tiny/1.1.0 prepared in tfds/moving_fmnist_actions/tiny/1.1.0 (train 60, test 30)"
           in capsys.readouterr().out)
 
 
