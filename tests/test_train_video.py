@@ -30,10 +30,13 @@ def tiny(data_dir, name, label="motion"):
   return c
 
 
-@pytest.mark.parametrize("name", ["late_fusion_fc", "two_stream"])
-def test_video_models_train_and_evaluate_every_video_once(tiny_moving_fmnist, tmp_path, name):
-  """late_fusion_fc: 2 frames 4 apart; two_stream: RGB and flow batches. 30 test videos x 2 clips = 60 views."""
+@pytest.mark.parametrize("name, parallelism", [("late_fusion_fc", "jit"), ("two_stream", "jit"),
+                                               ("two_stream", "pmap")])
+def test_video_models_train_and_evaluate_every_video_once(tiny_moving_fmnist, tmp_path, name, parallelism):
+  """late_fusion_fc: 2 frames 4 apart; two_stream: RGB and flow batches (under pmap the views' logits are gathered
+  from the 8 devices). 30 test videos x 2 clips = 60 views, each counted once."""
   config = tiny(tiny_moving_fmnist, name)
+  config.parallelism = parallelism
   loop.train_and_evaluate(config, str(tmp_path))
   with open(tmp_path / "summary.json") as f:
     summary = json.load(f)

@@ -20,6 +20,7 @@ of stage i+1 and whose head is `head`, are renamed first, as timm's own checkpoi
 import logging
 import math
 import re
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -112,24 +113,45 @@ def import_timm_swin(name: str, state_dict: dict[str, np.ndarray], *, num_classe
   side = model.patch_size * 2 ** (len(model.depths) - 1)  # Any size does: parameter shapes do not depend on it.
   expected = convert.expected_variables(model, (side, side))
 
+  def adapt(ours: str, key: str, value: np.ndarray) -> np.ndarray:
+    if ours.endswith("relative_position_bias_table") and ours in expected:
+      return _resize_table(name, key, value, expected[ours].shape, model.window_size)
+    return value
+
+  converted = convert_swin_keys(name, state_dict, expected, ignored=_IGNORED, block=_BLOCK, block_path=_block,
+                                rules=SWIN_RULES, adapt=adapt)
+  return assemble_swin(name, converted, expected, num_classes=num_classes, replace_head=replace)
+
+
+def convert_swin_keys(name: str, state_dict: dict[str, np.ndarray], expected: dict, *, ignored: re.Pattern,
+                      block: str, block_path: Callable[[re.Match], str], rules: Sequence[Rule],
+                      adapt: Callable[[str, str, np.ndarray], np.ndarray] = lambda ours, key, value: value) -> dict:
+  """A Swin-family torch state dict -> {our variable path: convert.Converted} (shared by the 2D and video importers).
+
+  Keys matching `ignored` are skipped; in each block (regex `block`, our path `block_path(match)`) the fused
+  `attn.qkv` is split into query/key/value and `attn.proj` becomes `attn/out`; every other key is renamed by `rules`,
+  then `adapt(ours, key, value)` may change its value (e.g. resample a relative-position table).
+  """
   converted = {}
   for key, value in state_dict.items():
-    if _IGNORED.fullmatch(key):
+    if ignored.fullmatch(key):
       continue
     a = np.asarray(value)
-    if m := re.fullmatch(_BLOCK + r"attn\.qkv\.(weight|bias)", key):
-      converted.update(_split_qkv(name, key, a, f"params/{_block(m)}/attn", expected))
-    elif m := re.fullmatch(_BLOCK + r"attn\.proj\.weight", key):
-      ours = f"params/{_block(m)}/attn/out/kernel"
+    if m := re.fullmatch(block + r"attn\.qkv\.(weight|bias)", key):
+      converted.update(_split_qkv(name, key, a, f"params/{block_path(m)}/attn", expected))
+    elif m := re.fullmatch(block + r"attn\.proj\.weight", key):
+      ours = f"params/{block_path(m)}/attn/out/kernel"
       converted[ours] = convert.Converted(key, a.shape, _proj_to_out(name, key, a, expected.get(ours)))
     else:
-      ours, transform = _rename(key, SWIN_RULES)
-      value = transform(a)
-      if ours.endswith("relative_position_bias_table") and ours in expected:
-        value = _resize_table(name, key, value, expected[ours].shape, model.window_size)
-      converted[ours] = convert.Converted(key, a.shape, value)
+      ours, transform = _rename(key, rules)
+      converted[ours] = convert.Converted(key, a.shape, adapt(ours, key, transform(a)))
+  return converted
+
+
+def assemble_swin(name: str, converted: dict, expected: dict, *, num_classes: int, replace_head: bool) -> dict:
+  """`convert.assemble`, leaving the head to initialise when the model's classes differ from the checkpoint's."""
   left_to_init = ()
-  if replace:
+  if replace_head:
     convert.drop_head(name, converted, ("params/head/",), f"the model has {num_classes} classes")
     left_to_init = ("params/head/",)
   return convert.assemble(name, converted, expected, left_to_init=left_to_init)

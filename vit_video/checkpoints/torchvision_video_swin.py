@@ -22,8 +22,8 @@ import re
 
 import numpy as np
 
-from vit_video.checkpoints import convert
-from vit_video.checkpoints.timm import Rule, _norm, _proj_to_out, _rename, _same, _split_qkv
+from vit_video.checkpoints import convert, timm_swin
+from vit_video.checkpoints.timm import Rule, _norm, _same
 from vit_video.models import video_swin
 
 # Our name -> torchvision's builder of the same configuration (`torchvision.models.video.<name>`).
@@ -106,21 +106,6 @@ def import_torchvision_video_swin(name: str, state_dict: dict[str, np.ndarray], 
   scale = 2 ** (len(model.depths) - 1)  # Any tiled size does: parameter shapes do not depend on it.
   expected = convert.expected_variables(model, (pt, ph * scale, pw * scale))
 
-  converted = {}
-  for key, value in state_dict.items():
-    if _IGNORED.fullmatch(key):
-      continue
-    a = np.asarray(value)
-    if m := re.fullmatch(_BLOCK + r"attn\.qkv\.(weight|bias)", key):
-      converted.update(_split_qkv(name, key, a, f"params/{_block(m)}/attn", expected))
-    elif m := re.fullmatch(_BLOCK + r"attn\.proj\.weight", key):
-      ours = f"params/{_block(m)}/attn/out/kernel"
-      converted[ours] = convert.Converted(key, a.shape, _proj_to_out(name, key, a, expected.get(ours)))
-    else:
-      ours, transform = _rename(key, VIDEO_SWIN_RULES)
-      converted[ours] = convert.Converted(key, a.shape, transform(a))
-  left_to_init = ()
-  if replace:
-    convert.drop_head(name, converted, ("params/head/",), f"the model has {num_classes} classes")
-    left_to_init = ("params/head/",)
-  return convert.assemble(name, converted, expected, left_to_init=left_to_init)
+  converted = timm_swin.convert_swin_keys(name, state_dict, expected, ignored=_IGNORED, block=_BLOCK,
+                                          block_path=_block, rules=VIDEO_SWIN_RULES)
+  return timm_swin.assemble_swin(name, converted, expected, num_classes=num_classes, replace_head=replace)
