@@ -48,7 +48,7 @@ MEMBERS = {
 LABELS = {"motion": ("label", 10), "object": ("object_label", 10)}
 
 
-def _tiny(model_name: str, model: dict, clip: tuple[int, int]) -> tuple[dict, tuple[int, int]]:
+def _tiny(model_name: str, model: dict) -> tuple[dict, tuple[int, int]]:
   """Toy sizes for the `tiny` builder (6 frames of 20x20): 2-conv towers, a few channels."""
   model = dict(model)
   if "widths" in model:
@@ -77,7 +77,7 @@ def member_config(name: str, label: str = "motion", *, tiny: bool = False, epoch
     raise ValueError(f"unknown label {label!r}; valid: {', '.join(LABELS)}")
   model_name, model, (frames, stride), flow = MEMBERS[name]
   if tiny:
-    model, (frames, stride) = _tiny(model_name, model, (frames, stride))
+    model, (frames, stride) = _tiny(model_name, model)
   c = configs.base_config()
   c.name = f"video_classics/{name}/{label}"
   c.model_name = model_name
