@@ -434,3 +434,10 @@ def test_bad_input_raises_value_error(shape, overrides, message):
   model = timesformer.TimeSformer(**{**TINY, **overrides})
   with pytest.raises(ValueError, match=message):
     jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), jax.ShapeDtypeStruct(shape, jnp.float32))
+
+
+@pytest.mark.parametrize("attention", ["joint", "divided"])
+def test_chunked_attention_and_remat_keep_the_logits(attention):
+  model, v = model_and_variables(attention)
+  long = timesformer.TimeSformer(**TINY, attention=attention, attention_implementation="chunked", remat=True)
+  np.testing.assert_allclose(long.apply(v, X, train=True), model.apply(v, X, train=True), rtol=1e-5, atol=1e-5)

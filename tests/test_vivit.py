@@ -435,6 +435,42 @@ def test_dropout_and_stochastic_depth_act_only_in_training():
   assert not np.allclose(c, d) and not np.allclose(a, c)
 
 
+def test_sown_attention_weights_have_each_models_axes():
+  """Model 3 sows spatial [B*T',h,S,S] and temporal [B*S,h,T',T'] weights, Model 4 one of each per head group,
+  Model 1 joint [B,h,1+T'S,1+T'S]; every row is a distribution."""
+  want = {"st": {("MultiHeadDotProductAttention_1", "attention_weights"): (B, 4, 1 + NT * S, 1 + NT * S)},
+          "fsa": {("MultiHeadDotProductAttention_1", "attention_weights"): (B * NT, 4, S, S),
+                  ("MultiHeadDotProductAttention_time", "attention_weights"): (B * S, 4, NT, NT)},
+          "fdp": {("MultiHeadDotProductAttention_1", "spatial_attention_weights"): (B * NT, 2, S, S),
+                  ("MultiHeadDotProductAttention_1", "temporal_attention_weights"): (B * S, 2, NT, NT)}}
+  for variant, sown in want.items():
+    model = vivit.ViViT(**TINY, variant=variant, sow_attention_weights=True)
+    _, state = model.apply(random_variables(model, X), X, train=False, mutable=["intermediates"])
+    block = state["intermediates"]["Transformer"]["encoderblock_1"]
+    assert {(a, b) for a in block for b in block[a]} == set(sown), variant
+    for (module, name), shape in sown.items():
+      weights = block[module][name][0]
+      assert weights.shape == shape, (variant, module, name)
+      np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["st", "fdp"])  # the ViT encoder's blocks and the factorised encoder's
+def test_long_clip_options_keep_logits_and_gradients(variant):
+  """Chunked attention with remat (the long-clip settings) computes the same function; training without a dropout
+  rng works under remat (drop-path rates of 0 stay Python floats)."""
+  model = vivit.ViViT(**TINY, variant=variant)
+  long = vivit.ViViT(**TINY, variant=variant, attention_implementation="chunked", remat=True,
+                     remat_policy="dots_with_no_batch_dims_saveable")
+  v = random_variables(model, X)
+  weights = noise((B, K), seed=3)
+  grad = lambda m: jax.jit(jax.value_and_grad(  # noqa: E731
+      lambda p: jnp.sum(weights * m.apply({"params": p}, X, train=True))))(v["params"])
+  (loss, g), (loss_long, g_long) = grad(model), grad(long)
+  np.testing.assert_allclose(loss_long, loss, rtol=1e-5)
+  flat = lambda tree: np.concatenate([np.ravel(a) for a in jax.tree.leaves(tree)])  # noqa: E731
+  assert np.linalg.norm(flat(g_long) - flat(g)) < 1e-5 * np.linalg.norm(flat(g))
+
+
 @pytest.mark.parametrize("shape, overrides, message", [
     ((B, 5, H, W, C), {}, "frame count 5 is not divisible by the tubelet depth 2"),
     ((B, T, 18, W, C), {}, r"frame size \(18, 20\) is not divisible by patch size 4"),

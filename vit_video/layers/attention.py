@@ -7,7 +7,13 @@ concatenated and projected back by W_o.
 
 Masks are boolean and broadcast to [B,h,Nq,Nk]; True means "may attend". A masked key gets exactly zero
 weight. A query whose keys are all masked attends to nothing: its weights are all zero and its output is 0
-(einsum path); the fused path leaves such rows undefined, so give every query at least one key there.
+(einsum and chunked paths); the fused path leaves such rows undefined, so give every query at least one key there.
+
+Three implementations give the same outputs (to float rounding):
+  "einsum"  the weight matrix `[B,h,Nq,Nk]` is computed (and can be returned, sown, or dropped out): O(N^2) memory.
+  "fused"   `jax.nn.dot_product_attention` (cuDNN flash attention on GPU where it applies).
+  "chunked" queries and keys in chunks with an online softmax (layers/chunked_attention.py): O(N) memory on any
+            backend, for long clips; no attention dropout.
 """
 from typing import Literal
 
@@ -15,7 +21,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-Implementation = Literal["einsum", "fused"]
+from vit_video.layers.chunked_attention import chunked_dot_product_attention
+
+Implementation = Literal["einsum", "fused", "chunked"]
+IMPLEMENTATIONS = ("einsum", "fused", "chunked")
 
 
 def make_padding_mask(q_valid: jax.Array, kv_valid: jax.Array | None = None) -> jax.Array:
@@ -62,7 +71,8 @@ def dot_product_attention(
     bias: additive logits bias, broadcastable to `[B,h,Nq,Nk]` (e.g. relative position bias).
     dropout_rate, dropout_rng: dropout on the attention weights (einsum path only), applied when a rng is given.
     implementation: "einsum" computes and returns the weights `[B,h,Nq,Nk]`; "fused" calls
-      `jax.nn.dot_product_attention` (cuDNN flash attention on GPU where it applies) and returns None weights.
+      `jax.nn.dot_product_attention` (cuDNN flash attention on GPU where it applies) and "chunked"
+      `chunked_dot_product_attention` (default chunks); both return None weights.
 
   Returns:
     (`[B,Nq,h,dv]` in v's dtype, weights or None).
@@ -71,15 +81,18 @@ def dot_product_attention(
     raise ValueError(f"q, k, v must be [B,N,h,d]; got shapes {q.shape}, {k.shape}, {v.shape}")
   if q.shape[-1] != k.shape[-1] or k.shape[1] != v.shape[1]:
     raise ValueError(f"q/k head widths or k/v lengths differ: q {q.shape}, k {k.shape}, v {v.shape}")
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f"unknown attention implementation {implementation!r}; expected one of {IMPLEMENTATIONS}")
+  if implementation != "einsum" and dropout_rng is not None and dropout_rate > 0:
+    raise ValueError(f"the {implementation} attention path has no attention dropout; set the attention dropout "
+                     f"rate to 0 or use implementation='einsum'")
+  if implementation == "chunked":
+    return chunked_dot_product_attention(q, k, v, mask=mask, bias=bias), None
   if implementation == "fused":
-    if dropout_rng is not None and dropout_rate > 0:
-      raise ValueError("the fused attention path has no attention dropout; use implementation='einsum'")
     if v.shape[-1] != q.shape[-1]:
       raise ValueError(f"the fused attention path needs equal q and v head widths; got {q.shape}, {v.shape}")
     out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask)
     return out, None
-  if implementation != "einsum":
-    raise ValueError(f"unknown attention implementation {implementation!r}; expected 'einsum' or 'fused'")
   q = q / jnp.sqrt(q.shape[-1]).astype(q.dtype)
   logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)  # [B,h,Nq,Nk]
   if bias is not None:
@@ -103,8 +116,9 @@ class MultiHeadAttention(nn.Module):
     qkv_features: total projection width h*d (default: input width D).
     out_features: output width (default: input width D).
     dropout_rate: dropout on the attention weights during training.
-    implementation: "einsum" (exposes weights) or "fused" (`jax.nn.dot_product_attention`). The einsum path is
-      used whenever weights are sown or attention dropout is active.
+    implementation: "einsum" (exposes weights), "fused" (`jax.nn.dot_product_attention`) or "chunked" (O(N)
+      memory, see `chunked_dot_product_attention`). The einsum path is used whenever weights are sown, and by
+      "fused" when attention dropout is active ("chunked" then raises: it exists to avoid the weight matrix).
     sow_weights: store weights `[B,h,Nq,Nk]` in the 'intermediates' collection as `attention_weights`.
   """
   num_heads: int
@@ -134,7 +148,9 @@ class MultiHeadAttention(nn.Module):
     k = dense("key")(inputs_kv)  # [B,Nk,h,d]
     v = dense("value")(inputs_kv)  # [B,Nk,h,d]
     use_dropout = not deterministic and self.dropout_rate > 0
-    implementation = "einsum" if (self.sow_weights or use_dropout) else self.implementation
+    implementation = self.implementation
+    if self.sow_weights or (use_dropout and implementation == "fused"):
+      implementation = "einsum"
     out, weights = dot_product_attention(
         q, k, v, mask=mask, bias=bias, dropout_rate=self.dropout_rate,
         dropout_rng=self.make_rng("dropout") if use_dropout else None, implementation=implementation)

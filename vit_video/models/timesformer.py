@@ -51,6 +51,7 @@ import numpy as np
 from vit_video.layers.attention import Implementation, MultiHeadAttention
 from vit_video.layers.embed import AddPositionEmbedding, ClassToken, PatchEmbedding, resample_pos_embedding
 from vit_video.layers.mlp import DropPath, MlpBlock
+from vit_video.layers.remat import RematPolicy, maybe_remat
 from vit_video.models import vit
 
 Attention = Literal["space", "joint", "divided", "axial"]
@@ -178,6 +179,7 @@ class TimeSformerEncoder(nn.Module):
   attention_implementation: Implementation = "einsum"
   approximate_gelu: bool = False
   remat: bool = False
+  remat_policy: RematPolicy = "nothing_saveable"
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -193,7 +195,7 @@ class TimeSformerEncoder(nn.Module):
       x = TimeEmbedding(self.num_frames, param_dtype=self.param_dtype, name="posembed_time")(x)
       x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
     rates = np.linspace(0.0, self.stochastic_depth_rate, self.depth) if self.depth > 1 else np.zeros(self.depth)
-    block = nn.remat(TimeSformerBlock) if self.remat else TimeSformerBlock
+    block = maybe_remat(TimeSformerBlock, self.remat, self.remat_policy, static_argnums=(3,))  # drop_path_rate
     for i, rate in enumerate(rates):
       cls, x = block(attention=self.attention, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
                      deterministic=deterministic, dropout_rate=self.dropout_rate,
@@ -217,7 +219,9 @@ class TimeSformer(nn.Module):
     num_frames: F, rows of the time embedding (not used by "space"); clips of another length use it resampled
       (nearest neighbour, the official rule), so any T >= 1 runs.
     in_channels: C expected of the input.
-    remat: recompute each block's activations in the backward pass.
+    attention_implementation: "einsum", "fused" or "chunked" (O(N) memory; vit_video.layers.attention).
+    remat: recompute each block's activations in the backward pass; remat_policy: what it keeps anyway
+      (vit_video.layers.remat).
   """
   num_classes: int
   attention: Attention = "divided"
@@ -234,6 +238,7 @@ class TimeSformer(nn.Module):
   attention_implementation: Implementation = "einsum"
   approximate_gelu: bool = False
   remat: bool = False
+  remat_policy: RematPolicy = "nothing_saveable"
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -266,7 +271,8 @@ class TimeSformer(nn.Module):
         attention=self.attention, num_frames=self.num_frames, depth=self.depth, mlp_dim=self.mlp_dim,
         num_heads=self.num_heads, dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate,
         stochastic_depth_rate=self.stochastic_depth_rate, attention_implementation=self.attention_implementation,
-        approximate_gelu=self.approximate_gelu, remat=self.remat, dtype=self.dtype, param_dtype=self.param_dtype,
+        approximate_gelu=self.approximate_gelu, remat=self.remat, remat_policy=self.remat_policy, dtype=self.dtype,
+        param_dtype=self.param_dtype,
         name="Transformer")(x.reshape(b, t, -1, d), (h // p, w // p), deterministic=not train)  # [B,D]
     if not self.num_classes:
       return x.astype(jnp.float32)

@@ -24,6 +24,7 @@ import numpy as np
 from vit_video.layers.attention import Implementation, MultiHeadAttention
 from vit_video.layers.embed import AddPositionEmbedding, ClassToken, PatchEmbedding
 from vit_video.layers.mlp import DropPath, MlpBlock
+from vit_video.layers.remat import RematPolicy, maybe_remat
 from vit_video.models.bit import ResNetStem
 
 
@@ -75,6 +76,7 @@ class Encoder(nn.Module):
     scan: run the blocks with `nn.scan` over one stacked set of parameters (`encoderblock`, leading axis
       `depth`), so compile time stops growing with depth. `scan_to_unscanned` / `unscanned_to_scan` convert.
     remat: recompute each block's activations in the backward pass (`nn.remat`), trading FLOPs for memory.
+    remat_policy: what a rematerialised block keeps anyway (vit_video.layers.remat.REMAT_POLICIES).
     stochastic_depth_rate: drop-path rate of the last block; block i uses rate * i / (depth - 1).
   """
   depth: int
@@ -88,6 +90,7 @@ class Encoder(nn.Module):
   approximate_gelu: bool = False
   scan: bool = False
   remat: bool = False
+  remat_policy: RematPolicy = "nothing_saveable"
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -96,7 +99,8 @@ class Encoder(nn.Module):
     x = AddPositionEmbedding(param_dtype=self.param_dtype, name="posembed_input")(x)
     x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
     rates = np.linspace(0.0, self.stochastic_depth_rate, self.depth) if self.depth > 1 else np.zeros(self.depth)
-    block = nn.remat(EncoderBlock) if self.remat else EncoderBlock
+    # Unscanned, each block's drop-path rate is a Python float (static under remat); scanned, it is an array.
+    block = maybe_remat(EncoderBlock, self.remat, self.remat_policy, static_argnums=() if self.scan else (2,))
     kwargs = dict(
         mlp_dim=self.mlp_dim, num_heads=self.num_heads, deterministic=deterministic,
         dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate,
@@ -151,6 +155,7 @@ class ViT(nn.Module):
   approximate_gelu: bool = False
   scan: bool = False
   remat: bool = False
+  remat_policy: RematPolicy = "nothing_saveable"
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -185,7 +190,8 @@ class ViT(nn.Module):
         depth=self.depth, mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
         attention_dropout_rate=self.attention_dropout_rate, stochastic_depth_rate=self.stochastic_depth_rate,
         attention_implementation=self.attention_implementation, sow_attention_weights=self.sow_attention_weights,
-        approximate_gelu=self.approximate_gelu, scan=self.scan, remat=self.remat, dtype=self.dtype,
+        approximate_gelu=self.approximate_gelu, scan=self.scan, remat=self.remat, remat_policy=self.remat_policy,
+        dtype=self.dtype,
         param_dtype=self.param_dtype, name="Transformer")(x, deterministic=not train)
     x = x[:, 0] if self.pool == "token" else x.mean(axis=1)  # [B,D]
     if self.representation_size is not None:

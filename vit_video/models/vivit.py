@@ -40,6 +40,7 @@ import numpy as np
 from vit_video.layers.attention import Implementation, MultiHeadAttention, dot_product_attention
 from vit_video.layers.embed import AddPositionEmbedding, ClassToken, PatchEmbedding, resample_pos_embedding
 from vit_video.layers.mlp import DropPath, MlpBlock
+from vit_video.layers.remat import RematPolicy, maybe_remat
 from vit_video.models import vit
 from vit_video.models.vit import Encoder
 
@@ -53,11 +54,14 @@ class FactorisedDotProductAttention(nn.Module):
 
   Queries, keys and values as in `MultiHeadAttention` (same parameters `query`, `key`, `value` `[D,h,d]` and
   `out` `[h,d,D]`, so ViT weights load unchanged). Heads 0..h/2-1 attend over the S tokens of their temporal
-  index, heads h/2..h-1 over the T' tokens of their spatial position; out = concat(heads) W_o.
+  index, heads h/2..h-1 over the T' tokens of their spatial position; out = concat(heads) W_o. With `sow_weights`,
+  the two groups' weights go to 'intermediates' as `spatial_attention_weights` `[B*T',h/2,S,S]` and
+  `temporal_attention_weights` `[B*S,h/2,T',T']`.
   """
   num_heads: int
   dropout_rate: float = 0.0
   implementation: Implementation = "einsum"
+  sow_weights: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -76,15 +80,19 @@ class FactorisedDotProductAttention(nn.Module):
     use_dropout = not deterministic and self.dropout_rate > 0
     rngs = jax.random.split(self.make_rng("dropout")) if use_dropout else (None, None)
 
-    def attend(q, k, v, rng):  # [B',N,h/2,d] -> [B',N,h/2,d]
-      return dot_product_attention(q, k, v, dropout_rate=self.dropout_rate, dropout_rng=rng,
-                                   implementation="einsum" if use_dropout else self.implementation)[0]
+    def attend(q, k, v, rng, axis):  # [B',N,h/2,d] -> [B',N,h/2,d]
+      implementation = "einsum" if use_dropout or self.sow_weights else self.implementation
+      out, weights = dot_product_attention(q, k, v, dropout_rate=self.dropout_rate, dropout_rng=rng,
+                                           implementation=implementation)
+      if self.sow_weights:
+        self.sow("intermediates", f"{axis}_attention_weights", weights)
+      return out
 
     space = lambda a: a[..., :half, :].reshape(b * nt, ns, half, hd)  # [B*T',S,h/2,d]  # noqa: E731
-    spatial = attend(space(q), space(k), space(v), rngs[0]).reshape(b, nt, ns, half, hd)  # [B,T',S,h/2,d]
+    spatial = attend(space(q), space(k), space(v), rngs[0], "spatial").reshape(b, nt, ns, half, hd)  # [B,T',S,h/2,d]
     # [B,T',S,h/2,d] -> [B,S,T',h/2,d] -> [B*S,T',h/2,d]
     time = lambda a: a[..., half:, :].transpose(0, 2, 1, 3, 4).reshape(b * ns, nt, half, hd)  # noqa: E731
-    temporal = attend(time(q), time(k), time(v), rngs[1])
+    temporal = attend(time(q), time(k), time(v), rngs[1], "temporal")
     temporal = temporal.reshape(b, ns, nt, half, hd).transpose(0, 2, 1, 3, 4)  # [B,T',S,h/2,d]
     out = jnp.concatenate([spatial, temporal], axis=-2)  # [B,T',S,h,d]
     return nn.DenseGeneral(d, axis=(-2, -1), kernel_init=nn.initializers.xavier_uniform(), dtype=self.dtype,
@@ -105,6 +113,7 @@ class FactorisedBlock(nn.Module):
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
   attention_implementation: Implementation = "einsum"
+  sow_attention_weights: bool = False
   approximate_gelu: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
@@ -117,7 +126,8 @@ class FactorisedBlock(nn.Module):
         epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
     mha = lambda name: MultiHeadAttention(  # noqa: E731
         num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
-        implementation=self.attention_implementation, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+        implementation=self.attention_implementation, sow_weights=self.sow_attention_weights, dtype=self.dtype,
+        param_dtype=self.param_dtype, name=name)
 
     def residual(x, y):
       y = nn.Dropout(self.dropout_rate)(y, deterministic=det)
@@ -133,8 +143,8 @@ class FactorisedBlock(nn.Module):
     elif self.variant == "fdp":
       y = FactorisedDotProductAttention(
           num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
-          implementation=self.attention_implementation, dtype=self.dtype, param_dtype=self.param_dtype,
-          name="MultiHeadDotProductAttention_1")(norm("LayerNorm_0")(x), deterministic=det)
+          implementation=self.attention_implementation, sow_weights=self.sow_attention_weights, dtype=self.dtype,
+          param_dtype=self.param_dtype, name="MultiHeadDotProductAttention_1")(norm("LayerNorm_0")(x), deterministic=det)
       x = residual(x, y)
     else:
       raise ValueError(f"FactorisedBlock variant must be 'fsa' or 'fdp'; got {self.variant!r}")
@@ -155,8 +165,10 @@ class FactorisedEncoder(nn.Module):
   attention_dropout_rate: float = 0.0
   stochastic_depth_rate: float = 0.0
   attention_implementation: Implementation = "einsum"
+  sow_attention_weights: bool = False
   approximate_gelu: bool = False
   remat: bool = False
+  remat_policy: RematPolicy = "nothing_saveable"
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -167,11 +179,12 @@ class FactorisedEncoder(nn.Module):
     x = x.reshape(b, nt, ns, d)  # [B,T'S,D] -> [B,T',S,D]
     x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
     rates = np.linspace(0.0, self.stochastic_depth_rate, self.depth) if self.depth > 1 else np.zeros(self.depth)
-    block = nn.remat(FactorisedBlock) if self.remat else FactorisedBlock
+    block = maybe_remat(FactorisedBlock, self.remat, self.remat_policy, static_argnums=(2,))  # drop_path_rate
     for i, rate in enumerate(rates):
       x = block(variant=self.variant, mlp_dim=self.mlp_dim, num_heads=self.num_heads, deterministic=deterministic,
                 dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate,
-                attention_implementation=self.attention_implementation, approximate_gelu=self.approximate_gelu,
+                attention_implementation=self.attention_implementation,
+                sow_attention_weights=self.sow_attention_weights, approximate_gelu=self.approximate_gelu,
                 dtype=self.dtype, param_dtype=self.param_dtype, name=f"encoderblock_{i}")(x, float(rate))
     return nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype, name="encoder_norm")(x)
 
@@ -191,7 +204,13 @@ class ViViT(nn.Module):
     temporal_depth: Model 2 only: L_t, blocks of the temporal encoder (same width, MLP and heads).
     representation_size: width of the tanh pre-logits layer; None for none.
     in_channels: C expected of the input.
-    remat: recompute each block's activations in the backward pass.
+    attention_implementation: "einsum", "fused" or "chunked" (O(N) memory for long clips;
+      vit_video.layers.attention).
+    remat: recompute each block's activations in the backward pass; remat_policy: what it keeps anyway
+      (vit_video.layers.remat).
+    sow_attention_weights: store every attention's weights in 'intermediates' (`attention_weights`
+      `[B',h,N,N]`; Model 3's temporal attention under `MultiHeadDotProductAttention_time`; Model 4
+      `spatial_attention_weights` and `temporal_attention_weights`).
   """
   num_classes: int
   variant: Variant = "st"
@@ -209,8 +228,10 @@ class ViViT(nn.Module):
   stochastic_depth_rate: float = 0.0
   in_channels: int = 3
   attention_implementation: Implementation = "einsum"
+  sow_attention_weights: bool = False
   approximate_gelu: bool = False
   remat: bool = False
+  remat_policy: RematPolicy = "nothing_saveable"
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -255,8 +276,9 @@ class ViViT(nn.Module):
     common = dict(mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
                   attention_dropout_rate=self.attention_dropout_rate,
                   stochastic_depth_rate=self.stochastic_depth_rate,
-                  attention_implementation=self.attention_implementation, approximate_gelu=self.approximate_gelu,
-                  remat=self.remat, dtype=self.dtype, param_dtype=self.param_dtype)
+                  attention_implementation=self.attention_implementation,
+                  sow_attention_weights=self.sow_attention_weights, approximate_gelu=self.approximate_gelu,
+                  remat=self.remat, remat_policy=self.remat_policy, dtype=self.dtype, param_dtype=self.param_dtype)
     cls = lambda name: ClassToken(param_dtype=self.param_dtype, name=name)  # noqa: E731
     if self.variant == "st":
       x = cls("cls")(x.reshape(b, nt * ns, d))  # [B,1+T'S,D]
