@@ -58,13 +58,16 @@ def small_settings(name: str, fixture: Callable[[str], str], workdir: str) -> di
       "video_classics": lambda: {"ROOT": ROOT, "DATA_DIR": fixture("tiny_moving_fmnist"), "TINY": True,
                                  "RESULTS_CSV": fixture("synthetic_video_results_csv"), "MODEL": "single_frame",
                                  "WORKDIR": workdir, "TRAIN_STEPS": 4},
+      "vivit_and_swin": lambda: {"ROOT": ROOT, "DATA_DIR": fixture("tiny_moving_fmnist"), "TINY": True,
+                                 "RESULTS_CSV": fixture("synthetic_video_results_csv"), "WORKDIR": workdir,
+                                 "MODEL": "vivit_st", "FACTORISED": "vivit_fsa", "TRAIN_STEPS": 3},
   }
   return settings[name]()
 
 
 def test_every_notebook_has_settings():
   names = [os.path.splitext(os.path.basename(p))[0] for p in NOTEBOOKS]
-  assert {"train_quickstart", "vit_vs_resnet", "video_classics"} <= set(names)
+  assert {"train_quickstart", "vit_vs_resnet", "video_classics", "vivit_and_swin"} <= set(names)
   for name in names:
     small_settings(name, lambda fixture_name: fixture_name, "w")  # KeyError for a notebook without settings
 
