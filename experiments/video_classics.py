@@ -117,6 +117,7 @@ def sweep_config(*, tiny: bool = False, epochs: float = 0.0, data_dir: str = "da
   """Every member (or those of `models`, "+"-separated) on both labels, for `python -m vit_video.video_sweep`."""
   s = ml_collections.ConfigDict()
   s.name = "video_classics"
+  s.title = "Classic video classifiers on moving Fashion-MNIST actions"
   names = models.split("+") if models else [n for n in MEMBERS if not (tiny and n == "c3d")]
   s.models = tuple(names)  # the table's order
   s.members = ml_collections.ConfigDict(  # members[model][label]: a training config

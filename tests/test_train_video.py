@@ -138,6 +138,69 @@ def test_pod_configs_build_their_paper_size_models_on_the_configs_inputs(model):
     assert params > 1_000_000
 
 
+def load_module(name):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "experiments", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_video_transformer_members_build_on_their_clips():
+  """Every member of experiments/video_transformers.py accepts its config's clips at full (CPU) size."""
+  import jax  # noqa: PLC0415
+  import jax.numpy as jnp  # noqa: PLC0415
+  module = load_module("video_transformers")
+  for name in module.MEMBERS:
+    config = module.member_config(name)
+    assert tuple(loop.input_shapes(config)) == ((8, 32, 32, 1),)
+    net = loop.build_model(config)
+    shapes = jax.eval_shape(lambda net=net: net.init(jax.random.key(0), jnp.zeros((1, 8, 32, 32, 1)), train=False))
+    assert 100_000 < sum(int(np.prod(a.shape)) for a in jax.tree.leaves(shapes["params"])) < 1_000_000, name
+
+
+def test_video_transformer_sweep_trains_the_motion_label_only(tiny_moving_fmnist, tmp_path):
+  """The transformer sweep's tiny configs train end to end; labels it did not train are empty in the table."""
+  sweep = load_module("video_transformers").sweep_config(tiny=True, models="vivit_fdp+video_swin",
+                                                        data_dir=tiny_moving_fmnist)
+  rows = video_sweep.run_video_sweep(sweep, str(tmp_path))
+  assert [r["model"] for r in rows] == ["vivit_fdp", "video_swin"]
+  for r in rows:
+    assert 0.0 <= r["motion_video_top1"] <= 1.0 and np.isnan(r["object_video_top1"])
+  table = (tmp_path / "results.md").read_text()
+  assert table.startswith("# Video transformers on moving Fashion-MNIST actions")
+  assert "| vivit_fdp | 6 |" in table and "motion video |" in table and "object" not in table.split("\n\n")[2]
+
+
+@pytest.mark.parametrize("model, dataset", [
+    ("vivit_b16x2_st", "kinetics400"), ("vivit_b16x2_fe", "kinetics600"), ("vivit_b16x2_fsa", "ssv2"),
+    ("vivit_b16x2_fdp", "kinetics400"), ("vivit_l16x2_fe", "kinetics400"), ("timesformer", "ssv2"),
+    ("video_swin_t", "kinetics400"), ("video_swin_s", "ssv2"), ("video_swin_b", "kinetics600")])
+def test_transformer_pod_configs_build_their_models_with_the_papers_views(model, dataset):
+  """Each transformer pod config's model accepts the clips its config feeds (jax.eval_shape), with the papers'
+  clips and views: 32 frames at stride 2 and 4 x 3 views on Kinetics (1 x 3 on SSv2); TimeSformer 8 frames, 1 x 3."""
+  import jax  # noqa: PLC0415
+  import jax.numpy as jnp  # noqa: PLC0415
+  config = load("video_transformer_pods", f"model={model},dataset={dataset}")
+  assert config.num_classes == {"kinetics400": 400, "kinetics600": 600, "ssv2": 174}[dataset]
+  timesformer = model == "timesformer"
+  assert (config.video.num_frames, config.dataset.image_size) == ((8 if timesformer else 32), 224)
+  if not timesformer:
+    assert config.video.frame_stride == 2
+  clips = 1 if timesformer or dataset == "ssv2" else 4
+  assert (config.video.eval_num_clips, config.video.eval_num_crops) == (clips, 3)
+  net = loop.build_model(config)
+  inputs = [jnp.zeros((1, *shape)) for shape in loop.input_shapes(config)]
+  shapes = jax.eval_shape(lambda: net.init(jax.random.key(0), *inputs, train=False))
+  assert sum(int(np.prod(a.shape)) for a in jax.tree.leaves(shapes["params"])) > 20_000_000
+
+
+def test_transformer_pod_config_rejects_unknown_names():
+  with pytest.raises(ValueError, match="unknown dataset 'ucf101'; valid: kinetics400, kinetics600, ssv2"):
+    load("video_transformer_pods", "model=timesformer,dataset=ucf101")
+  with pytest.raises(ValueError, match="unknown model 'vivit'; valid: vivit_b16x2_st"):
+    load("video_transformer_pods", "model=vivit,dataset=ssv2")
+
+
 def test_video_sweep_command_line(tiny_moving_fmnist, tmp_path):
   """`python -m vit_video.video_sweep` as the README runs it, on the tiny data: one model, both labels."""
   import subprocess  # noqa: PLC0415

@@ -187,6 +187,9 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
       VideoFolderConfig(name="kinetics", description="25 fps, first 250 frames (a whole 10 s Kinetics clip), "
                                                      "256x340 (the non-local paper's short side 256).",
                         num_frames=250, size=(256, 340), fps=25),
+      VideoFolderConfig(name="ssv2", description="Something-Something v2's 12 fps kept, first 72 frames (6 s; "
+                                                 "nearly all of its videos are shorter), 256x340.",
+                        num_frames=72, size=(256, 340), fps=None),
       VideoFolderConfig(name="tiny", description="First 5 frames at the source rate, 12x16 (for tests).",
                         num_frames=5, size=(12, 16), fps=None),
   ]

@@ -1,8 +1,9 @@
 """`run_video_sweep(sweep, workdir)`: trains every video model on every label and writes the comparison table.
 
-A video sweep config (experiments/video_classics.py:sweep) holds `members[model][label]`: a full training config
-per model and label ("motion", "object"), and `models`, the models to run in table order (a ConfigDict's keys
-come back sorted). Each is a normal `train_and_evaluate` run in workdir/<model>/<label>/;
+A video sweep config (experiments/video_classics.py:sweep, experiments/video_transformers.py:sweep) holds
+`members[model][label]`: a full training config per model and label ("motion", "object"; a sweep may train one),
+`models`, the models to run in table order (a ConfigDict's keys come back sorted), and `title`, the report's
+heading. Each is a normal `train_and_evaluate` run in workdir/<model>/<label>/;
 finished runs are skipped, half-finished ones resume, a folder holding another config raises (as in
 vit_video.train.sweep). After every model, workdir/results.csv and results.md are rewritten atomically, one row
 per model:
@@ -55,26 +56,32 @@ def _percent(x: float) -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-  header = ("model", "frames", "params", "GFLOP/clip", "train clips/s", "motion clip", "motion video",
-            "object clip", "object video")
+  """The rows as a markdown table; a label no row was trained on (all nan) gets no columns."""
+  labels = [label for label in ("motion", "object")
+            if any(r[f"{label}_video_top1"] == r[f"{label}_video_top1"] for r in rows)]
+  header = ("model", "frames", "params", "GFLOP/clip", "train clips/s") + tuple(
+      f"{label} {view}" for label in labels for view in ("clip", "video"))
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 2 + "---:|" * (len(header) - 2)]
   for r in rows:
     lines.append("| " + " | ".join([
         r["model"], str(r["frames"]), f"{r['params']:,}", f"{r['gflop_per_clip']:.3f}",
-        f"{r['train_clips_per_s']:.0f}", _percent(r["motion_clip_top1"]), _percent(r["motion_video_top1"]),
-        _percent(r["object_clip_top1"]), _percent(r["object_video_top1"])]) + " |")
+        f"{r['train_clips_per_s']:.0f}"] + [_percent(r[f"{label}_{view}_top1"]) for label in labels
+                                            for view in ("clip", "video")]) + " |")
   return "\n".join(lines)
 
 
-def write_report(workdir: str, rows: list[dict], *, command: str = "", notes: str = "") -> None:
-  """results.csv (COLUMNS) and results.md (the table, the command, the notes), each written atomically."""
+def write_report(workdir: str, rows: list[dict], *, title: str = "Video classifiers on moving Fashion-MNIST actions",
+                 command: str = "", notes: str = "") -> None:
+  """results.csv (COLUMNS) and results.md (the title, the table, the command, the notes), each written atomically.
+
+  A label a sweep did not train has empty cells in results.md and nan in results.csv."""
   def write_csv(f):
     writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows({k: r[k] for k in COLUMNS} for r in rows)
   atomic_files.write_atomic(os.path.join(workdir, "results.csv"), write_csv, suffix=".csv")
   text = io.StringIO()
-  text.write("# Classic video classifiers on moving Fashion-MNIST actions\n\n")
+  text.write(f"# {title}\n\n")
   text.write("Top-1 accuracy (%) on the test split; clip: every view alone, video: the views' softmaxes "
              "averaged. Motion: the 10 motions (chance 10%); object: the 10 Fashion-MNIST classes.\n\n")
   text.write(markdown_table(rows) + "\n")
@@ -104,11 +111,11 @@ def run_video_sweep(config: ml_collections.ConfigDict, workdir: str, *, command:
       summaries[label] = sweep.train_once(member, workdirs[label])
     rows.append(model_row(name, labels, summaries, workdirs))
     r = rows[-1]
-    _LOG.info("video sweep [%d/%d] %s: motion video top-1 %s%%, object video top-1 %s%%, %.3f GFLOP/clip",
-              index + 1, len(config.models), name, _percent(r["motion_video_top1"]),
-              _percent(r["object_video_top1"]), r["gflop_per_clip"])
+    accuracies = ", ".join(f"{label} video top-1 {_percent(r[f'{label}_video_top1'])}%" for label in summaries)
+    _LOG.info("video sweep [%d/%d] %s: %s, %.3f GFLOP/clip", index + 1, len(config.models), name, accuracies,
+              r["gflop_per_clip"])
     if jax.process_index() == 0:
-      write_report(workdir, rows, command=command, notes=notes)
+      write_report(workdir, rows, title=config.title, command=command, notes=notes)
   return rows
 
 

@@ -1,0 +1,118 @@
+"""Video transformers on moving Fashion-MNIST actions (the embedded video data): ViViT's four models, the
+TimeSformer attention schemes and Video Swin, at one small size, one config per model.
+
+    python -m vit_video.data.prepare moving_fmnist_actions
+    python -m vit_video.main --config=experiments/video_transformers.py:model=vivit_fe --workdir=workdirs/vt/fe
+    python -m vit_video.video_sweep --config=experiments/video_transformers.py:sweep --workdir=workdirs/video_transformers
+
+Arguments: model (a key of MEMBERS), label ("motion" or "object", as in video_classics), sweep (every member on
+the labels of `labels`, for vit_video.video_sweep), models / labels ("+"-separated; default all models, motion
+only), tiny (toy sizes on the `tiny` builder config, for the tests), epochs (override), data_dir.
+
+The comparison is ViViT's Table 2 at our scale: one ViT-like width (D 64, 4 heads, MLP 128, 4 blocks; Model 2 adds
+2 temporal blocks as the paper adds L_t = 4 to its 12), 4 x 4 patches, clips of 8 grey 32x32 frames at stride 2
+(they span 15 of the video's 16 frames, as ViViT's 32 frames at stride 2 span most of a Kinetics clip). ViViT
+embeds 2 x 4 x 4 tubelets (4 x 8 x 8 = 256 tokens), TimeSformer 4 x 4 patches of every frame (8 x 8 x 8 = 512
+tokens, as its paper embeds each of its 8 frames); Video Swin (T-like, 3 stages of 2 blocks, width 32, windows
+2 x 4 x 4) starts from the same 2 x 4 x 4 patches. One recipe for all, the video_classics one (AdamW, cosine, label
+smoothing 0.1, crops of 80-100% area, no flips for motion), trained 3 epochs; evaluation on the test split with
+2 clips x 1 crop per video.
+"""
+import ml_collections
+
+from vit_video import configs
+
+_VIT = dict(patch_size=4, width=64, depth=4, mlp_dim=128, num_heads=4, in_channels=1)
+_VIVIT = dict(_VIT, tubelet_depth=2)
+_TIMESFORMER = dict(_VIT, num_frames=8)
+_VIDEO_SWIN = dict(patch_size=(2, 4, 4), width=32, depths=(2, 2, 2), num_heads=(2, 4, 8), window_size=(2, 4, 4),
+                   in_channels=1)
+
+# name -> (model_name, model attributes). Every member sees 8 frames at stride 2.
+MEMBERS = {
+    "vivit_st": ("vivit_b16x2_st", _VIVIT),  # Model 1: joint attention over all 256 tokens
+    "vivit_fe": ("vivit_b16x2_fe", dict(_VIVIT, temporal_depth=2)),  # Model 2: spatial then temporal encoder
+    "vivit_fsa": ("vivit_b16x2_fsa", _VIVIT),  # Model 3: spatial then temporal attention in each block
+    "vivit_fdp": ("vivit_b16x2_fdp", _VIVIT),  # Model 4: half the heads over space, half over time
+    "timesformer_space": ("timesformer_b16_space", _TIMESFORMER),
+    "timesformer_joint": ("timesformer_b16_joint", _TIMESFORMER),
+    "timesformer_divided": ("timesformer_b16_divided", _TIMESFORMER),
+    "timesformer_axial": ("timesformer_b16_axial", _TIMESFORMER),
+    "video_swin": ("video_swin_t", _VIDEO_SWIN),
+}
+LABELS = {"motion": ("label", 10), "object": ("object_label", 10)}
+_FRAMES, _STRIDE = 8, 2
+
+
+def _tiny(model_name: str, model: dict) -> dict:
+  """Toy sizes for the `tiny` builder (6 frames of 20x20, the clip 6 frames at stride 1)."""
+  if model_name.startswith("video_swin"):
+    return dict(model, width=8, depths=(2,), num_heads=(2,), window_size=(2, 2, 2))
+  return dict(model, width=8, depth=1, mlp_dim=8, num_heads=2, **({"temporal_depth": 1} if "temporal_depth" in model
+                                                                  else {}),
+              **({"num_frames": 6} if "num_frames" in model else {}))
+
+
+def member_config(name: str, label: str = "motion", *, tiny: bool = False, epochs: float = 0.0,
+                  data_dir: str = "data/tfds") -> ml_collections.ConfigDict:
+  """The training config of model `name` trained on `label` ("motion" or "object")."""
+  if name not in MEMBERS:
+    raise ValueError(f"unknown model {name!r}; valid: {', '.join(MEMBERS)}")
+  if label not in LABELS:
+    raise ValueError(f"unknown label {label!r}; valid: {', '.join(LABELS)}")
+  model_name, model = MEMBERS[name]
+  if tiny:
+    model = _tiny(model_name, model)
+  c = configs.base_config()
+  c.name = f"video_transformers/{name}/{label}"
+  c.model_name = model_name
+  c.model = ml_collections.ConfigDict(model)
+  c.dataset.name = "moving_fmnist_actions/tiny" if tiny else "moving_fmnist_actions"
+  c.dataset.data_dir = data_dir
+  c.dataset.image_size = 20 if tiny else 32
+  c.dataset.channels = 1
+  c.dataset.eval_split = "test"
+  c.video.num_frames, c.video.frame_stride = (6, 1) if tiny else (_FRAMES, _STRIDE)
+  c.video.label_key, c.num_classes = LABELS[label]
+  c.video.min_crop_area = 0.8
+  c.video.flip = label == "object"  # a mirrored "left" clip is a "right" one
+  c.video.eval_num_clips = 2
+  c.video.eval_num_crops = 1
+  c.batch_size = 64
+  c.num_epochs = epochs or 3.0
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.warmup_steps = 100
+  c.optimizer.weight_decay = 0.05
+  c.label_smoothing = 0.1
+  c.log_every_steps = 50
+  c.checkpoint.save_every_steps = 125  # each epoch (8,000 / 64 = 125 steps)
+  c.progress_bar = "off"
+  if tiny:
+    c.batch_size, c.total_steps = 8, 6
+    c.optimizer.warmup_steps = 2
+    c.log_every_steps = 2
+    c.checkpoint.save_every_steps, c.checkpoint.async_save = 3, False
+  return c
+
+
+def sweep_config(*, tiny: bool = False, epochs: float = 0.0, data_dir: str = "data/tfds", models: str = "",
+                 labels: str = "motion") -> ml_collections.ConfigDict:
+  """The members of `models` ("+"-separated, default all) on `labels`, for `python -m vit_video.video_sweep`."""
+  s = ml_collections.ConfigDict()
+  s.name = "video_transformers"
+  s.title = "Video transformers on moving Fashion-MNIST actions"
+  names = models.split("+") if models else list(MEMBERS)
+  label_names = labels.split("+")
+  s.models = tuple(names)  # the table's order
+  s.members = ml_collections.ConfigDict(  # members[model][label]: a training config
+      {n: {label: member_config(n, label, tiny=tiny, epochs=epochs, data_dir=data_dir) for label in label_names}
+       for n in names})
+  return s
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  a = configs.parse_arg(arg, model="vivit_st", label="motion", sweep=False, tiny=False, epochs=0.0,
+                       data_dir="data/tfds", models="", labels="motion")
+  if a.sweep:
+    return sweep_config(tiny=a.tiny, epochs=a.epochs, data_dir=a.data_dir, models=a.models, labels=a.labels).lock()
+  return member_config(a.model, a.label, tiny=a.tiny, epochs=a.epochs, data_dir=a.data_dir).lock()
