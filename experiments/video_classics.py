@@ -45,7 +45,7 @@ MEMBERS = {
     "two_stream_flow": ("two_stream", dict(_TOWER, num_frames=8, streams="flow"), (8, 2), True),
     "two_stream": ("two_stream", dict(_TOWER, num_frames=8, streams="both", fusion="average"), (8, 2), True),
 }
-LABELS = {"motion": ("label", 10), "object": ("object_label", 10)}
+LABELS = configs.MOVING_FMNIST_LABELS
 
 
 def _tiny(model_name: str, model: dict) -> tuple[dict, tuple[int, int]]:
@@ -73,42 +73,15 @@ def member_config(name: str, label: str = "motion", *, tiny: bool = False, epoch
   """The training config of model `name` trained on `label` ("motion" or "object")."""
   if name not in MEMBERS:
     raise ValueError(f"unknown model {name!r}; valid: {', '.join(MEMBERS)}")
-  if label not in LABELS:
-    raise ValueError(f"unknown label {label!r}; valid: {', '.join(LABELS)}")
   model_name, model, (frames, stride), flow = MEMBERS[name]
   if tiny:
     model, (frames, stride) = _tiny(model_name, model)
-  c = configs.base_config()
+  c = configs.moving_fmnist_config(label, frames=frames, stride=stride, epochs=epochs or 2.0, tiny=tiny,
+                                   data_dir=data_dir)
   c.name = f"video_classics/{name}/{label}"
   c.model_name = model_name
   c.model = ml_collections.ConfigDict(model)
-  c.dataset.name = "moving_fmnist_actions/tiny" if tiny else "moving_fmnist_actions"
-  c.dataset.data_dir = data_dir
-  c.dataset.image_size = 20 if tiny else 32
-  c.dataset.channels = 1
-  c.dataset.eval_split = "test"
-  c.video.num_frames = frames
-  c.video.frame_stride = stride
-  c.video.label_key, c.num_classes = LABELS[label]
   c.video.flow = flow
-  c.video.min_crop_area = 0.8
-  c.video.flip = label == "object"  # a mirrored "left" clip is a "right" one
-  c.video.eval_num_clips = 2
-  c.video.eval_num_crops = 1
-  c.batch_size = 64
-  c.num_epochs = epochs or 2.0
-  c.optimizer.learning_rate = 1e-3
-  c.optimizer.warmup_steps = 50
-  c.optimizer.weight_decay = 0.05
-  c.label_smoothing = 0.1
-  c.log_every_steps = 50
-  c.checkpoint.save_every_steps = 125  # each epoch (8,000 / 64 = 125 steps)
-  c.progress_bar = "off"
-  if tiny:
-    c.batch_size, c.total_steps = 8, 6
-    c.optimizer.warmup_steps = 2
-    c.log_every_steps = 2
-    c.checkpoint.save_every_steps, c.checkpoint.async_save = 3, False
   return c
 
 

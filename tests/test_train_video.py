@@ -194,6 +194,16 @@ def test_transformer_pod_configs_build_their_models_with_the_papers_views(model,
   assert sum(int(np.prod(a.shape)) for a in jax.tree.leaves(shapes["params"])) > 20_000_000
 
 
+def test_video_experiments_share_one_recipe_and_reject_unknown_labels():
+  from vit_video import configs  # noqa: PLC0415
+  classic, transformer = experiment().member_config("c3d"), load_module("video_transformers").member_config("vivit_st")
+  for key in ("dataset", "augment"):
+    assert classic[key] == transformer[key]
+  assert (classic.optimizer.learning_rate, transformer.optimizer.warmup_steps) == (1e-3, 100)
+  with pytest.raises(ValueError, match="unknown label 'speed'; valid: motion, object"):
+    configs.moving_fmnist_config("speed", frames=8, stride=2, epochs=1.0, tiny=False, data_dir="d")
+
+
 def test_transformer_pod_config_rejects_unknown_names():
   with pytest.raises(ValueError, match="unknown dataset 'ucf101'; valid: kinetics400, kinetics600, ssv2"):
     load("video_transformer_pods", "model=timesformer,dataset=ucf101")

@@ -110,3 +110,48 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
         raise ValueError(f"config argument {key}={value!r} is not a boolean (true/false)")
       values[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
   return ml_collections.ConfigDict(values)
+
+
+MOVING_FMNIST_LABELS = {"motion": ("label", 10), "object": ("object_label", 10)}  # label -> (feature, classes)
+
+
+def moving_fmnist_config(label: str, *, frames: int, stride: int, epochs: float, tiny: bool,
+                         data_dir: str) -> ml_collections.ConfigDict:
+  """The one recipe of the video comparisons on moving Fashion-MNIST actions (experiments/video_classics.py,
+  experiments/video_transformers.py); the caller sets name, model_name and model.
+
+  label "motion" (the 10 motions) or "object" (the item's Fashion-MNIST class); clips of `frames` frames at
+  `stride`; batch 64, AdamW 1e-3 with 50 warm-up steps and cosine decay, weight decay 0.05, label smoothing 0.1,
+  crops of 80-100% area, flips for the object label only (a mirrored "left" clip is a "right" one); evaluation
+  on the test split with 2 clips x 1 crop per video; a checkpoint each epoch (8,000 / 64 = 125 steps).
+  tiny: the `tiny` builder config (6 frames of 20x20) and a 6-step run, for the tests.
+  """
+  if label not in MOVING_FMNIST_LABELS:
+    raise ValueError(f"unknown label {label!r}; valid: {', '.join(MOVING_FMNIST_LABELS)}")
+  c = base_config()
+  c.dataset.name = "moving_fmnist_actions/tiny" if tiny else "moving_fmnist_actions"
+  c.dataset.data_dir = data_dir
+  c.dataset.image_size = 20 if tiny else 32
+  c.dataset.channels = 1
+  c.dataset.eval_split = "test"
+  c.video.num_frames, c.video.frame_stride = frames, stride
+  c.video.label_key, c.num_classes = MOVING_FMNIST_LABELS[label]
+  c.video.min_crop_area = 0.8
+  c.video.flip = label == "object"
+  c.video.eval_num_clips = 2
+  c.video.eval_num_crops = 1
+  c.batch_size = 64
+  c.num_epochs = epochs
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.warmup_steps = 50
+  c.optimizer.weight_decay = 0.05
+  c.label_smoothing = 0.1
+  c.log_every_steps = 50
+  c.checkpoint.save_every_steps = 125
+  c.progress_bar = "off"
+  if tiny:
+    c.batch_size, c.total_steps = 8, 6
+    c.optimizer.warmup_steps = 2
+    c.log_every_steps = 2
+    c.checkpoint.save_every_steps, c.checkpoint.async_save = 3, False
+  return c
