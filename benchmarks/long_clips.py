@@ -6,10 +6,11 @@ frames, with the dense (einsum) attention and with the chunked online-softmax pa
 
 At 224x224 with 16x16x2 tubelets a clip of T frames is 98 T tokens (+1 class token): 785 at 8 frames, 6,273 at 64.
 Each (frames, mode) runs in its own process, so peaks do not carry over. Printed per row: tokens, XLA's buffer
-plan for the step (arguments + outputs + temporaries), the measured peak (GPU: the allocator's peak_bytes_in_use;
-CPU: the process's peak resident memory), compile seconds and the median step seconds (forward, backward and an
-SGD update). A plan above --memory-limit-gb is reported and not run. Nothing here is a test; run it on an otherwise
-idle machine.
+plan for the step (arguments + outputs - donated + temporaries), the resident memory just before the first step,
+the measured peak (GPU: the allocator's peak_bytes_in_use; CPU: the process's peak resident memory, whose floor is
+set-up and compilation: where the step needs more, peak - before is what the step added), compile seconds and
+the median step seconds (forward, backward and an SGD update). A plan above --memory-limit-gb is reported and not
+run. Nothing here is a test; run it on an otherwise idle machine.
 """
 import argparse
 import json
@@ -46,7 +47,9 @@ def measure(frames: int, mode: str, args: argparse.Namespace) -> dict:
   opt_state = tx.init(params)
 
   def train_step(params, opt_state, x, labels):
-    loss_fn = lambda p: optim.cross_entropy(model.apply({"params": p}, x, train=True), labels, num_classes=400).mean()  # noqa: E731
+    def loss_fn(p):
+      return optim.cross_entropy(model.apply({"params": p}, x, train=True), labels, num_classes=400).mean()
+
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
@@ -55,11 +58,14 @@ def measure(frames: int, mode: str, args: argparse.Namespace) -> dict:
   step = jax.jit(train_step, donate_argnums=(0, 1)).lower(params, opt_state, x, labels).compile()
   compile_s = time.perf_counter() - start
   plan = step.memory_analysis()
-  planned = plan.argument_size_in_bytes + plan.output_size_in_bytes + plan.temp_size_in_bytes
+  planned = (plan.argument_size_in_bytes + plan.output_size_in_bytes - plan.alias_size_in_bytes  # donated
+             + plan.temp_size_in_bytes)
   row = {"frames": frames, "mode": mode, "tokens": 1 + (frames // 2) * (args.image // 16) ** 2,
          "planned_gib": planned / 2**30, "compile_s": compile_s, "device": jax.devices()[0].device_kind}
   if planned > args.memory_limit_gb * 2**30:
-    return {**row, "peak_gib": float("nan"), "step_s": float("nan"), "note": "plan above the memory limit; not run"}
+    return {**row, "peak_gib": float("nan"), "before_gib": float("nan"), "step_s": float("nan"),
+            "note": "plan above the memory limit; not run"}
+  before = _rss_bytes()
   times = []
   for _ in range(args.repeats + 1):  # the first call is a warm-up
     start = time.perf_counter()
@@ -69,9 +75,19 @@ def measure(frames: int, mode: str, args: argparse.Namespace) -> dict:
   stats = jax.devices()[0].memory_stats()
   if stats and "peak_bytes_in_use" in stats:
     peak = stats["peak_bytes_in_use"]
-  else:  # CPU: ru_maxrss is in KiB on Linux
+  else:  # CPU: the process's peak resident memory (ru_maxrss, KiB on Linux), compilation and set-up included
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-  return {**row, "peak_gib": peak / 2**30, "step_s": sorted(times[1:])[len(times[1:]) // 2], "note": ""}
+  return {**row, "peak_gib": peak / 2**30, "before_gib": before / 2**30,
+          "step_s": sorted(times[1:])[len(times[1:]) // 2], "note": ""}
+
+
+def _rss_bytes() -> int:
+  """This process's resident memory now (Linux /proc), or 0 where it cannot be read."""
+  try:
+    with open("/proc/self/statm") as f:
+      return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+  except OSError:
+    return 0
 
 
 def main() -> None:
@@ -94,7 +110,8 @@ def main() -> None:
   if unknown:
     parser.error(f"unknown modes {unknown}; valid: {', '.join(MODES)}")
   rows = []
-  print(f"{'frames':>6} {'tokens':>6} {'mode':>14} {'plan GiB':>9} {'peak GiB':>9} {'compile s':>9} {'step s':>8}")
+  print(f"{'frames':>6} {'tokens':>6} {'mode':>14} {'plan GiB':>9} {'before GiB':>10} {'peak GiB':>9} "
+        f"{'compile s':>9} {'step s':>8}")
   for frames in map(int, args.frames.split(",")):
     for mode in args.modes.split(","):
       child = [sys.executable, __file__, "--one", str(frames), mode] + [
@@ -106,7 +123,8 @@ def main() -> None:
         print(f"{frames:>6} {'':>6} {mode:>14} {row['note']}", flush=True)
       else:
         row = json.loads(done.stdout.strip().splitlines()[-1])
-        print(f"{frames:>6} {row['tokens']:>6} {mode:>14} {row['planned_gib']:>9.2f} {row['peak_gib']:>9.2f} "
+        print(f"{frames:>6} {row['tokens']:>6} {mode:>14} {row['planned_gib']:>9.2f} {row['before_gib']:>10.2f} "
+              f"{row['peak_gib']:>9.2f} "
               f"{row['compile_s']:>9.1f} {row['step_s']:>8.3f} {row['note']}", flush=True)
       rows.append(row)
   if args.json:

@@ -4,7 +4,8 @@ numbers do not depend on what else shared the machine during a sweep.
     python benchmarks/video_steps.py [--experiment experiments/video_transformers.py] [--members a,b] [--batch 64]
 
 Prints per member: parameters, XLA GFLOP per clip (one forward pass), compile seconds, the fastest of
---repeats step seconds (forward, backward and an AdamW update) and clips per second. Nothing here is a test;
+--repeats step seconds (the training loop's step, `steps.make_train_step`: forward with dropout and BatchNorm
+updates, backward, an AdamW update) and clips per second. Nothing here is a test;
 run it on an otherwise idle machine.
 """
 import argparse
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vit_video.train import flops, loop, optim
+from vit_video.train import flops, loop, steps
 
 
 def main() -> None:
@@ -33,34 +34,31 @@ def main() -> None:
   for name in names:
     config = experiment.member_config(name)
     model = loop.build_model(config)
-    inputs = [jax.random.normal(jax.random.key(i), (args.batch, *shape))
-              for i, shape in enumerate(loop.input_shapes(config))]
-    labels = jnp.zeros((args.batch,), jnp.int32)
-    params = jax.jit(lambda k: model.init(k, *(x[:1] for x in inputs), train=False))(jax.random.key(0))["params"]
+    shapes = loop.input_shapes(config)
+    keys = ("video", "flow")[:len(shapes)]  # two-stream members take the stored flow too
+    batch = {key: jax.random.normal(jax.random.key(i), (args.batch, *shape))
+             for i, (key, shape) in enumerate(zip(keys, shapes))}
+    batch["label"] = jnp.zeros((args.batch,), jnp.int32)
     tx = optax.adamw(1e-3)
-
-    def step(params, opt_state, inputs, labels):
-      loss = lambda p: optim.cross_entropy(model.apply({"params": p}, *inputs, train=True), labels,  # noqa: E731
-                                           num_classes=config.num_classes).mean()
-      value, grads = jax.value_and_grad(loss)(params)
-      updates, opt_state = tx.update(grads, opt_state, params)
-      return optax.apply_updates(params, updates), opt_state, value
-
+    state = steps.init_state(model, tx, jax.random.key(0), shapes, ema=False)
+    step = steps.make_train_step(model, tx, num_classes=config.num_classes, label_smoothing=config.label_smoothing,
+                                 ema_decay=0.0, schedule=lambda _: 1e-3)  # the sweep's step: dropout, BatchNorm
     start = time.perf_counter()
-    compiled = jax.jit(step).lower(params, tx.init(params), inputs, labels).compile()
+    compiled = jax.jit(step).lower(state, batch).compile()
     compile_s = time.perf_counter() - start
-    forward = jax.jit(lambda p, *x: model.apply({"params": p}, *x, train=False)).lower(
-        params, *(x[:1] for x in inputs))
-    opt_state = tx.init(params)
-    jax.block_until_ready(compiled(params, opt_state, inputs, labels))
+    inputs = [batch[key][:1] for key in keys]
+    forward = jax.jit(lambda p, *x: model.apply({"params": p, **({"batch_stats": state.batch_stats}
+                                                                  if state.batch_stats else {})}, *x, train=False))
+    jax.block_until_ready(compiled(state, batch))
     times = []
     for _ in range(args.repeats):
       start = time.perf_counter()
-      jax.block_until_ready(compiled(params, opt_state, inputs, labels))
+      jax.block_until_ready(compiled(state, batch))
       times.append(time.perf_counter() - start)
-    count = sum(a.size for a in jax.tree.leaves(params))
-    print(f"{name:>22} {count:>9,d} {flops.cost_analysis_flops(forward) / 1e9:>10.3f} {compile_s:>9.1f} "
-          f"{min(times):>7.3f} {args.batch / min(times):>7.0f}", flush=True)
+    count = sum(a.size for a in jax.tree.leaves(state.params))
+    gflop = flops.cost_analysis_flops(forward.lower(state.params, *inputs)) / 1e9
+    print(f"{name:>22} {count:>9,d} {gflop:>10.3f} {compile_s:>9.1f} {min(times):>7.3f} "
+          f"{args.batch / min(times):>7.0f}", flush=True)
 
 
 if __name__ == "__main__":

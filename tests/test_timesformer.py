@@ -438,6 +438,7 @@ def test_bad_input_raises_value_error(shape, overrides, message):
 
 @pytest.mark.parametrize("attention", ["joint", "divided"])
 def test_chunked_attention_and_remat_keep_the_logits(attention):
+  """The same logits; under remat, training without a dropout rng works (drop-path rates of 0 stay Python floats)."""
   model, v = model_and_variables(attention)
   long = timesformer.TimeSformer(**TINY, attention=attention, attention_implementation="chunked", remat=True)
   np.testing.assert_allclose(long.apply(v, X, train=True), model.apply(v, X, train=True), rtol=1e-5, atol=1e-5)

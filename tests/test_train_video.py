@@ -177,17 +177,20 @@ def test_video_transformer_sweep_trains_the_motion_label_only(tiny_moving_fmnist
     ("video_swin_t", "kinetics400"), ("video_swin_s", "ssv2"), ("video_swin_b", "kinetics600")])
 def test_transformer_pod_configs_build_their_models_with_the_papers_views(model, dataset):
   """Each transformer pod config's model accepts the clips its config feeds (jax.eval_shape), with the papers'
-  clips and views: 32 frames at stride 2 and 4 x 3 views on Kinetics (1 x 3 on SSv2); TimeSformer 8 frames, 1 x 3."""
+  clips and views: 32 frames at stride 2 and 4 x 3 views (ViViT on SSv2: stride 1; Video Swin on SSv2: 1 x 3);
+  TimeSformer 8 frames, 1 x 3. ViViT and TimeSformer take the long-clip overrides."""
   import jax  # noqa: PLC0415
   import jax.numpy as jnp  # noqa: PLC0415
   config = load("video_transformer_pods", f"model={model},dataset={dataset}")
   assert config.num_classes == {"kinetics400": 400, "kinetics600": 600, "ssv2": 174}[dataset]
-  timesformer = model == "timesformer"
+  timesformer, vivit = model == "timesformer", model.startswith("vivit")
   assert (config.video.num_frames, config.dataset.image_size) == ((8 if timesformer else 32), 224)
   if not timesformer:
-    assert config.video.frame_stride == 2
-  clips = 1 if timesformer or dataset == "ssv2" else 4
+    assert config.video.frame_stride == (1 if vivit and dataset == "ssv2" else 2)
+  clips = 1 if timesformer or (dataset == "ssv2" and not vivit) else 4
   assert (config.video.eval_num_clips, config.video.eval_num_crops) == (clips, 3)
+  if not model.startswith("video_swin"):  # the long-clip options, as the docstring's command sets them
+    config.model.attention_implementation, config.model.remat = "chunked", True
   net = loop.build_model(config)
   inputs = [jnp.zeros((1, *shape)) for shape in loop.input_shapes(config)]
   shapes = jax.eval_shape(lambda: net.init(jax.random.key(0), *inputs, train=False))
@@ -196,10 +199,14 @@ def test_transformer_pod_configs_build_their_models_with_the_papers_views(model,
 
 def test_video_experiments_share_one_recipe_and_reject_unknown_labels():
   from vit_video import configs  # noqa: PLC0415
-  classic, transformer = experiment().member_config("c3d"), load_module("video_transformers").member_config("vivit_st")
-  for key in ("dataset", "augment"):
-    assert classic[key] == transformer[key]
-  assert (classic.optimizer.learning_rate, transformer.optimizer.warmup_steps) == (1e-3, 100)
+  """The two comparisons differ only where their docstrings say: model, clip, epochs and (transformers) warm-up."""
+  from flax import traverse_util  # noqa: PLC0415
+  classic, transformer = (traverse_util.flatten_dict(c.to_dict(), sep=".") for c in (
+      experiment().member_config("i3d"), load_module("video_transformers").member_config("vivit_st")))
+  differ = {k for k in classic.keys() | transformer.keys() if classic.get(k) != transformer.get(k)}
+  assert {k for k in differ if not k.startswith("model.")} == {
+      "name", "model_name", "num_epochs", "optimizer.warmup_steps"}, differ
+  assert (classic["num_epochs"], transformer["num_epochs"], transformer["optimizer.warmup_steps"]) == (2.0, 3.0, 100)
   with pytest.raises(ValueError, match="unknown label 'speed'; valid: motion, object"):
     configs.moving_fmnist_config("speed", frames=8, stride=2, epochs=1.0, tiny=False, data_dir="d")
 

@@ -456,15 +456,16 @@ def test_sown_attention_weights_have_each_models_axes():
 
 @pytest.mark.parametrize("variant", ["st", "fdp"])  # the ViT encoder's blocks and the factorised encoder's
 def test_long_clip_options_keep_logits_and_gradients(variant):
-  """Chunked attention with remat (the long-clip settings) computes the same function; training without a dropout
-  rng works under remat (drop-path rates of 0 stay Python floats)."""
-  model = vivit.ViViT(**TINY, variant=variant)
-  long = vivit.ViViT(**TINY, variant=variant, attention_implementation="chunked", remat=True,
-                     remat_policy="dots_with_no_batch_dims_saveable")
+  """Chunked attention with remat (the long-clip settings) computes the same function, stochastic depth included
+  (the same rng drops the same blocks)."""
+  model = vivit.ViViT(**TINY, variant=variant, stochastic_depth_rate=0.5)
+  long = vivit.ViViT(**TINY, variant=variant, stochastic_depth_rate=0.5, attention_implementation="chunked",
+                     remat=True, remat_policy="dots_with_no_batch_dims_saveable")
   v = random_variables(model, X)
   weights = noise((B, K), seed=3)
+  rng = {"dropout": jax.random.key(4)}  # the same drop-path masks with and without remat
   grad = lambda m: jax.jit(jax.value_and_grad(  # noqa: E731
-      lambda p: jnp.sum(weights * m.apply({"params": p}, X, train=True))))(v["params"])
+      lambda p: jnp.sum(weights * m.apply({"params": p}, X, train=True, rngs=rng))))(v["params"])
   (loss, g), (loss_long, g_long) = grad(model), grad(long)
   np.testing.assert_allclose(loss_long, loss, rtol=1e-5)
   flat = lambda tree: np.concatenate([np.ravel(a) for a in jax.tree.leaves(tree)])  # noqa: E731

@@ -15,7 +15,7 @@ Three implementations give the same outputs (to float rounding):
   "chunked" queries and keys in chunks with an online softmax (layers/chunked_attention.py): O(N) memory on any
             backend, for long clips; no attention dropout.
 """
-from typing import Literal
+from typing import Literal, get_args
 
 import flax.linen as nn
 import jax
@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from vit_video.layers.chunked_attention import chunked_dot_product_attention
 
 Implementation = Literal["einsum", "fused", "chunked"]
-IMPLEMENTATIONS = ("einsum", "fused", "chunked")
+IMPLEMENTATIONS = get_args(Implementation)
 
 
 def make_padding_mask(q_valid: jax.Array, kv_valid: jax.Array | None = None) -> jax.Array:

@@ -23,7 +23,7 @@ def _as_4d(a: jax.Array | None, name: str, nq: int, nk: int) -> jax.Array | None
   """A mask or bias broadcastable to `[B,h,Nq,Nk]`, given exactly 4 axes (size-1 axes kept)."""
   if a is None:
     return None
-  if a.ndim > 4 or a.shape[-2] not in (1, nq) or a.shape[-1] not in (1, nk):
+  if not 2 <= a.ndim <= 4 or a.shape[-2] not in (1, nq) or a.shape[-1] not in (1, nk):
     raise ValueError(f"{name} of shape {a.shape} does not broadcast to [B,h,Nq,Nk] with Nq {nq}, Nk {nk}")
   return a.reshape((1,) * (4 - a.ndim) + a.shape)
 
@@ -62,8 +62,9 @@ def chunked_dot_product_attention(
     q: `[B,Nq,h,d]`; k: `[B,Nk,h,d]`; v: `[B,Nk,h,dv]`.
     mask: bool, broadcastable to `[B,h,Nq,Nk]`; True = attend. A query with no key gets output 0.
     bias: additive logits bias, broadcastable to `[B,h,Nq,Nk]`.
-    query_chunk_size, key_chunk_size: Cq, Ck (the defaults are Rabe & Staats's). Lengths that are not multiples
-      are padded (padded keys are masked, padded queries dropped); chunks longer than the sequence shrink to it.
+    query_chunk_size, key_chunk_size: the largest Cq, Ck (the defaults are Rabe & Staats's). A length N is cut
+      into ceil(N / C) chunks of equal size ceil(N / chunks), the last padded (padded keys are masked, padded
+      queries dropped), so padding stays below one token per chunk.
 
   Returns:
     `[B,Nq,h,dv]` in v's dtype (accumulated in float32).
@@ -72,7 +73,7 @@ def chunked_dot_product_attention(
     raise ValueError(f"chunk sizes must be positive; got query {query_chunk_size}, key {key_chunk_size}")
   b, nq, h, d = q.shape
   nk, dv = k.shape[1], v.shape[-1]
-  cq, ck = min(query_chunk_size, nq), min(key_chunk_size, nk)
+  cq, ck = (-(-n // -(-n // c)) for n, c in ((nq, query_chunk_size), (nk, key_chunk_size)))  # balanced chunks
   pad_q, pad_k = -nq % cq, -nk % ck
   mask = _as_4d(mask, "mask", nq, nk)
   bias = _as_4d(bias, "bias", nq, nk)
@@ -93,7 +94,7 @@ def chunked_dot_product_attention(
       m, l, acc = carry  # [B,h,Cq], [B,h,Cq], [B,Cq,h,dv] float32
       k_chunk = lax.dynamic_slice_in_dim(k, k_start, ck, axis=1)  # [B,Ck,h,d]
       v_chunk = lax.dynamic_slice_in_dim(v, k_start, ck, axis=1)  # [B,Ck,h,dv]
-      s = jnp.einsum("bqhd,bkhd->bhqk", q_chunk, k_chunk).astype(jnp.float32)  # [B,h,Cq,Ck]
+      s = jnp.einsum("bqhd,bkhd->bhqk", q_chunk, k_chunk, preferred_element_type=jnp.float32)  # [B,h,Cq,Ck]
       if bias is not None:
         s = s + _block(bias, q_start, cq, k_start, ck).astype(jnp.float32)
       valid = lax.dynamic_slice_in_dim(key_valid, k_start, ck)[None, None, None, :]  # [1,1,1,Ck]
@@ -104,7 +105,8 @@ def chunked_dot_product_attention(
       p = jnp.where(valid, jnp.exp(s - m_new[..., None]), 0.0)  # [B,h,Cq,Ck]; masked keys exactly 0
       correction = jnp.exp(m - m_new)  # [B,h,Cq]
       l = l * correction + p.sum(axis=-1)
-      pv = jnp.einsum("bhqk,bkhd->bqhd", p.astype(v.dtype), v_chunk).astype(jnp.float32)  # [B,Cq,h,dv]
+      pv = jnp.einsum("bhqk,bkhd->bqhd", p.astype(v.dtype), v_chunk,
+                      preferred_element_type=jnp.float32)  # [B,Cq,h,dv]
       acc = acc * correction.transpose(0, 2, 1)[..., None] + pv
       return (m_new, l, acc), None
 

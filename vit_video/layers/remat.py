@@ -24,12 +24,15 @@ REMAT_POLICIES = {
 
 
 def maybe_remat(block: type[nn.Module], remat: bool, policy: RematPolicy,
-                static_argnums: tuple[int, ...] = ()) -> type[nn.Module]:
+                static_argnums: tuple[int, ...] = (), prevent_cse: bool = True) -> type[nn.Module]:
   """`block` itself when `remat` is False, else `nn.remat(block)` under the named policy.
 
   static_argnums: positions of `block.__call__`'s Python-valued arguments (self is 0), e.g. a block's
   stochastic-depth rate, which must stay a Python float so that a rate of 0 draws no random numbers.
+  prevent_cse: False inside `nn.scan`, whose loop already keeps XLA from merging the recomputation away.
   """
   if policy not in REMAT_POLICIES:
     raise ValueError(f"unknown remat policy {policy!r}; expected one of {tuple(REMAT_POLICIES)}")
-  return nn.remat(block, policy=REMAT_POLICIES[policy], static_argnums=static_argnums) if remat else block
+  if not remat:
+    return block
+  return nn.remat(block, policy=REMAT_POLICIES[policy], static_argnums=static_argnums, prevent_cse=prevent_cse)

@@ -100,7 +100,8 @@ class Encoder(nn.Module):
     x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
     rates = np.linspace(0.0, self.stochastic_depth_rate, self.depth) if self.depth > 1 else np.zeros(self.depth)
     # Unscanned, each block's drop-path rate is a Python float (static under remat); scanned, it is an array.
-    block = maybe_remat(EncoderBlock, self.remat, self.remat_policy, static_argnums=() if self.scan else (2,))
+    block = maybe_remat(EncoderBlock, self.remat, self.remat_policy, static_argnums=() if self.scan else (2,),
+                        prevent_cse=not self.scan)
     kwargs = dict(
         mlp_dim=self.mlp_dim, num_heads=self.num_heads, deterministic=deterministic,
         dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate,

@@ -81,7 +81,9 @@ class FactorisedDotProductAttention(nn.Module):
     rngs = jax.random.split(self.make_rng("dropout")) if use_dropout else (None, None)
 
     def attend(q, k, v, rng, axis):  # [B',N,h/2,d] -> [B',N,h/2,d]
-      implementation = "einsum" if use_dropout or self.sow_weights else self.implementation
+      implementation = self.implementation  # the fallbacks of MultiHeadAttention
+      if self.sow_weights or (use_dropout and implementation == "fused"):
+        implementation = "einsum"
       out, weights = dot_product_attention(q, k, v, dropout_rate=self.dropout_rate, dropout_rng=rng,
                                            implementation=implementation)
       if self.sow_weights:

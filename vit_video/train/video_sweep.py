@@ -15,6 +15,7 @@ per model:
 import csv
 import io
 import logging
+import math
 import os
 import statistics
 
@@ -58,7 +59,7 @@ def _percent(x: float) -> str:
 def markdown_table(rows: list[dict]) -> str:
   """The rows as a markdown table; a label no row was trained on (all nan) gets no columns."""
   labels = [label for label in ("motion", "object")
-            if any(r[f"{label}_video_top1"] == r[f"{label}_video_top1"] for r in rows)]
+            if not all(math.isnan(r[f"{label}_video_top1"]) for r in rows)]
   header = ("model", "frames", "params", "GFLOP/clip", "train clips/s") + tuple(
       f"{label} {view}" for label in labels for view in ("clip", "video"))
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 2 + "---:|" * (len(header) - 2)]
