@@ -75,7 +75,7 @@ def write_report(workdir: str, rows: list[dict], *, title: str = "Video classifi
                  command: str = "", notes: str = "") -> None:
   """results.csv (COLUMNS) and results.md (the title, the table, the command, the notes), each written atomically.
 
-  A label a sweep did not train has empty cells in results.md and nan in results.csv."""
+  A label the sweep did not train gets no columns in results.md and nan in results.csv."""
   def write_csv(f):
     writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
