@@ -16,9 +16,9 @@ Learned position embeddings are added, then one of (pre-norm blocks throughout, 
   "fdp" Model 4, factorised dot-product attention: ViT blocks whose attention gives half of the heads the
         tokens of the same temporal index as keys, the other half the tokens of the same spatial position; the
         heads are concatenated and projected by W_o as usual.
-Models 3 and 4 have no class token (it has no place in the space/time reshapes; the released code,
-google-research/scenic, refuses a token classifier for them) and average all final tokens; Models 1 and 2
-classify their class token.
+Models 3 and 4 (their blocks: vivit_factorised.py) have no class token (it has no place in the space/time
+reshapes; the released code, google-research/scenic, refuses a token classifier for them) and average all final
+tokens; Models 1 and 2 classify their class token.
 
 Parameter names follow vit.py (`embedding`, `cls`, `Transformer/{posembed_input,encoderblock_{i},encoder_norm}`,
 `pre_logits`, `head`); Model 2 has `SpatialTransformer`, `temporal_cls`, `TemporalTransformer`; Model 3 blocks
@@ -37,158 +37,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vit_video.layers.attention import Implementation, MultiHeadAttention, dot_product_attention
-from vit_video.layers.embed import AddPositionEmbedding, ClassToken, PatchEmbedding, resample_pos_embedding
-from vit_video.layers.mlp import DropPath, MlpBlock
-from vit_video.layers.remat import RematPolicy, maybe_remat
+from vit_video.layers.attention import Implementation
+from vit_video.layers.embed import ClassToken, PatchEmbedding, resample_pos_embedding
+from vit_video.layers.remat import RematPolicy
 from vit_video.models import vit
 from vit_video.models.vit import Encoder
+from vit_video.models.vivit_factorised import FactorisedEncoder
 
 Variant = Literal["st", "fe", "fsa", "fdp"]
 VARIANT_NAMES = ("st", "fe", "fsa", "fdp")
 TubeletInit = Literal["central_frame", "average", "repeat"]
-
-
-class FactorisedDotProductAttention(nn.Module):
-  """Model 4's attention on a token grid: `[B,T',S,D] -> [B,T',S,D]`.
-
-  Queries, keys and values as in `MultiHeadAttention` (same parameters `query`, `key`, `value` `[D,h,d]` and
-  `out` `[h,d,D]`, so ViT weights load unchanged). Heads 0..h/2-1 attend over the S tokens of their temporal
-  index, heads h/2..h-1 over the T' tokens of their spatial position; out = concat(heads) W_o. With `sow_weights`,
-  the two groups' weights go to 'intermediates' as `spatial_attention_weights` `[B*T',h/2,S,S]` and
-  `temporal_attention_weights` `[B*S,h/2,T',T']`.
-  """
-  num_heads: int
-  dropout_rate: float = 0.0
-  implementation: Implementation = "einsum"
-  sow_weights: bool = False
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
-    b, nt, ns, d = x.shape
-    h = self.num_heads
-    if h % 2 or d % h:
-      raise ValueError(f"factorised dot-product attention needs an even head count dividing the width; "
-                       f"got num_heads {h}, width {d}")
-    hd, half = d // h, h // 2
-    dense = lambda name: nn.DenseGeneral(  # noqa: E731
-        (h, hd), kernel_init=nn.initializers.xavier_uniform(), dtype=self.dtype, param_dtype=self.param_dtype,
-        name=name)
-    q, k, v = dense("query")(x), dense("key")(x), dense("value")(x)  # [B,T',S,h,d] each
-    use_dropout = not deterministic and self.dropout_rate > 0
-    rngs = jax.random.split(self.make_rng("dropout")) if use_dropout else (None, None)
-
-    def attend(q, k, v, rng, axis):  # [B',N,h/2,d] -> [B',N,h/2,d]
-      implementation = self.implementation  # the fallbacks of MultiHeadAttention
-      if self.sow_weights or (use_dropout and implementation == "fused"):
-        implementation = "einsum"
-      out, weights = dot_product_attention(q, k, v, dropout_rate=self.dropout_rate, dropout_rng=rng,
-                                           implementation=implementation)
-      if self.sow_weights:
-        self.sow("intermediates", f"{axis}_attention_weights", weights)
-      return out
-
-    space = lambda a: a[..., :half, :].reshape(b * nt, ns, half, hd)  # [B*T',S,h/2,d]  # noqa: E731
-    spatial = attend(space(q), space(k), space(v), rngs[0], "spatial").reshape(b, nt, ns, half, hd)  # [B,T',S,h/2,d]
-    # [B,T',S,h/2,d] -> [B,S,T',h/2,d] -> [B*S,T',h/2,d]
-    time = lambda a: a[..., half:, :].transpose(0, 2, 1, 3, 4).reshape(b * ns, nt, half, hd)  # noqa: E731
-    temporal = attend(time(q), time(k), time(v), rngs[1], "temporal")
-    temporal = temporal.reshape(b, ns, nt, half, hd).transpose(0, 2, 1, 3, 4)  # [B,T',S,h/2,d]
-    out = jnp.concatenate([spatial, temporal], axis=-2)  # [B,T',S,h,d]
-    return nn.DenseGeneral(d, axis=(-2, -1), kernel_init=nn.initializers.xavier_uniform(), dtype=self.dtype,
-                           param_dtype=self.param_dtype, name="out")(out)  # [B,T',S,D]
-
-
-class FactorisedBlock(nn.Module):
-  """Model 3 ("fsa") or Model 4 ("fdp") pre-norm block on a token grid: `[B,T',S,D] -> [B,T',S,D]`.
-
-  fsa: y = x + MSA_space(LN(x)); z = y + MSA_time(LN(y)); out = z + MLP(LN(z)).
-  fdp: y = x + FDPA(LN(x)); out = y + MLP(LN(y)).
-  `drop_path_rate` is this block's stochastic-depth rate, as in `vit.EncoderBlock`.
-  """
-  variant: Literal["fsa", "fdp"]
-  mlp_dim: int
-  num_heads: int
-  deterministic: bool
-  dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.0
-  attention_implementation: Implementation = "einsum"
-  sow_attention_weights: bool = False
-  approximate_gelu: bool = False
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, drop_path_rate: float | jax.Array) -> jax.Array:
-    b, nt, ns, d = x.shape
-    det = self.deterministic
-    norm = lambda name: nn.LayerNorm(  # noqa: E731
-        epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
-    mha = lambda name: MultiHeadAttention(  # noqa: E731
-        num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
-        implementation=self.attention_implementation, sow_weights=self.sow_attention_weights, dtype=self.dtype,
-        param_dtype=self.param_dtype, name=name)
-
-    def residual(x, y):
-      y = nn.Dropout(self.dropout_rate)(y, deterministic=det)
-      return x + DropPath()(y, drop_path_rate, deterministic=det)
-
-    if self.variant == "fsa":
-      y = norm("LayerNorm_0")(x).reshape(b * nt, ns, d)  # [B*T',S,D]: one temporal index per row
-      y = mha("MultiHeadDotProductAttention_1")(y, deterministic=det)
-      x = residual(x, y.reshape(b, nt, ns, d))
-      y = norm("LayerNorm_time")(x).transpose(0, 2, 1, 3).reshape(b * ns, nt, d)  # [B*S,T',D]: one position
-      y = mha("MultiHeadDotProductAttention_time")(y, deterministic=det)
-      x = residual(x, y.reshape(b, ns, nt, d).transpose(0, 2, 1, 3))  # [B,T',S,D]
-    elif self.variant == "fdp":
-      y = FactorisedDotProductAttention(
-          num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
-          implementation=self.attention_implementation, sow_weights=self.sow_attention_weights, dtype=self.dtype,
-          param_dtype=self.param_dtype, name="MultiHeadDotProductAttention_1")(norm("LayerNorm_0")(x), deterministic=det)
-      x = residual(x, y)
-    else:
-      raise ValueError(f"FactorisedBlock variant must be 'fsa' or 'fdp'; got {self.variant!r}")
-    y = MlpBlock(mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate, approximate_gelu=self.approximate_gelu,
-                 dtype=self.dtype, param_dtype=self.param_dtype, name="MlpBlock_3")(norm("LayerNorm_2")(x),
-                                                                                    deterministic=det)
-    return x + DropPath()(y, drop_path_rate, deterministic=det)
-
-
-class FactorisedEncoder(nn.Module):
-  """`vit.Encoder` with factorised blocks: position embedding `[1,T'S,D]`, `depth` `FactorisedBlock`s and a final
-  LayerNorm, `[B,T',S,D] -> [B,T',S,D]`. Stochastic depth rate grows linearly to `stochastic_depth_rate`."""
-  variant: Literal["fsa", "fdp"]
-  depth: int
-  mlp_dim: int
-  num_heads: int
-  dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.0
-  stochastic_depth_rate: float = 0.0
-  attention_implementation: Implementation = "einsum"
-  sow_attention_weights: bool = False
-  approximate_gelu: bool = False
-  remat: bool = False
-  remat_policy: RematPolicy = "nothing_saveable"
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
-    b, nt, ns, d = x.shape
-    x = AddPositionEmbedding(param_dtype=self.param_dtype, name="posembed_input")(x.reshape(b, nt * ns, d))
-    x = x.reshape(b, nt, ns, d)  # [B,T'S,D] -> [B,T',S,D]
-    x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-    rates = np.linspace(0.0, self.stochastic_depth_rate, self.depth) if self.depth > 1 else np.zeros(self.depth)
-    block = maybe_remat(FactorisedBlock, self.remat, self.remat_policy, static_argnums=(2,))  # drop_path_rate
-    for i, rate in enumerate(rates):
-      x = block(variant=self.variant, mlp_dim=self.mlp_dim, num_heads=self.num_heads, deterministic=deterministic,
-                dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate,
-                attention_implementation=self.attention_implementation,
-                sow_attention_weights=self.sow_attention_weights, approximate_gelu=self.approximate_gelu,
-                dtype=self.dtype, param_dtype=self.param_dtype, name=f"encoderblock_{i}")(x, float(rate))
-    return nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype, name="encoder_norm")(x)
 
 
 class ViViT(nn.Module):
