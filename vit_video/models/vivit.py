@@ -30,7 +30,7 @@ tests/test_vivit.py; `forward_flops` is the analytic count.
 """
 import functools
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import flax.linen as nn
 import jax
@@ -45,7 +45,7 @@ from vit_video.models.vit import Encoder
 from vit_video.models.vivit_factorised import FactorisedEncoder
 
 Variant = Literal["st", "fe", "fsa", "fdp"]
-VARIANT_NAMES = ("st", "fe", "fsa", "fdp")
+VARIANT_NAMES = get_args(Variant)
 TubeletInit = Literal["central_frame", "average", "repeat"]
 
 
