@@ -16,7 +16,7 @@ i+1 is `features.{2i+1}`; Linear weights transposed, the Conv3d kernel [D,C,t,p,
   norm -> norm; head -> head.
 The buffer `relative_position_index` (persistent in torchvision's state dicts) is ignored. The model's
 `window_padding` defaults to "torchvision", with which outputs equal torchvision's at every size
-(tests/test_checkpoints_torchvision_video_swin.py).
+(tests/checkpoints/test_torchvision_video_swin.py).
 """
 import re
 

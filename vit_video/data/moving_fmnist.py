@@ -32,7 +32,7 @@ towards the first and last frames: a model that knows a frame is the first one c
 from where the item sits or how big it is. Measured on the default config with real items (logistic regression on
 centroid, mass, orientation and 6x6 pixels of one frame, 2,000 clips to train, 1,000 held out; chance 0.10):
 frames 7 and 8 0.09, a random frame 0.12, frames 4 and 11 0.18 and 0.16, frames 0 and 15 0.28 and 0.26; the
-same classifier on the change from frame 0 to frame 10 1.00. tests/test_data_moving_fmnist.py checks this
+same classifier on the change from frame 0 to frame 10 1.00. tests/data/test_moving_fmnist.py checks this
 on synthetic items.
 
 `MovingFashionMnistActions` writes the clips through a tfds builder (name `moving_fmnist_actions`, configs

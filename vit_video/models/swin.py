@@ -26,17 +26,17 @@ Sizes that are not multiples of the window (both conventions of the reference co
     the three regions per axis [0, Hp-M), [Hp-M, Hp-s), [Hp-s, Hp) of the padded map (Hp the padded size, s the
     shift). Non-shifted blocks attend to the zero padding (their keys and values are the projection biases).
     When a side needs padding the wrapped-around tokens share a region with the last rows/columns of the map, so
-    a shifted window then mixes the two ends of the map (tested in tests/test_swin.py). Inputs whose stage
+    a shifted window then mixes the two ends of the map (tested in tests/models/test_swin.py). Inputs whose stage
     resolutions are multiples of M (224 with M=7, 384 with M=12) never pad.
   - window_padding="masked" (default, the correct shifted partition): pad, then shift (the official detection code's order, which leaves the padding
     unmasked), and mask so that each real token attends exactly to the real tokens of its window in the partition
     displaced by s (the paper's shifted partition), never to padding, in shifted and regular blocks alike.
     Identical to "timm" when nothing is padded.
 
-Parameter names (tests/test_checkpoints_timm_swin.py maps timm's onto them): `embedding`, `embedding_norm`,
+Parameter names (tests/checkpoints/test_timm_swin.py maps timm's onto them): `embedding`, `embedding_norm`,
 `stage_{i}/downsample/{norm,reduction}` (i > 0), `stage_{i}/block_{j}/{norm1,rel_pos,attn,norm2,mlp}`, `norm`,
 `head`. Counts at 224 x 224 (384 for the window-12 variants) and 1000 classes equal timm's exactly and round to
-the published ones (Swin-T 28.3M, S 49.6M, B 87.8M, L 197M; tests/test_swin.py).
+the published ones (Swin-T 28.3M, S 49.6M, B 87.8M, L 197M; tests/models/test_swin.py).
 
 The window helpers take tuples of any length, so that they serve 3D (video) windows as well.
 """

@@ -27,7 +27,7 @@ is not here; the official code has neither it nor axial.)
 
 The paper's Table 1 (ViT-B/16, 8x224x224) gives 85.9M / 85.9M / 121.4M / 156.8M parameters for space / joint /
 divided / axial; ours match to its rounding with a 174-class (SSv2) head; with 400 classes each is 0.17M more
-(tests/test_timesformer.py holds the exact counts).
+(tests/models/test_timesformer.py holds the exact counts).
 
 Parameter names follow vit.py (`embedding`, `cls`, `Transformer/{posembed_input,encoderblock_{i},encoder_norm}`,
 `head`; each block's `LayerNorm_0`, `MultiHeadDotProductAttention_1`, `LayerNorm_2`, `MlpBlock_3`), plus

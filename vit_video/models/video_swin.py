@@ -13,7 +13,7 @@ the regular windows under a mask, reverse shift). A final LayerNorm, an average 
 give `[B,K]`.
 
 Sizes that are not multiples of the window (torchvision 0.28's `swin3d_*`, which is the official code
-SwinTransformer/Video-Swin-Transformer, checked equal in tests/test_checkpoints_torchvision_video_swin.py):
+SwinTransformer/Video-Swin-Transformer, checked equal in tests/checkpoints/test_torchvision_video_swin.py):
   - Per axis, a token map no larger than the window uses a window of the map's size and no shift along that axis
     (`swin.window_and_shift`, torchvision's `_get_window_and_shift_size`).
   - Each block zero-pads its normalised token map at the end of T, H and W to a multiple of the window, then
@@ -35,7 +35,7 @@ Unlike torchvision, a clip whose size the 3D patch does not tile raises a ValueE
 Parameter names are 2D Swin's (vit_video.models.swin), so `init_from_swin_2d` maps them one to one: `embedding`
 (kernel `[2,4,4,C,D]`), `embedding_norm`, `stage_{i}/downsample/{norm,reduction}` (i > 0),
 `stage_{i}/block_{j}/{norm1,rel_pos,attn,norm2,mlp}`, `norm`, `head`. Counts with 400 classes equal torchvision's
-`swin3d_t/s/b` exactly (tests/test_video_swin.py).
+`swin3d_t/s/b` exactly (tests/models/test_video_swin.py).
 """
 import functools
 import logging
@@ -295,7 +295,7 @@ def init_from_swin_2d(swin2d_params: dict, template: dict, *, window_size: Seque
   for each of the 2Wt-1 temporal offsets (the bias ignores the temporal offset); every other parameter as it is.
   A head of another shape (or none) is left from the template (logged). On a clip of identical frames, with the
   same spatial window and no attended padding (window_padding="masked" on both models at any size; "torchvision"
-  where nothing is padded), the VideoSwin then computes exactly the 2D Swin on the frame (tests/test_video_swin.py).
+  where nothing is padded), the VideoSwin then computes exactly the 2D Swin on the frame (tests/models/test_video_swin.py).
 
   Raises:
     ValueError: for parameters that are not a 2D Swin's (another family, or a VideoSwin's), a template that is

@@ -26,7 +26,7 @@ add `LayerNorm_time` and `MultiHeadDotProductAttention_time` to the ViT block's 
 ViT (or a converted published .npz) name by name.
 
 Sizes and counts are checked against the paper's Table 2 (ViT-B, 16x2 tubelets, 32x224x224, 400 classes) in
-tests/test_vivit.py; `forward_flops` is the analytic count.
+tests/models/test_vivit.py; `forward_flops` is the analytic count.
 """
 import functools
 from collections.abc import Sequence

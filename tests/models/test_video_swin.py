@@ -1,0 +1,362 @@
+"""VideoSwin (vit_video.models.video_swin): 3D windows (partition/reverse, shifted windows that never attend across
+their boundary, a planted token that moves exactly its displaced 3D window), torchvision's relative positions of a
+reduced window, initialisation from a 2D Swin (a clip of identical frames gives the 2D Swin's logits), parameter
+counts pinned, layout, dtypes, stochastic depth, bad input.
+
+Equality with torchvision itself (and its parameter counts) is in tests/checkpoints/test_torchvision_video_swin.py.
+Tiny sizes, all different: B=2 clips of T=6 frames, 20 x 28 pixels, C=5 channels, patch 2 x 4 x 4 (tokens 3 x 5 x 7,
+padded to 4 x 6 x 9 by the 2 x 3 x 3 windows), width 16, heads (1, 2), K=7.
+"""
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax.traverse_util import flatten_dict
+
+from tests.models.helpers import noise, random_variables
+from vit_video.layers.embed import PatchEmbedding
+from vit_video.models import swin, video_swin, vit
+
+B, T, H, W, C, K = 2, 6, 20, 28, 5, 7
+WINDOW = (2, 3, 3)
+TINY = dict(num_classes=K, width=16, depths=(2, 2), num_heads=(1, 2), window_size=WINDOW, mlp_ratio=2.0,
+            in_channels=C)
+TINY_2D = dict(num_classes=K, width=16, depths=(2, 2), num_heads=(1, 2), window_size=3, mlp_ratio=2.0, in_channels=C)
+X = noise((B, T, H, W, C))
+
+# name -> parameter count with 400 classes: torchvision 0.28's swin3d_t/s/b exactly (built on the meta device and
+# its weights' meta["num_params"], tests/checkpoints/test_torchvision_video_swin.py).
+PARAM_COUNTS = {
+    "video_swin_t": 28_158_070,
+    "video_swin_s": 49_816_678,
+    "video_swin_b": 88_048_984,
+}
+# The paper's Table 1 (Kinetics-400), in millions as the brief for this model quotes it: T 28.2, S 49.8, B 88.1. B is
+# 88.05M to two decimals, which gives 88.1 rounded half up (88.0 from the exact count); T and S round either way.
+PAPER_MILLIONS = {"video_swin_t": 28.2, "video_swin_s": 49.8, "video_swin_b": 88.1}
+# The official repository's README (SwinTransformer/Video-Swin-Transformer, Kinetics-400 table): 28M, 50M, 88M.
+README_MILLIONS = {"video_swin_t": 28, "video_swin_s": 50, "video_swin_b": 88}
+
+
+# --- Windows --------------------------------------------------------------------------------------------------------
+
+
+def test_3d_window_partition_and_cyclic_shift_round_trip_and_windows_are_displaced_blocks():
+  x = np.random.default_rng(0).normal(size=(2, 4, 6, 9, 5)).astype(np.float32)  # [B,T,H,W,C]
+  shift = (1, 1, 1)
+  windows = np.asarray(swin.window_partition(swin.cyclic_shift(x, shift), WINDOW))  # [B*nW,N,C]
+  assert windows.shape == (2 * 2 * 2 * 3, 18, 5)
+  back = swin.reverse_cyclic_shift(swin.window_reverse(jnp.asarray(windows), WINDOW, (4, 6, 9)), shift)
+  np.testing.assert_array_equal(back, x)
+  # Window 1 of example 1 (the second along W): tokens at (t+1, h+1, w+4) mod the map, row-major over (t, h, w).
+  expected = [x[1, (t + 1) % 4, (h + 1) % 6, (w + 4) % 9] for t in range(2) for h in range(3) for w in range(3)]
+  np.testing.assert_array_equal(windows[12 + 1], np.stack(expected))
+
+
+def test_window_and_shift_reduce_per_axis_as_torchvision():
+  assert swin.window_and_shift((16, 56, 56), (8, 7, 7), True) == ((8, 7, 7), (4, 3, 3))
+  assert swin.window_and_shift((16, 7, 7), (8, 7, 7), True) == ((8, 7, 7), (4, 0, 0))
+  assert swin.window_and_shift((4, 14, 5), (8, 7, 7), True) == ((4, 7, 5), (0, 3, 0))
+  assert swin.window_and_shift((4, 14, 5), (8, 7, 7), False) == ((4, 7, 5), (0, 0, 0))
+
+
+def _displaced(c, shift):
+  """The paper's displaced 3D window of token coordinate c: per axis floor((c - s) / W)."""
+  return tuple((ca - s) // w for ca, s, w in zip(c, shift, WINDOW))
+
+
+def _window_coordinates(resolution, shift):
+  """For each window (row-major over the padded grid) and token in it: its (t, h, w) in the unshifted, unpadded
+  map, or None for padding: position i of the padded-then-rolled map holds coordinate (i + s) mod P."""
+  padded = [-(-r // w) * w for r, w in zip(resolution, WINDOW)]
+  out = []
+  for grid in np.ndindex(*[p // w for p, w in zip(padded, WINDOW)]):
+    tokens = []
+    for offset in np.ndindex(*WINDOW):
+      c = tuple((g * w + o + s) % p for g, w, o, s, p in zip(grid, WINDOW, offset, shift, padded))
+      tokens.append(c if all(ca < r for ca, r in zip(c, resolution)) else None)
+    out.append(tokens)
+  return out
+
+
+RESOLUTION = (3, 4, 5)  # a token map that every window axis pads: 4 x 6 x 6
+D, HEADS = 8, 2
+
+
+def _block(mode, shifted=True, sow=False):
+  return video_swin.VideoSwinBlock(num_heads=HEADS, window_size=WINDOW, shifted=shifted, window_padding=mode,
+                                   sow_attention_weights=sow)
+
+
+def _draw(block, x):
+  """Random block variables (model_helpers.random_variables initialises with `train`, which blocks do not take)."""
+  rng = np.random.default_rng(3)
+  shapes = jax.eval_shape(functools.partial(block.init, deterministic=True), jax.random.key(0), x)
+
+  def draw(path, leaf):
+    if path[-1].key == "scale":
+      return jnp.asarray(rng.uniform(0.5, 1.5, leaf.shape), leaf.dtype)
+    std = leaf.shape[0] ** -0.5 if path[-1].key == "kernel" else 0.5
+    return jnp.asarray(rng.normal(0, std, leaf.shape), leaf.dtype)
+
+  return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+@pytest.mark.parametrize("mode", ["masked", "torchvision"])
+def test_shifted_3d_windows_never_attend_across_their_boundary(mode):
+  """Sown weights of a shifted block at a padded size: between real tokens of different displaced windows exactly
+  0, within one > 0; to padding exactly 0 ("masked") or, for some windows, > 0 ("torchvision", as torchvision)."""
+  block = _block(mode, sow=True)
+  x = noise((B, *RESOLUTION, D), seed=4)
+  _, state = block.apply(_draw(block, x), x, deterministic=True, mutable=["intermediates"])
+  weights = np.asarray(state["intermediates"]["attn"]["attention_weights"][0])  # [B*nW,h,N,N]
+  shift = (1, 1, 1)
+  frames = _window_coordinates(RESOLUTION, shift)
+  weights = weights.reshape(B, len(frames), HEADS, 18, 18)
+  to_padding = 0.0
+  for w, tokens in enumerate(frames):
+    for q, cq in enumerate(tokens):
+      if cq is None:
+        continue  # padding queries are cropped
+      for k, ck in enumerate(tokens):
+        if ck is None:
+          to_padding = max(to_padding, float(weights[:, w, :, q, k].max()))
+        elif _displaced(cq, shift) == _displaced(ck, shift):
+          assert np.all(weights[:, w, :, q, k] > 0), (w, cq, ck)
+        else:
+          assert np.all(weights[:, w, :, q, k] == 0.0), (w, cq, ck)
+  assert (to_padding > 1e-3) if mode == "torchvision" else (to_padding == 0.0)
+
+
+@pytest.mark.parametrize("mode, shifted", [("masked", True), ("torchvision", True), ("torchvision", False)])
+def test_a_planted_token_moves_exactly_its_displaced_3d_window(mode, shifted):
+  """Perturb one token at a time (a random vector: a constant one would vanish in the LayerNorm): exactly the
+  outputs of its (displaced) 3D window move, at a size where all three axes are padded."""
+  block = _block(mode, shifted)
+  base = noise((1, *RESOLUTION, D), seed=5)
+  n = int(np.prod(RESOLUTION))
+  bump = 3.0 * np.eye(n).reshape(n, *RESOLUTION, 1) * np.random.default_rng(6).normal(size=D)  # [N,T,H,W,D]
+  out = np.asarray(block.apply(_draw(block, base), jnp.concatenate([base, base + bump]), deterministic=True))
+  moved = np.abs(out[1:] - out[:1]).max(-1)  # [N,T,H,W]
+  shift = (1, 1, 1) if shifted else (0, 0, 0)
+  coords = list(np.ndindex(*RESOLUTION))
+  for p, cp in enumerate(coords):
+    for cq in coords:
+      if _displaced(cp, shift) == _displaced(cq, shift):
+        assert moved[p][cq] > 1e-3, (cp, cq)
+      else:
+        assert moved[p][cq] < 1e-6, (cp, cq)
+
+
+def test_reduced_window_reads_its_offsets_or_torchvisions_leading_rows():
+  """A window (2, 2, 3) under a (2, 3, 3) table: "masked" reads the rows of its true offsets; torchvision's reading
+  (the full window's index cut to N x N) differs; reduced along T alone, the two agree."""
+  table = np.random.default_rng(7).normal(size=(3 * 5 * 5, 2)).astype(np.float32)
+  variables = {"params": {"relative_position_bias_table": table}}
+  bias = lambda leading, window: np.asarray(video_swin.RelativePositionBias3D(  # noqa: E731
+      2, WINDOW, leading_rows=leading).apply(variables, window))
+  own, leading = bias(False, (2, 2, 3)), bias(True, (2, 2, 3))
+  coords = list(np.ndindex(2, 2, 3))
+  for q, cq in enumerate(coords):
+    for k, ck in enumerate(coords):
+      (dt, dh, dw) = (cq[0] - ck[0] + 1, cq[1] - ck[1] + 2, cq[2] - ck[2] + 2)
+      np.testing.assert_array_equal(own[:, q, k], table[(dt * 5 + dh) * 5 + dw])
+  full = swin.relative_position_index(WINDOW)
+  np.testing.assert_array_equal(leading, table[full[:12, :12]].transpose(2, 0, 1))
+  assert not np.array_equal(own, leading)
+  np.testing.assert_array_equal(bias(False, (1, 3, 3)), bias(True, (1, 3, 3)))
+
+
+# --- Initialisation from a 2D Swin --------------------------------------------------------------------------------
+
+
+@functools.cache
+def _swin_2d(mode="masked", num_classes=K, window=3):
+  model = swin.Swin(**dict(TINY_2D, num_classes=num_classes, window_size=window), window_padding=mode)
+  return model, random_variables(model, X[:, 0])["params"]
+
+
+def _template(**overrides):
+  return random_variables(video_swin.VideoSwin(**dict(TINY, **overrides)), X, seed=1)["params"]
+
+
+def test_inflation_averages_the_patch_kernel_repeats_tables_over_time_and_copies_the_rest():
+  _, params_2d = _swin_2d()
+  template = _template()
+  params = video_swin.init_from_swin_2d(params_2d, template)
+  assert jax.tree.structure(params) == jax.tree.structure(template)
+  kernel = np.asarray(params["embedding"]["kernel"])  # [2,4,4,C,D]
+  np.testing.assert_allclose(kernel, np.broadcast_to(params_2d["embedding"]["kernel"] / 2, kernel.shape), rtol=1e-6)
+  for i, j in [(0, 0), (1, 1)]:
+    table = np.asarray(params[f"stage_{i}"][f"block_{j}"]["rel_pos"]["relative_position_bias_table"])
+    table_2d = params_2d[f"stage_{i}"][f"block_{j}"]["rel_pos"]["relative_position_bias_table"]
+    assert table.shape == (3 * 25, i + 1)
+    # Row t * 25 + hw holds offset (t - 1, hw): every temporal offset reads the 2D table.
+    np.testing.assert_array_equal(table.reshape(3, 25, -1), np.broadcast_to(table_2d, (3, 25, i + 1)))
+  flat, flat_2d = flatten_dict(params, sep="/"), flatten_dict(params_2d, sep="/")
+  assert set(flat) == set(flat_2d)
+  for path, value in flat.items():  # everything else (the head too: same K) as it is
+    if path != "embedding/kernel" and not path.endswith("relative_position_bias_table"):
+      np.testing.assert_array_equal(value, flat_2d[path], err_msg=path)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _logits(model, params, x):
+  return model.apply({"params": params}, x, train=False)
+
+
+def test_from_swin_2d_a_clip_of_identical_frames_gives_the_2d_swin_on_the_frame():
+  """What the construction implies, exactly (to float rounding): with the kernel averaged over p_t, every tubelet of
+  identical frames embeds as the frame's 2D patch; attention over the copies of a spatial key along time, all with
+  the same bias (the table ignores the temporal offset), splits that key's 2D weight between them; merging, MLPs
+  and norms act per token; so every temporal index carries the 2D Swin's token map and the pooled logits are the
+  2D Swin's. This needs the same spatial windows as the 2D Swin and no attended padding: it holds with
+  window_padding="masked" on both at any size (here T'=3 is padded to 4 and every spatial axis is padded), and
+  with "torchvision" where nothing is padded, but not where T' is padded (the zero frames are attended)."""
+  model_2d, params_2d = _swin_2d()
+  frame = X[:, 0]  # [B,H,W,C]
+  same = jnp.repeat(frame[:, None], T, axis=1)  # [B,T,H,W,C], identical frames
+  params = video_swin.init_from_swin_2d(params_2d, _template())
+  # The patch embeddings equal the 2D ones at every temporal index.
+  embedded = PatchEmbedding((2, 4, 4), 16).apply({"params": params["embedding"]}, same)  # [B,T',H',W',D]
+  embedded_2d = PatchEmbedding((4, 4), 16).apply({"params": params_2d["embedding"]}, frame)  # [B,H',W',D]
+  np.testing.assert_allclose(embedded, jnp.broadcast_to(embedded_2d[:, None], embedded.shape), rtol=1e-5, atol=1e-5)
+
+  expected = np.asarray(_logits(model_2d, params_2d, frame))
+  assert np.abs(expected).max() > 0.1  # a random head: not 0 == 0
+  masked = video_swin.VideoSwin(**TINY, window_padding="masked")
+  np.testing.assert_allclose(_logits(masked, params, same), expected, rtol=1e-4, atol=1e-4)
+  assert np.abs(_logits(masked, params, X) - expected).max() > 1e-2  # other frames, other logits: not vacuous
+
+  tv = video_swin.VideoSwin(**TINY, window_padding="torchvision")
+  frame = noise((B, 24, 48, C), seed=8)  # token maps 6 x 12 and 3 x 6: nothing padded in space
+  expected = np.asarray(_logits(model_2d, params_2d, frame))
+  same_8 = jnp.repeat(frame[:, None], 8, axis=1)  # T' = 4, a multiple of Wt = 2
+  np.testing.assert_allclose(_logits(tv, params, same_8), expected, rtol=1e-4, atol=1e-4)
+  same_6 = jnp.repeat(frame[:, None], 6, axis=1)  # T' = 3, padded to 4
+  assert np.abs(_logits(tv, params, same_6) - expected).max() > 1e-3
+
+
+def test_another_window_is_resampled_then_repeated_and_another_head_left_from_the_template():
+  _, params_2d = _swin_2d(num_classes=3, window=4)  # 7 x 7 = 49-row tables, 3 classes
+  template = _template()
+  with pytest.raises(ValueError, match=r"75 rows\) is not 2Wt-1 copies of the 2D table \(49 rows\).*pass window_size"):
+    video_swin.init_from_swin_2d(params_2d, template)
+  params = video_swin.init_from_swin_2d({"params": params_2d}, {"params": template}, window_size=WINDOW)["params"]
+  table_2d = params_2d["stage_1"]["block_0"]["rel_pos"]["relative_position_bias_table"]
+  np.testing.assert_allclose(params["stage_1"]["block_0"]["rel_pos"]["relative_position_bias_table"],
+                             np.tile(swin.resize_relative_position_bias_table(table_2d, (3, 3)), (3, 1)), rtol=1e-6)
+  jax.tree.map(np.testing.assert_array_equal, params["head"], template["head"])  # K 3 != 7: the template's
+  with pytest.raises(ValueError, match=r"window_size \(3, 3, 3\) does not give"):
+    video_swin.init_from_swin_2d(params_2d, template, window_size=(3, 3, 3))
+
+
+def test_init_from_swin_2d_rejects_other_families_and_other_shapes():
+  _, params_2d = _swin_2d()
+  template = _template()
+  vit_params = random_variables(vit.ViT(num_classes=K, patch_size=4, width=16, depth=1, mlp_dim=32, num_heads=2,
+                                        in_channels=C), X[:, 0])["params"]
+  with pytest.raises(ValueError, match=r"swin2d_params are not a vit_video Swin's parameters .* got \['Transformer'"):
+    video_swin.init_from_swin_2d(vit_params, template)
+  with pytest.raises(ValueError, match=r"a 2D Swin's patch kernel is \[p,p,C,D\]; got shape \(2, 4, 4, 5, 16\)"):
+    video_swin.init_from_swin_2d(template, template)  # a VideoSwin's parameters as the source
+  with pytest.raises(ValueError, match="template is not a VideoSwin's parameters"):
+    video_swin.init_from_swin_2d(params_2d, params_2d)
+  with pytest.raises(ValueError, match=r"differ in parameters .* not in the VideoSwin \['stage_1/block_2/"):
+    deeper = random_variables(swin.Swin(**dict(TINY_2D, depths=(2, 3))), X[:, 0])["params"]
+    video_swin.init_from_swin_2d(deeper, template)
+  with pytest.raises(ValueError, match=r"'stage_0/block_0/mlp/Dense_0/bias' has shape \(32,\) but the "
+                                       r"VideoSwin's has shape \(48,\) \(another width"):
+    video_swin.init_from_swin_2d(params_2d, _template(mlp_ratio=3.0))
+
+
+# --- The model ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(video_swin.MODELS))
+def test_parameter_counts_are_pinned_and_match_the_paper_and_the_official_readme(name):
+  model = video_swin.MODELS[name](num_classes=400)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 2, 32, 32, 3)), train=False))
+  count = int(sum(np.prod(a.shape) for a in jax.tree.leaves(shapes["params"])))
+  assert count == PARAM_COUNTS[name]
+  assert round(count / 1e6) == README_MILLIONS[name]
+  hundredths = round(count / 1e4)  # 2816, 4982, 8805
+  assert (hundredths + 5) // 10 == round(PAPER_MILLIONS[name] * 10)
+
+
+def test_every_named_variant_has_a_pinned_count():
+  assert set(PARAM_COUNTS) == set(video_swin.MODELS) == set(PAPER_MILLIONS) == set(README_MILLIONS)
+
+
+def test_parameter_layout_and_output_shapes():
+  model = video_swin.VideoSwin(**TINY)
+  x = jax.ShapeDtypeStruct((B, T, H, W, C), jnp.float32)
+  params = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)["params"]
+  assert set(params) == {"embedding", "embedding_norm", "stage_0", "stage_1", "norm", "head"}
+  assert params["embedding"]["kernel"].shape == (2, 4, 4, C, 16)
+  assert set(params["stage_1"]) == {"downsample", "block_0", "block_1"}
+  assert params["stage_1"]["downsample"]["reduction"]["kernel"].shape == (64, 32)
+  assert set(params["stage_1"]["block_1"]) == {"norm1", "rel_pos", "attn", "norm2", "mlp"}
+  assert params["stage_1"]["block_1"]["rel_pos"]["relative_position_bias_table"].shape == (3 * 5 * 5, 2)
+  logits = jax.eval_shape(lambda p, x: model.apply({"params": p}, x, train=False), params, x)
+  assert logits.shape == (B, K) and logits.dtype == jnp.float32
+  headless = {k: v for k, v in params.items() if k != "head"}
+  features = jax.eval_shape(
+      lambda p, x: video_swin.VideoSwin(**dict(TINY, num_classes=0)).apply({"params": p}, x, train=False), headless, x)
+  assert features.shape == (B, 32)
+
+
+def test_bf16_compute_runs_in_bf16_and_logits_are_float32():
+  model = video_swin.VideoSwin(**TINY, dtype=jnp.bfloat16)
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), X, train=False))
+  logits, state = jax.eval_shape(lambda v: model.apply(v, X, train=False, capture_intermediates=True,
+                                                       mutable=["intermediates"]), variables)
+  assert logits.dtype == jnp.float32
+  inter = state["intermediates"]
+  assert inter["embedding"]["__call__"][0].dtype == jnp.bfloat16
+  assert inter["stage_0"]["block_1"]["__call__"][0].dtype == jnp.bfloat16
+  assert inter["stage_1"]["downsample"]["__call__"][0].dtype == jnp.bfloat16
+  assert inter["stage_1"]["block_0"]["attn"]["__call__"][0].dtype == jnp.bfloat16
+  assert jax.tree.leaves(variables["params"])[0].dtype == jnp.float32
+
+
+def test_stochastic_depth_grows_linearly_over_all_blocks():
+  seen = []
+
+  def record(next_fun, args, kwargs, context):
+    if isinstance(context.module, video_swin.VideoSwinBlock) and context.method_name == "__call__":
+      seen.append(context.module.drop_path_rate)
+    return next_fun(*args, **kwargs)
+
+  model = video_swin.VideoSwin(**dict(TINY, depths=(2, 3)), stochastic_depth_rate=0.4)
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda: model.init(jax.random.key(0), X, train=False))
+  np.testing.assert_allclose(seen, [0.0, 0.1, 0.2, 0.3, 0.4])
+
+
+def test_bad_input_raises_naming_the_sizes():
+  init = lambda model, shape: jax.eval_shape(  # noqa: E731
+      lambda: model.init(jax.random.key(0), jnp.zeros(shape), train=False))
+  model = video_swin.VideoSwin(**TINY)
+  with pytest.raises(ValueError, match=r"clip size \(5, 20, 28\) \(T, H, W\) is not divisible by patch size "
+                                       r"\(2, 4, 4\)"):
+    init(model, (1, 5, 20, 28, C))
+  with pytest.raises(ValueError, match=r"clip size \(6, 18, 28\) .* not divisible"):
+    init(model, (1, 6, 18, 28, C))
+  with pytest.raises(ValueError, match=r"clip size \(6, 20, 30\) .* not divisible"):
+    init(model, (1, 6, 20, 30, C))
+  with pytest.raises(ValueError, match=r"VideoSwin expects clips \[B,T,H,W,5\]; got shape \(1, 6, 20, 28, 3\)"):
+    init(model, (1, 6, 20, 28, 3))
+  with pytest.raises(ValueError, match=r"VideoSwin expects clips \[B,T,H,W,5\]; got shape \(1, 20, 28, 5\)"):
+    init(model, (1, 20, 28, C))
+  with pytest.raises(ValueError, match=r"depths \(2, 2\) and num_heads \(1, 2, 4\)"):
+    init(video_swin.VideoSwin(**dict(TINY, num_heads=(1, 2, 4))), (1, 6, 20, 28, C))
+  with pytest.raises(ValueError, match=r"window_size must be three positive ints \(T, H, W\); got \(3, 3\)"):
+    init(video_swin.VideoSwin(**dict(TINY, window_size=(3, 3))), (1, 6, 20, 28, C))
+  with pytest.raises(ValueError, match=r"patch_size must be three positive ints"):
+    init(video_swin.VideoSwin(**dict(TINY, patch_size=(4, 4))), (1, 6, 20, 28, C))
+  with pytest.raises(ValueError, match="window_padding must be 'torchvision' or 'masked'; got 'timm'"):
+    init(video_swin.VideoSwin(**TINY, window_padding="timm"), (1, 6, 20, 28, C))

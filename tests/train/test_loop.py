@@ -1,0 +1,209 @@
+"""The training system end to end: parallelism equivalence, resume, fine-tuning, and bad input.
+
+Runs on 8 forced CPU devices (conftest.py) with a tiny ViT on a tiny prepared Fashion-MNIST copy.
+"""
+import importlib.util
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vit_video.train import loop, writers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def load_experiment(name: str, arg: str):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "experiments", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def tiny_config(data_dir: str, **overrides):
+  """The README's experiment at toy size: 16 patches of 7x7, width 16, one block."""
+  c = load_experiment("vit_fashion_mnist", "variant=vit_t4,quick")
+  c.model.update(patch_size=7, width=16, depth=1, num_heads=2, mlp_dim=24, pool="token")
+  c.dataset.data_dir = data_dir
+  c.batch_size, c.total_steps, c.log_every_steps = 16, 12, 1
+  c.checkpoint.save_every_steps, c.checkpoint.async_save = 5, False
+  c.optimizer.warmup_steps, c.optimizer.learning_rate = 2, 1e-2
+  c.augment.crop_padding = 0  # the toy data's class is a bar's row: shifting rows would change it
+  c.progress_bar = "off"
+  for key, value in overrides.items():
+    target = c
+    *path, leaf = key.split(".")
+    for p in path:
+      target = target[p]
+    target[leaf] = value
+  return c
+
+
+def _losses(config, devices=None, num_steps=3):
+  trainer = loop.Trainer(config, total_steps=10, devices=devices)
+  state = trainer.init(config.seed)
+  rng = np.random.default_rng(1)
+  losses = []
+  for _ in range(num_steps):
+    host = {"image": rng.normal(size=(config.batch_size, 28, 28, 1)).astype(np.float32),
+            "label": rng.integers(0, 10, config.batch_size).astype(np.int32)}
+    from vit_video.train import parallel  # noqa: PLC0415
+    state, metrics = trainer.train_step(state, parallel.host_batch_to_global(host, trainer.layout))
+    metrics = jax.device_get(metrics)
+    losses.append(float(np.ravel(metrics["loss"])[0]))
+  return np.array(losses)
+
+
+@pytest.mark.parametrize("model", ["vit", "resnet"])
+def test_jit_pmap_fsdp_and_one_device_give_the_same_losses(tiny_fmnist, model):
+  make = tiny_config if model == "vit" else _resnet_config  # ResNet: BatchNorm statistics must be global too
+  configs = {name: make(tiny_fmnist, **over)
+             for name, over in {"one": {}, "jit": {}, "pmap": {"parallelism": "pmap"}, "fsdp": {"fsdp": True}}.items()}
+  one = _losses(configs["one"], devices=jax.devices()[:1])
+  assert np.all(np.isfinite(one)) and one[0] != one[-1]
+  for name in ("jit", "pmap", "fsdp"):
+    np.testing.assert_allclose(_losses(configs[name]), one, rtol=2e-5, err_msg=name)
+  if model == "vit":  # FLOP accounting counts the whole global batch under every layout
+    flops = {name: _train_gflop(configs[name], devices=jax.devices()[:1] if name == "one" else None)
+             for name in ("one", "jit", "pmap")}
+    for name in ("jit", "pmap"):
+      assert flops[name] == pytest.approx(flops["one"], rel=0.2), flops
+
+
+def _train_gflop(config, devices=None):
+  trainer = loop.Trainer(config, total_steps=10, devices=devices)
+  state = trainer.init(config.seed)
+  from vit_video.train import parallel  # noqa: PLC0415
+  host = {"image": np.zeros((config.batch_size, 28, 28, 1), np.float32),
+          "label": np.zeros(config.batch_size, np.int32)}
+  return trainer.compile(state, parallel.host_batch_to_global(host, trainer.layout))[0]
+
+
+def _resnet_config(data_dir, **overrides):
+  c = tiny_config(data_dir, **overrides)
+  with c.unlocked():
+    c.model_name = "resnet18"
+    c.model = {"width": 8, "stage_sizes": (1, 1), "block": "basic"}
+  return c.lock()
+
+
+def test_end_to_end_train_eval_checkpoint_resume(tiny_fmnist, tmp_path, monkeypatch):
+  config = tiny_config(tiny_fmnist, **{"checkpoint.max_to_keep": 1, "checkpoint.async_save": True})
+  monkeypatch.chdir(tmp_path)  # a relative workdir, as `make run` passes
+  state = loop.train_and_evaluate(config, "run")
+  workdir = str(tmp_path / "run")
+  assert int(state.step) == 12
+  summary = json.load(open(os.path.join(workdir, "summary.json")))
+  assert summary["eval_count"] == 70 and summary["train_gflop_per_step"] > 0
+  assert summary["train_gflop_total"] == pytest.approx(12 * summary["train_gflop_per_step"])
+  # It learns: chance is top-1 0.1 and loss ln(10) = 2.30.
+  assert summary["eval_top1"] > 0.2 and summary["eval_loss"] < 2.1, summary
+  records = writers.read_metrics(workdir)
+  assert [r["step"] for r in records if r["kind"] == "train"] == list(range(1, 13))
+  assert json.load(open(os.path.join(workdir, "config.json")))["model"]["width"] == 16
+  assert os.listdir(os.path.join(workdir, "tensorboard"))
+  # Keep the newest 1 plus the best evaluated one: both are step 12, the only checkpoint left.
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["12"]
+  # Re-running a finished run trains nothing and reports the same evaluation.
+  again = loop.train_and_evaluate(config, workdir)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(again.params), jax.device_get(state.params))
+  assert json.load(open(os.path.join(workdir, "summary.json")))["eval_top1"] == summary["eval_top1"]
+  assert writers.read_metrics(workdir) == records
+
+
+def test_finetune_from_another_run_resamples_position_embedding_and_replaces_head(tiny_fmnist, tmp_path):
+  from vit_video.train import finetune  # noqa: PLC0415
+  source = str(tmp_path / "source")
+  src = jax.device_get(loop.train_and_evaluate(tiny_config(tiny_fmnist, total_steps=3), source).params)
+  # Fine-tune at 35x35: a 5x5 patch grid instead of 4x4.
+  config = tiny_config(tiny_fmnist, total_steps=2, **{"init.checkpoint": source, "dataset.image_size": 35,
+                                                      "optimizer.warmup_steps": 0})
+  trainer = loop.Trainer(config, total_steps=2)
+  tuned = finetune.init_from(trainer.host_state(trainer.init(config.seed)), source,
+                             model_name=config.model_name, image_size=35).params
+  np.testing.assert_array_equal(tuned["Transformer"]["encoderblock_0"]["MlpBlock_3"]["Dense_0"]["kernel"],
+                                src["Transformer"]["encoderblock_0"]["MlpBlock_3"]["Dense_0"]["kernel"])
+  pe, src_pe = (p["Transformer"]["posembed_input"]["pos_embedding"] for p in (tuned, src))
+  assert pe.shape == (1, 26, 16) and src_pe.shape == (1, 17, 16)
+  np.testing.assert_array_equal(pe[0, 0], src_pe[0, 0])  # the class token's embedding is kept
+  # A head of another shape (new classes) stays fresh; everything else must fit.
+  fresh = jax.tree.map(np.zeros_like, src)
+  fresh["head"] = {"kernel": np.ones((16, 3), np.float32), "bias": np.ones((3,), np.float32)}
+  merged = finetune.merge_params(fresh, src, source="src")
+  np.testing.assert_array_equal(merged["head"]["kernel"], 1.0)
+  np.testing.assert_array_equal(merged["cls"]["token"], src["cls"]["token"])
+  # A head of the same shape is loaded, unless reset_head (transfer to another 10-class dataset).
+  same = {**fresh, "head": jax.tree.map(lambda a: np.full_like(a, 7.0), src["head"])}
+  np.testing.assert_array_equal(finetune.merge_params(same, src, source="src")["head"]["kernel"], src["head"]["kernel"])
+  np.testing.assert_array_equal(finetune.merge_params(same, src, source="src", reset_head=True)["head"]["kernel"], 7.0)
+  with pytest.raises(ValueError, match=r"has extra \['pre_logits/bias'"):  # a key the model lacks is not dropped
+    finetune.merge_params(src, {**src, "pre_logits": {"kernel": np.ones((16, 16)), "bias": np.ones(16)}},
+                          source="src")
+  resnet_fresh = {"conv1": {"kernel": np.zeros((3, 3, 1, 4))}, "fc": {"kernel": np.ones((4, 3)), "bias": np.ones(3)}}
+  resnet_src = {"conv1": {"kernel": np.full((3, 3, 1, 4), 2.0)}, "fc": {"kernel": np.zeros((4, 10)), "bias": np.zeros(10)}}
+  merged = finetune.merge_params(resnet_fresh, resnet_src, source="resnet")
+  np.testing.assert_array_equal(merged["fc"]["kernel"], 1.0)  # ResNet's head is "fc"
+  np.testing.assert_array_equal(merged["conv1"]["kernel"], 2.0)
+  # The loop runs from it.
+  state = loop.train_and_evaluate(config, str(tmp_path / "tuned"))
+  assert int(state.step) == 2
+
+
+def test_checkpoint_of_another_model_is_refused_and_kept(tiny_fmnist, tmp_path):
+  workdir = str(tmp_path / "run")
+  loop.train_and_evaluate(tiny_config(tiny_fmnist, total_steps=5), workdir)
+  before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+  config_json = open(os.path.join(workdir, "config.json")).read()
+  other = tiny_config(tiny_fmnist, total_steps=8, **{"model.depth": 2})
+  with pytest.raises(ValueError, match="encoderblock_1"):
+    loop.train_and_evaluate(other, workdir)
+  with pytest.raises(ValueError, match="resnet18"):
+    loop.train_and_evaluate(_resnet_config(tiny_fmnist, total_steps=8), workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
+  assert open(os.path.join(workdir, "config.json")).read() == config_json
+  with pytest.raises(ValueError, match="checkpoint at step 5, past this config's 3 steps"):
+    loop.train_and_evaluate(tiny_config(tiny_fmnist, total_steps=3), workdir)
+
+
+def test_nan_loss_stops_at_the_step_and_keeps_the_last_good_checkpoint(tiny_fmnist, tmp_path, monkeypatch):
+  # A real divergence is named at its step.
+  diverging = tiny_config(tiny_fmnist, **{"optimizer.learning_rate": 1e30, "optimizer.grad_clip_norm": 0.0,
+                                          "optimizer.warmup_steps": 0, "optimizer.name": "sgd"})
+  with pytest.raises(FloatingPointError, match=r"loss is (nan|inf) at step \d+"):
+    loop.train_and_evaluate(diverging, str(tmp_path / "diverging"))
+  # Parameters that turn NaN at step 7, after the checkpoint at step 5: the run stops naming step 7 and the
+  # checkpoint of step 5 stays, finite.
+  make_train_step = loop.steps.make_train_step
+
+  def poisoned(*args, **kwargs):
+    inner = make_train_step(*args, **kwargs)
+
+    def train_step(state, batch):
+      new, metrics = inner(state, batch)
+      bad = state.step >= 6
+      params = jax.tree.map(lambda p: jnp.where(bad, jnp.nan, p), new.params)
+      return new.replace(params=params), {**metrics, "loss": jnp.where(bad, jnp.nan, metrics["loss"])}
+    return train_step
+
+  monkeypatch.setattr(loop.steps, "make_train_step", poisoned)
+  workdir = str(tmp_path / "run")
+  with pytest.raises(FloatingPointError, match=r"loss is nan at step 7; .*last good checkpoint \(step 5\)"):
+    loop.train_and_evaluate(tiny_config(tiny_fmnist), workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["5"]
+  from vit_video.train import checkpointing  # noqa: PLC0415
+  params = checkpointing.restore_params(workdir)["params"]
+  assert all(np.all(np.isfinite(a)) for a in jax.tree.leaves(params))
+
+
+def test_bad_input_fails_early_with_clear_errors(tiny_fmnist, tmp_path):
+  with pytest.raises(ValueError, match="global batch size 12 is not divisible by the 8 devices"):
+    loop.train_and_evaluate(tiny_config(tiny_fmnist, batch_size=12), str(tmp_path / "a"))
+  with pytest.raises(ValueError, match="python -m vit_video.data.prepare fashion_mnist_local"):
+    loop.train_and_evaluate(tiny_config(str(tmp_path / "empty")), str(tmp_path / "b"))
+  with pytest.raises(AttributeError):  # locked config: a typo cannot be set
+    tiny_config(tiny_fmnist).optimizer.learning_rat = 1.0
+  with pytest.raises(ValueError, match="dtype must be one of"):
+    loop.train_and_evaluate(tiny_config(tiny_fmnist, dtype="float16"), str(tmp_path / "c"))
