@@ -50,11 +50,12 @@ def merge_params(fresh: dict, loaded: dict, *, source: str, reset_head: bool = F
   return flax.traverse_util.unflatten_dict(merged, sep="/")
 
 
-def init_from(state: TrainState, path: str, *, model_name: str, image_size: int,
-              reset_head: bool = False) -> TrainState:
-  """Replaces `state`'s parameters (and BatchNorm statistics) with those of `path`: a `.npz` published
-  checkpoint, or another run's workdir / checkpoint folder. Optimizer state and EMA start afresh from them.
-  `reset_head` keeps the fresh classifier head (see `merge_params`)."""
+def init_from(state: TrainState, config) -> TrainState:
+  """Replaces `state`'s parameters (and BatchNorm statistics) with those of `config.init.checkpoint`: a `.npz`
+  published checkpoint, or another run's workdir / checkpoint folder. Optimizer state and EMA start afresh from
+  them. `config.init.reset_head` keeps the fresh classifier head (see `merge_params`)."""
+  path, model_name, image_size = config.init.checkpoint, config.model_name, config.dataset.image_size
+  reset_head = config.init.reset_head
   if path.endswith(".npz"):
     loaded = checkpoints.import_vit_npz(model_name, path, image_size=image_size)
   elif os.path.isdir(path):

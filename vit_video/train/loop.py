@@ -247,9 +247,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
   else:
     state = trainer.init(config.seed)
     if config.init.checkpoint:
-      state = trainer.place(finetune.init_from(
-          trainer.host_state(state), config.init.checkpoint, model_name=config.model_name,
-          image_size=ds.image_size, reset_head=config.init.reset_head))
+      state = trainer.place(finetune.init_from(trainer.host_state(state), config))
     start_step = 0
   if jax.process_index() == 0:  # only once the workdir's checkpoints were accepted
     writers.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
