@@ -122,8 +122,7 @@ def test_finetune_from_another_run_resamples_position_embedding_and_replaces_hea
   config = tiny_config(tiny_fmnist, total_steps=2, **{"init.checkpoint": source, "dataset.image_size": 35,
                                                       "optimizer.warmup_steps": 0})
   trainer = loop.Trainer(config, total_steps=2)
-  tuned = finetune.init_from(trainer.host_state(trainer.init(config.seed)), source,
-                             model_name=config.model_name, image_size=35).params
+  tuned = finetune.init_from(trainer.host_state(trainer.init(config.seed)), config).params
   np.testing.assert_array_equal(tuned["Transformer"]["encoderblock_0"]["MlpBlock_3"]["Dense_0"]["kernel"],
                                 src["Transformer"]["encoderblock_0"]["MlpBlock_3"]["Dense_0"]["kernel"])
   pe, src_pe = (p["Transformer"]["posembed_input"]["pos_embedding"] for p in (tuned, src))
