@@ -28,7 +28,15 @@ def forward(model, variables, rgb, flow):
 
 
 def subset(variables, *names):
-  return {"params": {k: variables["params"][k] for k in names}}
+  """The params at the given '/'-paths, e.g. ("rgb_stream", "head/rgb")."""
+  params = {}
+  for name in names:
+    *parents, leaf = name.split("/")
+    source, target = variables["params"], params
+    for p in parents:
+      source, target = source[p], target.setdefault(p, {})
+    target[leaf] = source[leaf]
+  return {"params": params}
 
 
 def test_average_fusion_is_the_mean_of_the_stream_softmaxes():
@@ -36,8 +44,8 @@ def test_average_fusion_is_the_mean_of_the_stream_softmaxes():
   v = random_variables(model, RGB, FLOW)
   out = forward(model, v, RGB, FLOW)
   assert out.shape == (B, K) and out.dtype == jnp.float32
-  rgb = forward(TwoStream(num_classes=K, streams="rgb", **TINY), subset(v, "rgb_stream", "rgb_head"), RGB, None)
-  flow = forward(TwoStream(num_classes=K, streams="flow", **TINY), subset(v, "flow_stream", "flow_head"), None, FLOW)
+  rgb = forward(TwoStream(num_classes=K, streams="rgb", **TINY), subset(v, "rgb_stream", "head/rgb"), RGB, None)
+  flow = forward(TwoStream(num_classes=K, streams="flow", **TINY), subset(v, "flow_stream", "head/flow"), None, FLOW)
   assert not np.allclose(jax.nn.softmax(rgb), jax.nn.softmax(flow), atol=1e-3)
   np.testing.assert_allclose(jnp.exp(out), (jax.nn.softmax(rgb) + jax.nn.softmax(flow)) / 2, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(jax.nn.softmax(out), jnp.exp(out), rtol=1e-5, atol=1e-6)
@@ -47,7 +55,7 @@ def test_average_fusion_is_the_mean_of_the_stream_softmaxes():
 def test_one_stream_ignores_the_other_input(streams):
   model = TwoStream(num_classes=K, streams=streams, **TINY)
   v = random_variables(model, RGB, FLOW)
-  assert set(v["params"]) == {f"{streams}_stream", f"{streams}_head"}
+  assert set(v["params"]) == {f"{streams}_stream", "head"} and set(v["params"]["head"]) == {streams}
   out = forward(model, v, RGB, FLOW)
   other = (RGB, 3 * FLOW + 1) if streams == "rgb" else (3 * RGB + 1, FLOW)
   np.testing.assert_array_equal(forward(model, v, *other), out)
@@ -71,7 +79,7 @@ def test_rgb_stream_sees_the_middle_frame_or_the_mean_frame():
 def test_learned_fusion_is_a_layer_over_the_concatenated_features():
   model = TwoStream(num_classes=K, fusion="learned", **TINY)
   v = random_variables(model, RGB, FLOW)
-  assert v["params"]["head"]["kernel"].shape == (12, K) and "rgb_head" not in v["params"]
+  assert set(v["params"]["head"]) == {"kernel", "bias"} and v["params"]["head"]["kernel"].shape == (12, K)
   features = forward(TwoStream(num_classes=0, **TINY), subset(v, "rgb_stream", "flow_stream"), RGB, FLOW)
   rgb = forward(TwoStream(num_classes=0, streams="rgb", **TINY), subset(v, "rgb_stream"), RGB, None)
   np.testing.assert_array_equal(features[:, :6], rgb)
@@ -87,8 +95,8 @@ def test_bfloat16_activations_float32_logits():
                                            mutable=["intermediates"]))(v)
   assert y.dtype == jnp.float32
   inner = state["intermediates"]
-  assert {inner[k]["__call__"][0].dtype for k in ("rgb_stream", "flow_stream", "rgb_head", "flow_head")} == {
-      jnp.dtype(jnp.bfloat16)}
+  outputs = [inner["rgb_stream"], inner["flow_stream"], inner["head"]["rgb"], inner["head"]["flow"]]
+  assert {out["__call__"][0].dtype for out in outputs} == {jnp.dtype(jnp.bfloat16)}
 
 
 @pytest.mark.parametrize("overrides, rgb, flow, match", [

@@ -1,16 +1,33 @@
-"""Every named model, one explicit dict, and `create_model`.
+"""Every named model, one explicit dict, and the contract every model keeps.
 
     model = create_model("vit_b16", num_classes=10, dtype=jnp.bfloat16)
     logits = model.apply(variables, images, train=False)  # [B,H,W,C] -> [B,K] float32
 
-Each name maps to `functools.partial(ModuleClass, **variant_attributes)`; overrides are module attributes.
-A reader goes from a name to its file in one hop: vit_* and r*_vit_* -> vit.py, resnet* -> resnet.py,
+The contract (tests/models/test_contract.py checks it for every name in MODELS):
+  - Call: `model.apply(variables, *inputs, train=...)`. `train` is keyword-only with no default: True runs dropout,
+    stochastic depth and BatchNorm on batch statistics (updated with `mutable=["batch_stats"]`), False the eval
+    model. The positional inputs are those named by the family's `inputs`, in order, from
+      "image" [B,H,W,C]; "video" [B,T,H,W,C]; "flow" [B,H,W,2(T-1)] (the T-1 optical-flow fields between
+      consecutive frames, x and y interleaved),
+    which are also the data pipelines' batch keys. Pixels are float (any range the data pipeline gives).
+  - Output: float32 logits [B,K] whatever `dtype`; with `num_classes=0`, float32 features [B,D] and no classifier
+    parameters.
+  - Attributes every model has: `num_classes` (K), `in_channels` (C, checked against the input), `dtype` (compute),
+    `param_dtype` (parameters, float32 by default). Families with BatchNorm also have `axis_name`: the named batch
+    axis (under pmap or shard_map) over which batch statistics are averaged.
+  - What a family declares on its top-level class, as `typing.ClassVar`s (not dataclass fields, so not settable):
+      inputs: tuple[str, ...]   its positional inputs, e.g. ("image",), ("video",), ("video", "flow")
+      head: str                 the top-level params key holding the classifier ("head"; "fc" for ResNet and
+                                I3D, "fc8" for C3D); absent when num_classes == 0
+      batch_norm: bool          True when the family keeps BatchNorm statistics in `batch_stats` (LRCN only with a
+                                ResNet backbone) and so has `axis_name`
+Every family file ends with `MODELS = {name: functools.partial(Class, **variant_attributes)}`; this module merges
+them. A reader goes from a name to its file in one hop: vit_* and r*_vit_* -> vit.py, resnet* -> resnet.py,
 bit_* -> bit.py, single_frame, late_fusion_*, early_fusion, slow_fusion -> video_cnn.py, c3d -> c3d.py,
 i3d_r50, nl_i3d_r50 -> i3d.py, lrcn -> lrcn.py, two_stream -> two_stream.py, vivit_* -> vivit.py,
 timesformer_* -> timesformer.py, swin_* -> swin.py, video_swin_* -> video_swin.py.
 """
 import dataclasses
-import functools
 
 import flax.linen as nn
 import jax
@@ -20,25 +37,31 @@ import numpy as np
 from vit_video.models import (bit, c3d, i3d, lrcn, resnet, swin, timesformer, two_stream, video_cnn, video_swin, vit,
                               vivit)
 
-MODELS = {
-    **vit.MODELS,
-    **vivit.MODELS,
-    **timesformer.MODELS,
-    **swin.MODELS,
-    **video_swin.MODELS,
-    **{name: functools.partial(resnet.ResNet, **kw) for name, kw in resnet.VARIANTS.items()},
-    **{name: functools.partial(bit.BiT, **kw) for name, kw in bit.VARIANTS.items()},
-    "single_frame": functools.partial(video_cnn.SingleFrame),
-    "late_fusion_fc": functools.partial(video_cnn.LateFusion, fusion="fc"),
-    "late_fusion_pool": functools.partial(video_cnn.LateFusion, fusion="pool"),
-    "early_fusion": functools.partial(video_cnn.EarlyFusion),
-    "slow_fusion": functools.partial(video_cnn.SlowFusion),
-    "c3d": functools.partial(c3d.C3D),
-    "i3d_r50": functools.partial(i3d.I3DResNet),
-    "nl_i3d_r50": functools.partial(i3d.I3DResNet, nonlocal_after=((), (1, 3), (1, 3, 5), ())),
-    "lrcn": functools.partial(lrcn.LRCN),
-    "two_stream": functools.partial(two_stream.TwoStream),
-}
+_FAMILIES = (vit, resnet, bit, swin, video_cnn, c3d, i3d, lrcn, two_stream, vivit, timesformer, video_swin)
+
+
+def _merge(*modules) -> dict:
+  merged = {}
+  for module in modules:
+    for name, factory in module.MODELS.items():
+      if name in merged:
+        raise ValueError(f"model name {name!r} is registered twice: {merged[name].func.__name__} and "
+                         f"{factory.func.__name__} ({module.__name__})")
+      merged[name] = factory
+  return merged
+
+
+MODELS = _merge(*_FAMILIES)
+
+
+def model_class(name: str) -> type:
+  """The module class (the family) behind a name, e.g. `vit.ViT` for "vit_b16"; its ClassVars are the contract's.
+
+  Raises ValueError listing the valid names on an unknown name.
+  """
+  if name not in MODELS:
+    raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}")
+  return MODELS[name].func
 
 
 def create_model(name: str, *, num_classes: int, **overrides) -> nn.Module:
@@ -46,15 +69,13 @@ def create_model(name: str, *, num_classes: int, **overrides) -> nn.Module:
 
   Raises ValueError listing the valid names, or the valid attributes, on an unknown name or key.
   """
-  if name not in MODELS:
-    raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}")
-  factory = MODELS[name]
-  fields = {f.name for f in dataclasses.fields(factory.func)} - {"parent", "name"}
+  cls = model_class(name)
+  fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
   unknown = sorted(set(overrides) - fields)
   if unknown:
-    raise ValueError(f"unknown attribute(s) {unknown} for model {name!r} ({factory.func.__name__}); "
+    raise ValueError(f"unknown attribute(s) {unknown} for model {name!r} ({cls.__name__}); "
                      f"valid: {', '.join(sorted(fields))}")
-  return factory(num_classes=num_classes, **overrides)
+  return MODELS[name](num_classes=num_classes, **overrides)
 
 
 def count_params(model: nn.Module, *input_shapes: tuple[int, ...]) -> int:

@@ -27,7 +27,7 @@ timm's (1e-8 on the variance), `ResNetStem` to vit_jax's (1e-5 on the std). Grou
 (`BiT`), Flax's default 1e-6 as used by vit_jax (`ResNetStem`).
 """
 import functools
-from typing import Callable, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import flax.linen as nn
 import jax
@@ -131,6 +131,9 @@ class BiTStage(nn.Module):
 
 class BiT(nn.Module):
   """BiT ResNet-v2 classifier (timm `resnetv2_*_bit` layout); `num_classes=0` returns pooled features."""
+  inputs: ClassVar[tuple[str, ...]] = ("image",)
+  head: ClassVar[str] = "head"
+  batch_norm: ClassVar[bool] = False
   num_classes: int  # 0: no head, __call__ returns the pooled features [B,D].
   stage_sizes: Sequence[int]  # Units per stage, e.g. (3, 4, 6, 3) for R50.
   width_factor: int = 1  # The "x1".."x4" of BiT-R50x1..; multiplies every width.
@@ -274,3 +277,5 @@ VARIANTS = {
     "bit_r152x2": dict(stage_sizes=(3, 8, 36, 3), width_factor=2),
     "bit_r152x4": dict(stage_sizes=(3, 8, 36, 3), width_factor=4),
 }
+
+MODELS = {name: functools.partial(BiT, **kwargs) for name, kwargs in VARIANTS.items()}

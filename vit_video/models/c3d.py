@@ -19,7 +19,8 @@ conv5b 68, pool5 76 (J=16): a conv of kernel 3 adds 2J, a pool of kernel 2 adds 
 Parameters: sum of 27 C_in C_out + C_out over the convs = 27,655,936; fc6 8192*4096+4096, fc7 4096*4096+4096,
 fc8 4096 K + K: 77,995,776 + 4097 K (78,409,573 at K=101, 79,991,015 at K=487 (Sports-1M), 82,092,776 at 1000).
 """
-from typing import Sequence
+import functools
+from typing import ClassVar, Sequence
 
 import einops
 import flax.linen as nn
@@ -51,6 +52,9 @@ def pooled_sizes(size: Sequence[int]) -> list[tuple[int, int, int]]:
 
 class C3D(nn.Module):
   """C3D classifier on fixed-size clips; `num_classes=0` returns fc7's features."""
+  inputs: ClassVar[tuple[str, ...]] = ("video",)
+  head: ClassVar[str] = "fc8"
+  batch_norm: ClassVar[bool] = False
   num_classes: int  # 0: no fc8, __call__ returns fc7's features [B,D].
   width_multiplier: float = 1.0  # Every conv and FC width is max(1, round(width * width_multiplier)).
   input_size: tuple[int, int, int] = (16, 112, 112)  # (T, H, W): fixed, pool5's map is flattened into fc6.
@@ -93,3 +97,6 @@ class C3D(nn.Module):
       return x.astype(jnp.float32)
     return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="fc8")(x).astype(
         jnp.float32)
+
+
+MODELS = {"c3d": functools.partial(C3D)}

@@ -24,7 +24,7 @@ layer{i}/block0/downsample_{conv,bn}, fc) with 5D kernels [kt,kh,kw,C,D], plus l
 `inflate_resnet_params` maps a 2D ResNet-50's variables onto them.
 """
 import functools
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import flax.linen as nn
 import jax
@@ -97,6 +97,9 @@ class I3DLayer(nn.Module):
 
 class I3DResNet(nn.Module):
   """I3D-style 3D ResNet (bottleneck blocks), optionally with non-local blocks; `num_classes=0`: features."""
+  inputs: ClassVar[tuple[str, ...]] = ("video",)
+  head: ClassVar[str] = "fc"
+  batch_norm: ClassVar[bool] = True
   num_classes: int  # 0: no classifier, __call__ returns the pooled features [B,D].
   stage_sizes: Sequence[int] = (3, 4, 6, 3)  # Blocks per stage (ResNet-50).
   inflate: Sequence[Sequence[int]] = ((1, 1, 1), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (0, 1, 0))  # 1: 3x1x1 conv1.
@@ -187,3 +190,9 @@ def inflate_resnet_params(params_2d, params_3d_template, mode: str = "average"):
       raise ValueError(f"cannot inflate {name}: 2D shape {tuple(value.shape)} does not map to 3D shape "
                        f"{tuple(np.shape(template))}")
   return traverse_util.unflatten_dict(out)
+
+
+MODELS = {
+    "i3d_r50": functools.partial(I3DResNet),
+    "nl_i3d_r50": functools.partial(I3DResNet, nonlocal_after=((), (1, 3), (1, 3, 5), ())),
+}

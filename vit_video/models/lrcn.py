@@ -13,7 +13,8 @@ per-step predictions; with a linear head the two are equal), "last" takes h_T.
 Parameter names: cnn/... (video_cnn.ConvTower's conv{l}, or resnet.ResNet's names), fc{i} (convnet only),
 lstm/cell/{ii,if,ig,io,hi,hf,hg,ho}/..., head.
 """
-from typing import Sequence
+import functools
+from typing import ClassVar, Sequence
 
 import einops
 import flax.linen as nn
@@ -26,6 +27,9 @@ from vit_video.models.video_cnn import RELU_INIT, ConvTower, tower_sizes
 
 class LRCN(nn.Module):
   """Per-frame CNN features -> LSTM -> classifier over the last or the mean hidden state."""
+  inputs: ClassVar[tuple[str, ...]] = ("video",)
+  head: ClassVar[str] = "head"
+  batch_norm: ClassVar[bool] = True
   num_classes: int  # 0: no classifier, __call__ returns the read-out hidden state [B,L].
   backbone: str = "convnet"  # "convnet" or a resnet.VARIANTS name.
   widths: Sequence[int] = (96, 256, 384, 384, 256)  # convnet: the conv tower (CaffeNet's widths).
@@ -82,3 +86,6 @@ class LRCN(nn.Module):
       return h.astype(jnp.float32)
     return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="head")(h).astype(
         jnp.float32)
+
+
+MODELS = {"lrcn": functools.partial(LRCN)}

@@ -25,7 +25,7 @@ torchvision; conv kernels are HWIO = torch OIHW.transpose(2, 3, 1, 0); Dense ker
   fc/{kernel,bias}                      fc.{weight.T,bias}
 """
 import functools
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import flax.linen as nn
 import jax
@@ -130,6 +130,9 @@ class ResNetLayer(nn.Module):
 
 class ResNet(nn.Module):
   """ResNet v1.5 classifier (torchvision layout); `num_classes=0` returns pooled features."""
+  inputs: ClassVar[tuple[str, ...]] = ("image",)
+  head: ClassVar[str] = "fc"
+  batch_norm: ClassVar[bool] = True
   num_classes: int  # 0: no classifier, __call__ returns the pooled features [B,D].
   stage_sizes: Sequence[int]  # Blocks per stage, e.g. (3, 4, 6, 3); stage i has width * 2**i features.
   block: str  # "basic" (resnet18/34) or "bottleneck" (resnet50/101/152).
@@ -179,3 +182,5 @@ VARIANTS = {
     "resnet101": dict(stage_sizes=(3, 4, 23, 3), block="bottleneck"),
     "resnet152": dict(stage_sizes=(3, 8, 36, 3), block="bottleneck"),
 }
+
+MODELS = {name: functools.partial(ResNet, **kwargs) for name, kwargs in VARIANTS.items()}

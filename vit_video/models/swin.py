@@ -43,7 +43,7 @@ The window helpers take tuples of any length, so that they serve 3D (video) wind
 import functools
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 import einops
 import flax.linen as nn
@@ -350,6 +350,9 @@ class Swin(nn.Module):
     in_channels: C expected of the input.
     sow_attention_weights: store each block's weights `[B*nW,h,N,N]` in 'intermediates'.
   """
+  inputs: ClassVar[tuple[str, ...]] = ("image",)
+  head: ClassVar[str] = "head"
+  batch_norm: ClassVar[bool] = False
   num_classes: int
   patch_size: int = 4
   width: int = 96

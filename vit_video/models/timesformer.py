@@ -40,7 +40,7 @@ per spatial position or per frame, and before `temporal_fc`, so that a dropped t
 """
 import functools
 from collections.abc import Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 import einops
 import flax.linen as nn
@@ -223,6 +223,9 @@ class TimeSformer(nn.Module):
     remat: recompute each block's activations in the backward pass; remat_policy: what it keeps anyway
       (vit_video.layers.remat).
   """
+  inputs: ClassVar[tuple[str, ...]] = ("video",)
+  head: ClassVar[str] = "head"
+  batch_norm: ClassVar[bool] = False
   num_classes: int
   attention: Attention = "divided"
   patch_size: int = 16

@@ -18,10 +18,12 @@ Fusion: "average": the streams' softmax scores are averaged (the paper's simple 
 log((softmax(a) + softmax(b)) / 2), whose softmax is that average; "learned": one Dense layer `head` over the
 concatenated features of the two streams (the paper trains an SVM on the stacked scores instead). `streams`
 "rgb" or "flow" builds and runs one stream alone (its own head), to train the streams separately; the other
-input is ignored and may be None. Parameter names: rgb_stream/..., flow_stream/... (conv{l}, fc{i}),
-rgb_head, flow_head (streams alone or "average"), head ("learned").
+input is ignored and may be None. Parameter names: rgb_stream/..., flow_stream/... (conv{l}, fc{i}); the classifier
+is the top-level `head`: head/{rgb,flow} (a Dense per stream: "average", or one stream alone) or head/{kernel,bias}
+("learned"). (Before issue 12 the per-stream heads were the top-level rgb_head and flow_head.)
 """
-from typing import Sequence
+import functools
+from typing import ClassVar, Sequence
 
 import einops
 import flax.linen as nn
@@ -53,8 +55,24 @@ class Stream(nn.Module):
     return x
 
 
+class StreamHeads(nn.Module):
+  """A linear classifier per stream, named after it: `{stream: [B,D]} -> {stream: [B,K]}` float32."""
+  num_classes: int
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, features: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    return {stream: nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name=stream)(x).astype(
+        jnp.float32) for stream, x in features.items()}
+
+
 class TwoStream(nn.Module):
   """Spatial (RGB) and temporal (optical flow) 2D CNN streams, fused by averaging scores or a learned layer."""
+  inputs: ClassVar[tuple[str, ...]] = ("video", "flow")
+  head: ClassVar[str] = "head"
+  batch_norm: ClassVar[bool] = False
+
   num_classes: int  # 0: no classifier, __call__ returns the (concatenated) stream features.
   fusion: str = "average"  # "average" (softmax scores) or "learned" (Dense over concatenated features).
   streams: str = "both"  # "both", "rgb" or "flow".
@@ -109,7 +127,6 @@ class TwoStream(nn.Module):
     self._check(rgb, flow)
     stream = lambda name: Stream(self.widths, self.kernel_sizes, self.strides, self.pools, self.fc_widths,
                                  self.dtype, self.param_dtype, name=name)
-    head = lambda name: nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
     features = {}
     if self.streams in ("both", "rgb"):
       frame = rgb[:, rgb.shape[1] // 2] if self.rgb_input == "middle" else rgb.mean(axis=1)  # [B,H,W,C]
@@ -118,9 +135,15 @@ class TwoStream(nn.Module):
       features["flow"] = stream("flow_stream")(flow)  # [B,D]
     if self.num_classes == 0:
       return jnp.concatenate(list(features.values()), axis=-1).astype(jnp.float32)  # [B,D_rgb+D_flow]
+    if self.streams == "both" and self.fusion == "learned":
+      x = jnp.concatenate([features["rgb"], features["flow"]], axis=-1)  # [B,D_rgb+D_flow]
+      return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="head")(x).astype(
+          jnp.float32)
+    logits = StreamHeads(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="head")(features)
     if self.streams != "both":
-      return head(f"{self.streams}_head")(features[self.streams]).astype(jnp.float32)
-    if self.fusion == "learned":
-      return head("head")(jnp.concatenate([features["rgb"], features["flow"]], axis=-1)).astype(jnp.float32)
-    log_p = [jax.nn.log_softmax(head(f"{s}_head")(features[s]).astype(jnp.float32)) for s in ("rgb", "flow")]
+      return logits[self.streams]
+    log_p = [jax.nn.log_softmax(logits[s]) for s in ("rgb", "flow")]
     return jax.nn.logsumexp(jnp.stack(log_p), axis=0) - jnp.log(2.0)  # log((p_rgb + p_flow) / 2)
+
+
+MODELS = {"two_stream": functools.partial(TwoStream)}

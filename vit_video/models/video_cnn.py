@@ -23,7 +23,8 @@ Parameter names: tower/conv{l}/{kernel,bias} (2D kernels [f,f,C,D] for SingleFra
 LateFusion(fusion="pool") have the same parameters, so a single-frame model initialises a late-fusion one.
 `ConvTower` is also the per-frame CNN of lrcn.py and two_stream.py.
 """
-from typing import Sequence
+import functools
+from typing import ClassVar, Sequence
 
 import einops
 import flax.linen as nn
@@ -96,6 +97,9 @@ class ConvTower(nn.Module):
 
 class FusionCNN(nn.Module):
   """Hyperparameters shared by Karpathy et al.'s models (the base class; use a subclass)."""
+  inputs: ClassVar[tuple[str, ...]] = ("video",)
+  head: ClassVar[str] = "head"
+  batch_norm: ClassVar[bool] = False
   num_classes: int  # 0: no classifier, __call__ returns the last FC layer's features [B,D].
   widths: Sequence[int] = (96, 256, 384, 384, 256)  # Conv tower, as in the paper.
   kernel_sizes: Sequence[int] = (11, 5, 3, 3, 3)
@@ -223,3 +227,11 @@ class SlowFusion(FusionCNN):
     y = self._tower(x, self.temporal_kernels, self.temporal_strides)  # [B,T',H',W',D']
     return self._classify(einops.rearrange(y, "b t h w d -> b (t h w d)"))  # [B,T'H'W'D']
 
+
+MODELS = {
+    "single_frame": functools.partial(SingleFrame),
+    "late_fusion_fc": functools.partial(LateFusion, fusion="fc"),
+    "late_fusion_pool": functools.partial(LateFusion, fusion="pool"),
+    "early_fusion": functools.partial(EarlyFusion),
+    "slow_fusion": functools.partial(SlowFusion),
+}

@@ -41,7 +41,7 @@ import functools
 import logging
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 import flax.linen as nn
 import jax
@@ -190,6 +190,9 @@ class VideoSwin(nn.Module):
     in_channels: C expected of the input.
     sow_attention_weights: store each block's weights `[B*nW,h,N,N]` in 'intermediates'.
   """
+  inputs: ClassVar[tuple[str, ...]] = ("video",)
+  head: ClassVar[str] = "head"
+  batch_norm: ClassVar[bool] = False
   num_classes: int
   patch_size: tuple[int, int, int] = (2, 4, 4)
   width: int = 96

@@ -14,7 +14,7 @@ Parameter names follow google-research/vision_transformer (`embedding`, `Transfo
 checkpoints load with few renames (see `vit_video.checkpoints`).
 """
 import functools
-from typing import Literal
+from typing import ClassVar, Literal
 
 import flax.linen as nn
 import jax
@@ -135,6 +135,9 @@ class ViT(nn.Module):
     in_channels: C expected of the input.
     head_bias_init: initial head bias (the paper's fine-tuning uses zero kernel and -10 bias sometimes).
   """
+  inputs: ClassVar[tuple[str, ...]] = ("image",)
+  head: ClassVar[str] = "head"
+  batch_norm: ClassVar[bool] = False
   num_classes: int
   patch_size: int = 16
   width: int = 768

@@ -30,7 +30,7 @@ tests/models/test_vivit.py; `forward_flops` is the analytic count.
 """
 import functools
 from collections.abc import Sequence
-from typing import Literal, get_args
+from typing import ClassVar, Literal, get_args
 
 import flax.linen as nn
 import jax
@@ -72,6 +72,9 @@ class ViViT(nn.Module):
       `[B',h,N,N]`; Model 3's temporal attention under `MultiHeadDotProductAttention_time`; Model 4
       `spatial_attention_weights` and `temporal_attention_weights`).
   """
+  inputs: ClassVar[tuple[str, ...]] = ("video",)
+  head: ClassVar[str] = "head"
+  batch_norm: ClassVar[bool] = False
   num_classes: int
   variant: Variant = "st"
   embedding: Literal["tubelet", "uniform"] = "tubelet"

@@ -1,0 +1,94 @@
+"""The model contract (vit_video/models/__init__.py) for every name in MODELS, through `jax.eval_shape` only.
+
+For each name: the declared ClassVars (`inputs`, `head`, `batch_norm`) are well formed; inputs built from `inputs`
+(sizes from the FRAMES table below, small and all different) give float32 logits [B,K] with K=7 under bfloat16
+compute and a classifier `params[head]` of 7 outputs; K=0 gives float32 features [B,D] and no classifier;
+`batch_stats` is kept exactly when `batch_norm` says so; `train` is keyword-only without a default.
+"""
+import dataclasses
+import inspect
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from vit_video import models
+from vit_video.models import bit, c3d, i3d, lrcn, resnet, swin, timesformer, two_stream, video_cnn, video_swin, vit
+from vit_video.models import vivit
+
+B, K = 2, 7
+INPUT_NAMES = {"image", "video", "flow"}
+
+# Family -> (attribute overrides, model -> (T, H, W) of its inputs). The overrides cut the depth, which is all that
+# tracing time grows with (the contract does not depend on it); sizes come from the model where its attributes fix
+# them (classic CNNs flatten their last feature map, ViTs need whole patches).
+FRAMES = {
+    vit.ViT: (dict(depth=1), lambda m: (1, 2 * _vit_patch(m), 3 * _vit_patch(m))),
+    resnet.ResNet: (dict(stage_sizes=(1, 1)), lambda m: (1, 20, 28)),
+    bit.BiT: (dict(stage_sizes=(1, 1)), lambda m: (1, 20, 28)),
+    swin.Swin: (dict(depths=(1, 1), num_heads=(1, 2)), lambda m: (1, 20, 28)),
+    video_cnn.SingleFrame: ({}, lambda m: (3, *m.image_size)),
+    video_cnn.LateFusion: ({}, lambda m: (m.num_frames if m.fusion == "fc" else 3, *m.image_size)),
+    video_cnn.EarlyFusion: ({}, lambda m: (m.num_frames, *m.image_size)),
+    video_cnn.SlowFusion: ({}, lambda m: (m.num_frames, *m.image_size)),
+    c3d.C3D: ({}, lambda m: tuple(m.input_size)),
+    i3d.I3DResNet: ({}, lambda m: (4, 20, 28)),
+    # The ResNet backbone: the configuration that keeps batch_stats (the convnet backbone has no BatchNorm).
+    lrcn.LRCN: (dict(backbone="resnet18", resnet_width=8), lambda m: (3, 20, 28)),
+    two_stream.TwoStream: ({}, lambda m: (m.num_frames, *m.image_size)),
+    vivit.ViViT: (dict(depth=1, temporal_depth=1), lambda m: (2 * m.tubelet_depth, 2 * m.patch_size, 3 * m.patch_size)),
+    timesformer.TimeSformer: (dict(depth=1), lambda m: (3, 2 * m.patch_size, 3 * m.patch_size)),
+    video_swin.VideoSwin: (dict(depths=(1, 1), num_heads=(1, 2)), lambda m: (4, 20, 28)),
+}
+
+
+def _vit_patch(model) -> int:
+  """Pixels per token side: the patch times a hybrid trunk's stride."""
+  stages = model.stem_stage_sizes
+  return model.patch_size * (1 if stages is None else 4 * 2 ** max(len(stages) - 1, 0))
+
+
+def _inputs(cls, model) -> list[jax.ShapeDtypeStruct]:
+  t, h, w = FRAMES[cls][1](model)
+  shapes = {"image": (B, h, w, model.in_channels), "video": (B, t, h, w, model.in_channels),
+            "flow": (B, h, w, 2 * (t - 1))}
+  return [jax.ShapeDtypeStruct(shapes[name], jnp.float32) for name in cls.inputs]
+
+
+def _init(model, inputs, **kwargs):
+  return jax.eval_shape(lambda *x: model.init_with_output(jax.random.key(0), *x, **kwargs), *inputs)
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_every_model_keeps_the_contract(name):
+  cls = models.model_class(name)
+  assert cls in FRAMES, f"{name}: its family {cls.__name__} has no entry in FRAMES (tests/models/test_contract.py)"
+  fields = {f.name for f in dataclasses.fields(cls)}
+  assert {"num_classes", "in_channels", "dtype", "param_dtype"} <= fields, name
+  assert cls.inputs and set(cls.inputs) <= INPUT_NAMES and len(set(cls.inputs)) == len(cls.inputs), cls.inputs
+  assert {"inputs", "head", "batch_norm"}.isdisjoint(fields), "the contract's ClassVars must not be fields"
+  assert isinstance(cls.head, str) and isinstance(cls.batch_norm, bool)
+  assert cls.batch_norm == ("axis_name" in fields), f"{name}: batch_norm is {cls.batch_norm}; axis_name is " \
+                                                    f"{'' if 'axis_name' in fields else 'not '}a field"
+  call = inspect.signature(cls.__call__).parameters
+  assert call["train"].kind is inspect.Parameter.KEYWORD_ONLY and call["train"].default is inspect.Parameter.empty
+  positional = [p for p in call.values() if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD][1:]  # after self
+  assert len(positional) == len(cls.inputs), f"{name}: __call__ takes {positional}, inputs are {cls.inputs}"
+
+  overrides = FRAMES[cls][0]
+  model = models.create_model(name, num_classes=K, dtype=jnp.bfloat16, **overrides)
+  inputs = _inputs(cls, model)
+  logits, variables = _init(model, inputs, train=False)
+  assert logits.shape == (B, K) and logits.dtype == jnp.float32, (logits.shape, logits.dtype)
+  head = variables["params"][cls.head]
+  for path, leaf in jax.tree_util.tree_leaves_with_path(head):
+    assert leaf.shape[-1] == K, f"{name}: {cls.head}{jax.tree_util.keystr(path)} has shape {leaf.shape}"
+  assert ("batch_stats" in variables) == cls.batch_norm, sorted(variables)
+
+  features, variables = _init(models.create_model(name, num_classes=0, dtype=jnp.bfloat16, **overrides), inputs,
+                              train=False)
+  assert features.ndim == 2 and features.shape[0] == B and features.shape[1] > 0 and features.dtype == jnp.float32
+  assert cls.head not in variables["params"], sorted(variables["params"])
+
+  with pytest.raises(TypeError, match="train"):
+    _init(model, inputs)
