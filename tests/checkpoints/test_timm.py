@@ -1,4 +1,4 @@
-"""import_timm: tiny timm/torchvision models with random weights give the same outputs in our models.
+"""import_timm and import_torchvision (ResNet): tiny timm/torchvision models with random weights give the same outputs in our models.
 
 Every family (ViT, both hybrid trunks, ResNet basic/bottleneck from timm and torchvision, BiT) on 32x48 images,
 float32, compared with the reference's eval-mode outputs to 1e-4 of the logit scale; plus head replacement,
@@ -13,7 +13,7 @@ import pytest
 from tests.checkpoints.timm_reference import import_timm as import_timm_reference
 from tests.checkpoints.timm_reference import (randomize_, run, state_dict, tiny_bit, tiny_hybrid, tiny_vit,
                                   use_vit_jax_numerics_)
-from vit_video.checkpoints import import_timm
+from vit_video.checkpoints import import_timm, import_torchvision
 from vit_video.models import create_model
 
 B, H, W, C, K = 2, 32, 48, 3, 5
@@ -123,7 +123,7 @@ def test_resnet_matches_torchvision(timm, images):
   ref_model = randomize_(torchvision.models.resnet.ResNet(torchvision.models.resnet.Bottleneck, [1, 1, 1, 1],
                                                           num_classes=K))
   overrides = dict(stage_sizes=(1, 1, 1, 1))
-  variables = import_timm("resnet50", state_dict(ref_model), **overrides)
+  variables = import_torchvision("resnet50", state_dict(ref_model), **overrides)
   err = max_rel_err(ours("resnet50", variables, images, **overrides), run(ref_model, images))
   print(f"torchvision resnet (bottleneck): max rel err {err:.2e}")
   assert err < 1e-4
@@ -173,3 +173,13 @@ def test_missing_key_is_listed(timm):
   del sd["stages.1.blocks.0.norm2.bias"]
   with pytest.raises(ValueError, match=r"missing from the checkpoint: params/stage1/block0/norm2/bias"):
     import_timm("bit_r50x1", sd, **TINY_BIT)
+
+
+def test_an_unsupported_name_lists_the_supported_ones():
+  with pytest.raises(ValueError, match=r"no timm importer for 'vivit_b16x2_st' \(ViViT\); supported: bit_r101x1, .*"
+                                       r"resnet50, swin_b, swin_b_w12, .*, swin_t, vit_b16, .*vit_ti16$"):
+    import_timm("vivit_b16x2_st", {})
+  with pytest.raises(ValueError, match=r"no timm importer for unknown model 'vit_q16'; supported: bit_r101x1"):
+    import_timm("vit_q16", {})
+  with pytest.raises(ValueError, match=r"swin_t: scan=True applies to ViT models only"):
+    import_timm("swin_t", {}, scan=True)

@@ -1,4 +1,4 @@
-"""import_timm_swin: a tiny timm SwinTransformer with random weights gives the same outputs in our Swin.
+"""import_timm (import_timm_swin): a tiny timm SwinTransformer with random weights gives the same outputs in our Swin.
 
 timm's model at 24 x 40 (patch 4, window 3: token maps 6 x 10 and 3 x 5) pads both stages' maps to multiples of the
 window and, in stage 2, shifts along the width only (the height fits one window), so padding, the per-axis shift
@@ -15,6 +15,7 @@ import pytest
 from tests.models.test_swin import PARAM_COUNTS, TINY
 from tests.checkpoints.timm_reference import import_timm as import_timm_reference
 from tests.checkpoints.timm_reference import randomize_, run, state_dict, tiny_vit
+from vit_video.checkpoints import import_timm
 from vit_video.checkpoints.timm_swin import TIMM_NAMES, import_timm_swin, official_to_timm_names
 from vit_video.models import swin
 
@@ -63,7 +64,7 @@ def test_timm_state_dict_names(padded_reference):
 
 def test_matches_timm_at_a_size_that_needs_padding(padded_reference):
   _, sd, ref = padded_reference
-  variables = import_timm_swin("swin_t", sd, **OVERRIDES)
+  variables = import_timm("swin_t", sd, **OVERRIDES)  # the entry point of every timm family
   err = max_rel_err(ours(variables, images(24, 40), window_padding="timm"), ref)
   print(f"swin 24x40 (padded), window_padding='timm': max rel err {err:.2e}")
   assert ref.shape == (B, K) and np.std(ref) > 0.1
@@ -74,7 +75,7 @@ def test_matches_timm_at_a_size_that_needs_padding(padded_reference):
 
 def test_both_padding_modes_match_timm_without_padding(timm):
   ref_model = tiny_swin(timm, (24, 48))
-  variables = import_timm_swin("swin_t", state_dict(ref_model), **OVERRIDES)
+  variables = import_timm("swin_t", state_dict(ref_model), **OVERRIDES)
   ref = run(ref_model, images(24, 48))
   for mode in ("timm", "masked"):
     err = max_rel_err(ours(variables, images(24, 48), window_padding=mode), ref)

@@ -1,4 +1,4 @@
-"""import_torchvision_video_swin: a tiny torchvision SwinTransformer3d with random weights gives the same outputs in
+"""import_torchvision (import_torchvision_video_swin): a tiny torchvision SwinTransformer3d with random weights gives the same outputs in
 our VideoSwin (eval mode, float32).
 
 torchvision's model is configured as `swin3d_*` (patch 2 x 4 x 4) at width 16, depths (2, 2), heads (1, 2), window
@@ -18,7 +18,8 @@ import pytest
 
 from tests.models.test_video_swin import PARAM_COUNTS
 from tests.checkpoints.timm_reference import import_timm, randomize_, state_dict
-from vit_video.checkpoints.torchvision_video_swin import TORCHVISION_NAMES, import_torchvision_video_swin
+from vit_video.checkpoints import import_torchvision
+from vit_video.checkpoints.torchvision import TORCHVISION_NAMES, import_torchvision_video_swin
 from vit_video.models import swin, video_swin
 
 B, C, K = 2, 3, 5
@@ -67,7 +68,7 @@ def test_state_dict_names(reference):
 @pytest.mark.parametrize("size, masked_equal", [((8, 24, 48), True), ((6, 20, 28), False), ((4, 8, 24), False)])
 def test_matches_torchvision(reference, size, masked_equal):
   model, sd = reference
-  variables = import_torchvision_video_swin("video_swin_t", sd, **OVERRIDES)
+  variables = import_torchvision("video_swin_t", sd, **OVERRIDES)  # the entry point of every torchvision family
   ref = run(model, clips(*size))
   assert ref.shape == (B, K) and np.std(ref) > 0.1
   errors = {}
@@ -162,3 +163,12 @@ def test_missing_key_unknown_name_and_attribute(reference):
     import_torchvision_video_swin("video_swin_l", sd)
   with pytest.raises(ValueError, match=r"unknown attribute\(s\) \['embed_dim'\]"):
     import_torchvision_video_swin("video_swin_t", sd, embed_dim=16)
+
+
+def test_an_unsupported_name_lists_the_supported_ones():
+  with pytest.raises(ValueError, match=r"no torchvision importer for 'swin_t' \(Swin\); supported: resnet101, "
+                                       r"resnet152, resnet18, resnet34, resnet50, video_swin_b, video_swin_s, "
+                                       r"video_swin_t$"):
+    import_torchvision("swin_t", {})
+  with pytest.raises(ValueError, match=r"no torchvision importer for unknown model 'resnet9'; supported: resnet101"):
+    import_torchvision("resnet9", {})

@@ -1,12 +1,18 @@
-"""Pretrained-weight importers: published `.npz` files (vit_jax, big_vision, BiT) and timm/torchvision state dicts.
+"""All parameter surgery: importers of published weights, 2D -> 3D inflation, head replacement and resampling.
 
     variables = import_vit_npz("vit_b16", "ViT-B_16.npz", num_classes=10)
     variables = import_timm("resnet50", {k: v.numpy() for k, v in torch_model.state_dict().items()})
+    variables = import_torchvision("video_swin_t", state_dict)
 
-Both return variables for `create_model(name, num_classes=...)`, checked name by name and shape by shape
-against the model (ValueError naming the key and both shapes otherwise). Neither imports torch or TensorFlow.
+The importers return variables for `create_model(name, num_classes=...)`, checked name by name and shape by shape
+against the model (ValueError naming the key and both shapes otherwise), one entry point per source: `.npz`
+(vit_jax, big_vision, BiT), timm (ViT and hybrids, ResNet, BiT, Swin), torchvision (ResNet, Video Swin). None
+imports torch or TensorFlow. `inflate` initialises a video model from an image model's parameters as the papers do
+(ViViT and TimeSformer from ViT, Video Swin from Swin, I3D from ResNet); `surgery` fits another run's parameters to
+a model of the same family (a new head, a resampled position embedding).
 """
 from vit_video.checkpoints.npz import import_vit_npz
 from vit_video.checkpoints.timm import import_timm
+from vit_video.checkpoints.torchvision import import_torchvision
 
-__all__ = ["import_timm", "import_vit_npz"]
+__all__ = ["import_timm", "import_torchvision", "import_vit_npz"]

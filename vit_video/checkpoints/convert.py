@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vit_video import models
+
 _LOG = logging.getLogger(__name__)
 _SHOWN = 5  # How many names an error message lists.
 UNKNOWN = "unknown/"  # Path prefix for checkpoint keys that no rule recognises.
@@ -49,6 +51,15 @@ def unflatten(flat: dict[str, object]) -> dict:
   return tree
 
 
+def model_class(name: str, families: tuple[type, ...], source: str) -> type:
+  """The family of model `name` when `source`'s importer takes it; else ValueError listing the names it takes."""
+  if name not in models.MODELS or models.model_class(name) not in families:
+    supported = sorted(n for n in models.MODELS if models.model_class(n) in families)
+    what = f"{name!r} ({models.model_class(name).__name__})" if name in models.MODELS else f"unknown model {name!r}"
+    raise ValueError(f"no {source} importer for {what}; supported: {', '.join(supported)}")
+  return models.model_class(name)
+
+
 def head_classes(name: str, requested: int | None, in_checkpoint: int) -> tuple[int, bool]:
   """Returns (K to build the model with, whether the checkpoint's head is replaced).
 
@@ -61,9 +72,10 @@ def head_classes(name: str, requested: int | None, in_checkpoint: int) -> tuple[
   return requested, requested != in_checkpoint
 
 
-def expected_variables(model: nn.Module, image_shape: tuple[int, int]) -> dict[str, jax.ShapeDtypeStruct]:
-  """Flat {collection/path: ShapeDtypeStruct} of `model.init` on one `[1,H,W,C]` image, via `jax.eval_shape`."""
-  x = jax.ShapeDtypeStruct((1, *image_shape, model.in_channels), jnp.float32)
+def expected_variables(model: nn.Module, size: tuple[int, ...]) -> dict[str, jax.ShapeDtypeStruct]:
+  """Flat {collection/path: ShapeDtypeStruct} of `model.init` on one `[1,*size,C]` input (an image (H, W) or a clip
+  (T, H, W)), via `jax.eval_shape`."""
+  x = jax.ShapeDtypeStruct((1, *size, model.in_channels), jnp.float32)
   shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
   return flatten(dict(shapes))
 
@@ -131,13 +143,3 @@ def assemble(name: str, converted: dict[str, Converted], expected: dict[str, jax
                        f"{k!r} has shape {want.shape}")
     out[k] = jnp.asarray(c.value, dtype=want.dtype)
   return unflatten(out)
-
-
-def conv_kernel(w: np.ndarray) -> np.ndarray:
-  """torch conv weight OIHW -> flax HWIO; other ranks unchanged (the shape check reports them)."""
-  return w.transpose(2, 3, 1, 0) if w.ndim == 4 else w
-
-
-def dense_kernel(w: np.ndarray) -> np.ndarray:
-  """torch Linear weight [out, in] -> flax Dense kernel [in, out]."""
-  return w.T if w.ndim == 2 else w

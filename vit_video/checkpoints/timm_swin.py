@@ -20,12 +20,11 @@ of stage i+1 and whose head is `head`, are renamed first, as timm's own checkpoi
 import logging
 import math
 import re
-from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from vit_video.checkpoints import convert
-from vit_video.checkpoints.timm import Rule, _norm, _proj_to_out, _rename, _same, _split_qkv
+from vit_video.checkpoints.torch_keys import Rule, assemble, conv_kernel, convert_keys, dense_kernel, norm, same
 from vit_video.models import swin
 
 _LOG = logging.getLogger(__name__)
@@ -49,22 +48,22 @@ def _block(m: re.Match) -> str:
 
 
 SWIN_RULES: list[Rule] = [
-    (r"patch_embed\.proj\.weight", lambda m: "params/embedding/kernel", convert.conv_kernel),
-    (r"patch_embed\.proj\.bias", lambda m: "params/embedding/bias", _same),
-    (r"patch_embed\.norm\.(weight|bias)", lambda m: _norm("embedding_norm", m[1]), _same),
-    (r"layers\.(\d+)\.downsample\.norm\.(weight|bias)", lambda m: _norm(f"stage_{m[1]}/downsample/norm", m[2]), _same),
+    (r"patch_embed\.proj\.weight", lambda m: "params/embedding/kernel", conv_kernel),
+    (r"patch_embed\.proj\.bias", lambda m: "params/embedding/bias", same),
+    (r"patch_embed\.norm\.(weight|bias)", lambda m: norm("embedding_norm", m[1]), same),
+    (r"layers\.(\d+)\.downsample\.norm\.(weight|bias)", lambda m: norm(f"stage_{m[1]}/downsample/norm", m[2]), same),
     (r"layers\.(\d+)\.downsample\.reduction\.weight", lambda m: f"params/stage_{m[1]}/downsample/reduction/kernel",
-     convert.dense_kernel),
-    (_BLOCK + r"norm(1|2)\.(weight|bias)", lambda m: _norm(f"{_block(m)}/norm{m[3]}", m[4]), _same),
-    (_BLOCK + r"attn\.proj\.bias", lambda m: f"params/{_block(m)}/attn/out/bias", _same),
+     dense_kernel),
+    (_BLOCK + r"norm(1|2)\.(weight|bias)", lambda m: norm(f"{_block(m)}/norm{m[3]}", m[4]), same),
+    (_BLOCK + r"attn\.proj\.bias", lambda m: f"params/{_block(m)}/attn/out/bias", same),
     (_BLOCK + r"attn\.relative_position_bias_table",
-     lambda m: f"params/{_block(m)}/rel_pos/relative_position_bias_table", _same),
+     lambda m: f"params/{_block(m)}/rel_pos/relative_position_bias_table", same),
     (_BLOCK + r"mlp\.fc(1|2)\.weight", lambda m: f"params/{_block(m)}/mlp/Dense_{int(m[3]) - 1}/kernel",
-     convert.dense_kernel),
-    (_BLOCK + r"mlp\.fc(1|2)\.bias", lambda m: f"params/{_block(m)}/mlp/Dense_{int(m[3]) - 1}/bias", _same),
-    (r"norm\.(weight|bias)", lambda m: _norm("norm", m[1]), _same),
-    (r"head\.fc\.weight", lambda m: "params/head/kernel", convert.dense_kernel),
-    (r"head\.fc\.bias", lambda m: "params/head/bias", _same),
+     dense_kernel),
+    (_BLOCK + r"mlp\.fc(1|2)\.bias", lambda m: f"params/{_block(m)}/mlp/Dense_{int(m[3]) - 1}/bias", same),
+    (r"norm\.(weight|bias)", lambda m: norm("norm", m[1]), same),
+    (r"head\.fc\.weight", lambda m: "params/head/kernel", dense_kernel),
+    (r"head\.fc\.bias", lambda m: "params/head/bias", same),
 ]
 
 
@@ -118,43 +117,9 @@ def import_timm_swin(name: str, state_dict: dict[str, np.ndarray], *, num_classe
       return _resize_table(name, key, value, expected[ours].shape, model.window_size)
     return value
 
-  converted = convert_swin_keys(name, state_dict, expected, ignored=_IGNORED, block=_BLOCK, block_path=_block,
-                                rules=SWIN_RULES, adapt=adapt)
-  return assemble_swin(name, converted, expected, num_classes=num_classes, replace_head=replace)
-
-
-def convert_swin_keys(name: str, state_dict: dict[str, np.ndarray], expected: dict, *, ignored: re.Pattern,
-                      block: str, block_path: Callable[[re.Match], str], rules: Sequence[Rule],
-                      adapt: Callable[[str, str, np.ndarray], np.ndarray] = lambda ours, key, value: value) -> dict:
-  """A Swin-family torch state dict -> {our variable path: convert.Converted} (shared by the 2D and video importers).
-
-  Keys matching `ignored` are skipped; in each block (regex `block`, our path `block_path(match)`) the fused
-  `attn.qkv` is split into query/key/value and `attn.proj` becomes `attn/out`; every other key is renamed by `rules`,
-  then `adapt(ours, key, value)` may change its value (e.g. resample a relative-position table).
-  """
-  converted = {}
-  for key, value in state_dict.items():
-    if ignored.fullmatch(key):
-      continue
-    a = np.asarray(value)
-    if m := re.fullmatch(block + r"attn\.qkv\.(weight|bias)", key):
-      converted.update(_split_qkv(name, key, a, f"params/{block_path(m)}/attn", expected))
-    elif m := re.fullmatch(block + r"attn\.proj\.weight", key):
-      ours = f"params/{block_path(m)}/attn/out/kernel"
-      converted[ours] = convert.Converted(key, a.shape, _proj_to_out(name, key, a, expected.get(ours)))
-    else:
-      ours, transform = _rename(key, rules)
-      converted[ours] = convert.Converted(key, a.shape, adapt(ours, key, transform(a)))
-  return converted
-
-
-def assemble_swin(name: str, converted: dict, expected: dict, *, num_classes: int, replace_head: bool) -> dict:
-  """`convert.assemble`, leaving the head to initialise when the model's classes differ from the checkpoint's."""
-  left_to_init = ()
-  if replace_head:
-    convert.drop_head(name, converted, ("params/head/",), f"the model has {num_classes} classes")
-    left_to_init = ("params/head/",)
-  return convert.assemble(name, converted, expected, left_to_init=left_to_init)
+  converted = convert_keys(name, state_dict, expected, rules=SWIN_RULES, ignored=_IGNORED,
+                           attention=(_BLOCK, lambda m: f"params/{_block(m)}/attn"), adapt=adapt)
+  return assemble(name, converted, expected, head=swin.Swin.head, num_classes=num_classes, replace_head=replace)
 
 
 def _resize_table(name: str, key: str, table: np.ndarray, want: tuple[int, ...], window) -> np.ndarray:

@@ -1,11 +1,11 @@
-"""Imports torchvision's Video Swin (`swin3d_t/s/b`) state dicts, given as numpy arrays, into
-`vit_video.models.video_swin`.
+"""Imports torchvision state dicts, given as numpy arrays: `import_torchvision`, every torchvision family we have.
 
     import torchvision
     model = torchvision.models.video.swin3d_t(weights="KINETICS400_V1")
-    variables = import_torchvision_video_swin("video_swin_t", {k: v.numpy() for k, v in model.state_dict().items()})
+    variables = import_torchvision("video_swin_t", {k: v.numpy() for k, v in model.state_dict().items()})
 
-Names (torchvision 0.28 `SwinTransformer3d`; stage i's blocks are `features.{2i}`, the merging that starts stage
+ResNets (`resnet*`, torchvision's `resnet*`) share timm's key names (timm.RESNET_RULES). Video Swin: names
+(torchvision 0.28 `SwinTransformer3d`; stage i's blocks are `features.{2i}`, the merging that starts stage
 i+1 is `features.{2i+1}`; Linear weights transposed, the Conv3d kernel [D,C,t,p,p] -> [t,p,p,C,D]):
   patch_embed.proj -> embedding; patch_embed.norm -> embedding_norm;
   features.{2i}.{j}.norm1/norm2 -> stage_{i}/block_{j}/norm1/norm2;
@@ -14,17 +14,17 @@ i+1 is `features.{2i+1}`; Linear weights transposed, the Conv3d kernel [D,C,t,p,
   ....mlp.0/mlp.3 -> .../mlp/Dense_0/Dense_1;
   features.{2i+1}.{norm,reduction} -> stage_{i+1}/downsample/{norm,reduction};
   norm -> norm; head -> head.
-The buffer `relative_position_index` (persistent in torchvision's state dicts) is ignored. The model's
-`window_padding` defaults to "torchvision", with which outputs equal torchvision's at every size
-(tests/checkpoints/test_torchvision_video_swin.py).
+The buffer `relative_position_index` (persistent in torchvision's state dicts) is ignored. With
+`window_padding="torchvision"` outputs equal torchvision's at every size; with the default "masked", at sizes that
+pad nothing and reduce no window in space (tests/checkpoints/test_torchvision_video_swin.py).
 """
 import re
 
 import numpy as np
 
-from vit_video.checkpoints import convert, timm_swin
-from vit_video.checkpoints.timm import Rule, _norm, _same
-from vit_video.models import video_swin
+from vit_video.checkpoints import convert, timm
+from vit_video.checkpoints.torch_keys import Rule, assemble, conv3d_kernel, convert_keys, dense_kernel, norm, same
+from vit_video.models import resnet, video_swin
 
 # Our name -> torchvision's builder of the same configuration (`torchvision.models.video.<name>`).
 TORCHVISION_NAMES = {
@@ -46,28 +46,37 @@ def _merge(m: re.Match) -> str:
   return f"stage_{(int(m[1]) + 1) // 2}/downsample"
 
 
-def _conv3d_kernel(w: np.ndarray) -> np.ndarray:
-  """torch Conv3d weight [D,C,t,p,p] -> our patch kernel [t,p,p,C,D]; other ranks unchanged (`assemble` reports)."""
-  return w.transpose(2, 3, 4, 1, 0) if w.ndim == 5 else w
-
-
 VIDEO_SWIN_RULES: list[Rule] = [
-    (r"patch_embed\.proj\.weight", lambda m: "params/embedding/kernel", _conv3d_kernel),
-    (r"patch_embed\.proj\.bias", lambda m: "params/embedding/bias", _same),
-    (r"patch_embed\.norm\.(weight|bias)", lambda m: _norm("embedding_norm", m[1]), _same),
-    (_BLOCK + r"norm(1|2)\.(weight|bias)", lambda m: _norm(f"{_block(m)}/norm{m[3]}", m[4]), _same),
-    (_BLOCK + r"attn\.proj\.bias", lambda m: f"params/{_block(m)}/attn/out/bias", _same),
+    (r"patch_embed\.proj\.weight", lambda m: "params/embedding/kernel", conv3d_kernel),
+    (r"patch_embed\.proj\.bias", lambda m: "params/embedding/bias", same),
+    (r"patch_embed\.norm\.(weight|bias)", lambda m: norm("embedding_norm", m[1]), same),
+    (_BLOCK + r"norm(1|2)\.(weight|bias)", lambda m: norm(f"{_block(m)}/norm{m[3]}", m[4]), same),
+    (_BLOCK + r"attn\.proj\.bias", lambda m: f"params/{_block(m)}/attn/out/bias", same),
     (_BLOCK + r"attn\.relative_position_bias_table",
-     lambda m: f"params/{_block(m)}/rel_pos/relative_position_bias_table", _same),
+     lambda m: f"params/{_block(m)}/rel_pos/relative_position_bias_table", same),
     (_BLOCK + r"mlp\.(0|3)\.weight", lambda m: f"params/{_block(m)}/mlp/Dense_{int(m[3]) // 3}/kernel",
-     convert.dense_kernel),
-    (_BLOCK + r"mlp\.(0|3)\.bias", lambda m: f"params/{_block(m)}/mlp/Dense_{int(m[3]) // 3}/bias", _same),
-    (_MERGE + r"norm\.(weight|bias)", lambda m: _norm(f"{_merge(m)}/norm", m[2]), _same),
-    (_MERGE + r"reduction\.weight", lambda m: f"params/{_merge(m)}/reduction/kernel", convert.dense_kernel),
-    (r"norm\.(weight|bias)", lambda m: _norm("norm", m[1]), _same),
-    (r"head\.weight", lambda m: "params/head/kernel", convert.dense_kernel),
-    (r"head\.bias", lambda m: "params/head/bias", _same),
+     dense_kernel),
+    (_BLOCK + r"mlp\.(0|3)\.bias", lambda m: f"params/{_block(m)}/mlp/Dense_{int(m[3]) // 3}/bias", same),
+    (_MERGE + r"norm\.(weight|bias)", lambda m: norm(f"{_merge(m)}/norm", m[2]), same),
+    (_MERGE + r"reduction\.weight", lambda m: f"params/{_merge(m)}/reduction/kernel", dense_kernel),
+    (r"norm\.(weight|bias)", lambda m: norm("norm", m[1]), same),
+    (r"head\.weight", lambda m: "params/head/kernel", dense_kernel),
+    (r"head\.bias", lambda m: "params/head/bias", same),
 ]
+
+
+def import_torchvision(name: str, state_dict: dict[str, np.ndarray], *, num_classes: int | None = None,
+                       **overrides) -> dict:
+  """Converts a torchvision state dict `{key: tensor.numpy()}` into variables for `create_model(name)`.
+
+  name: `resnet*` (torchvision's `resnet*`; `{'params', 'batch_stats'}` come back) or `video_swin_*` (its
+  `swin3d_*`); another name raises ValueError listing these. `num_classes` and `**overrides` as in
+  `timm.import_timm`: None keeps the checkpoint's classes, another K drops its head (to initialise afresh).
+  """
+  family = convert.model_class(name, (resnet.ResNet, video_swin.VideoSwin), "torchvision")
+  if family is resnet.ResNet:
+    return timm.import_timm(name, state_dict, num_classes=num_classes, **overrides)
+  return import_torchvision_video_swin(name, state_dict, num_classes=num_classes, **overrides)
 
 
 def import_torchvision_video_swin(name: str, state_dict: dict[str, np.ndarray], *, num_classes: int | None = None,
@@ -106,6 +115,7 @@ def import_torchvision_video_swin(name: str, state_dict: dict[str, np.ndarray], 
   scale = 2 ** (len(model.depths) - 1)  # Any tiled size does: parameter shapes do not depend on it.
   expected = convert.expected_variables(model, (pt, ph * scale, pw * scale))
 
-  converted = timm_swin.convert_swin_keys(name, state_dict, expected, ignored=_IGNORED, block=_BLOCK,
-                                          block_path=_block, rules=VIDEO_SWIN_RULES)
-  return timm_swin.assemble_swin(name, converted, expected, num_classes=num_classes, replace_head=replace)
+  converted = convert_keys(name, state_dict, expected, rules=VIDEO_SWIN_RULES, ignored=_IGNORED,
+                           attention=(_BLOCK, lambda m: f"params/{_block(m)}/attn"))
+  return assemble(name, converted, expected, head=video_swin.VideoSwin.head, num_classes=num_classes,
+                  replace_head=replace)
