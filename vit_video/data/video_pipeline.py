@@ -65,8 +65,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vit_video.data import augment as augment_lib
-from vit_video.data import pipeline
-from vit_video.data.pipeline import _deterministic, _int_seed, _local_batch_size, check_prepared, normalize
+from vit_video.data.builders import check_prepared
+from vit_video.data.common import deterministic, int_seed, local_batch_size, normalize, shard_sizes
 
 _LOG = logging.getLogger(__name__)
 # Seed streams folded into the user's seed (as in pipeline.py), and into each clip's seed.
@@ -232,7 +232,7 @@ def make_clip_train_iterator(
     raise ValueError(f"scale_range {scale_range} must satisfy 0 < low <= high <= 1")
   if start_step < 0 or (stop_step is not None and stop_step < start_step):
     raise ValueError(f"start_step {start_step} and stop_step {stop_step} must satisfy 0 <= start <= stop")
-  b = _local_batch_size(global_batch_size, process_index, process_count)
+  b = local_batch_size(global_batch_size, process_index, process_count)
   builder = _video_builder(name, split, data_dir, label_key, flow)
   bound = builder.builder_config.flow_bound if flow else None
   n = builder.info.splits[split].num_examples
@@ -249,7 +249,7 @@ def make_clip_train_iterator(
     base = base.cache()
 
   def epoch_examples(epoch):
-    ds = base.shuffle(n, seed=_int_seed(augment_lib.fold_in(shuffle_key, epoch))).enumerate()
+    ds = base.shuffle(n, seed=int_seed(augment_lib.fold_in(shuffle_key, epoch))).enumerate()
     ds = ds.skip(tf.where(epoch == start_epoch, tf.constant(skip, tf.int64), 0))
     return ds.map(lambda position, example: (epoch, position, example))
 
@@ -294,15 +294,15 @@ def make_clip_train_iterator(
   if stop_step is not None:
     # Cut after batching, so skipped records cannot shorten the run (read-ahead may touch the next epoch).
     ds = ds.take(stop_step - start_step)
-  return _deterministic(ds.prefetch(tf.data.AUTOTUNE)).as_numpy_iterator()
+  return deterministic(ds.prefetch(tf.data.AUTOTUNE)).as_numpy_iterator()
 
 
 def num_clip_eval_batches(name: str, split: str, data_dir: str, *, global_batch_size: int, num_clips: int,
                           num_crops: int, process_count: int) -> int:
   """Batches every host's clip eval iterator yields: ceil(largest shard * num_clips * num_crops / B)."""
-  b = _local_batch_size(global_batch_size, 0, process_count)
+  b = local_batch_size(global_batch_size, 0, process_count)
   builder = check_prepared(name, data_dir)
-  return math.ceil(max(pipeline._shard_sizes(builder, split, process_count)) * num_clips * num_crops / b)
+  return math.ceil(max(shard_sizes(builder, split, process_count)) * num_clips * num_crops / b)
 
 
 def make_clip_eval_iterator(
@@ -326,10 +326,10 @@ def make_clip_eval_iterator(
       raise ValueError(f"{what} {value!r} must be a positive int")
   if not 0 < crop_fraction <= 1:
     raise ValueError(f"crop_fraction {crop_fraction} is outside (0, 1]")
-  b = _local_batch_size(global_batch_size, process_index, process_count)
+  b = local_batch_size(global_batch_size, process_index, process_count)
   builder = _video_builder(name, split, data_dir, label_key, flow)
   bound = builder.builder_config.flow_bound if flow else None
-  sizes = pipeline._shard_sizes(builder, split, process_count)
+  sizes = shard_sizes(builder, split, process_count)
   num_batches = math.ceil(max(sizes) * num_clips * num_crops / b)
   num_views = num_clips * num_crops
   skipped = [] if skipped is None else skipped
@@ -377,7 +377,7 @@ def make_clip_eval_iterator(
   padding = tf.data.Dataset.from_tensors({
       **{k: tf.zeros(spec[k].shape, spec[k].dtype) for k in spec}, "video_index": tf.constant(-1)})
   ds = ds.concatenate(padding.repeat()).take(num_batches * b).batch(b)
-  return _deterministic(ds.prefetch(tf.data.AUTOTUNE)).as_numpy_iterator()
+  return deterministic(ds.prefetch(tf.data.AUTOTUNE)).as_numpy_iterator()
 
 
 def _check_views(scores: np.ndarray, video_index: np.ndarray, mask: np.ndarray) -> None:
