@@ -5,9 +5,7 @@
 
 Re-running the same command resumes from the newest checkpoint in the workdir.
 """
-import json
 import logging
-import os
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -23,15 +21,12 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.getLogger().setLevel(logging.INFO)
   from vit_video.train import loop  # noqa: PLC0415  (TensorFlow loads here, after flags are parsed)
-  loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  _, s = loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   import jax  # noqa: PLC0415
-  if jax.process_index() != 0:  # process 0 writes the summary
-    return
-  with open(os.path.join(_WORKDIR.value, "summary.json")) as f:
-    s = json.load(f)
-  print(f"{s['name']} after {s['step']} steps: test top-1 {s['eval_top1']:.2%}, top-5 {s['eval_top5']:.2%}, "
-        f"loss {s['eval_loss']:.4f}; {s['params']:,} parameters, {s['train_gflop_total'] / 1e3:,.1f} TFLOP of "
-        f"training; {_WORKDIR.value}")
+  if jax.process_index() == 0:
+    print(f"{s['name']} after {s['step']} steps: test top-1 {s['eval_top1']:.2%}, top-5 {s['eval_top5']:.2%}, "
+          f"loss {s['eval_loss']:.4f}; {s['params']:,} parameters, {s['train_gflop_total'] / 1e3:,.1f} TFLOP of "
+          f"training; {_WORKDIR.value}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vit_video.train import loop, writers
+from vit_video.train import loop
+from vit_video.train.run_folder import RunFolder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -93,31 +94,32 @@ def _resnet_config(data_dir, **overrides):
 def test_end_to_end_train_eval_checkpoint_resume(tiny_fmnist, tmp_path, monkeypatch):
   config = tiny_config(tiny_fmnist, **{"checkpoint.max_to_keep": 1, "checkpoint.async_save": True})
   monkeypatch.chdir(tmp_path)  # a relative workdir, as `make run` passes
-  state = loop.train_and_evaluate(config, "run")
+  state, summary = loop.train_and_evaluate(config, "run")
   workdir = str(tmp_path / "run")
   assert int(state.step) == 12
-  summary = json.load(open(os.path.join(workdir, "summary.json")))
+  assert json.load(open(os.path.join(workdir, "summary.json"))) == pytest.approx(summary)
   assert summary["eval_count"] == 70 and summary["train_gflop_per_step"] > 0
   assert summary["train_gflop_total"] == pytest.approx(12 * summary["train_gflop_per_step"])
   # It learns: chance is top-1 0.1 and loss ln(10) = 2.30.
   assert summary["eval_top1"] > 0.2 and summary["eval_loss"] < 2.1, summary
-  records = writers.read_metrics(workdir)
+  records = RunFolder(workdir).read_metrics()
   assert [r["step"] for r in records if r["kind"] == "train"] == list(range(1, 13))
   assert json.load(open(os.path.join(workdir, "config.json")))["model"]["width"] == 16
   assert os.listdir(os.path.join(workdir, "tensorboard"))
   # Keep the newest 1 plus the best evaluated one: both are step 12, the only checkpoint left.
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["12"]
   # Re-running a finished run trains nothing and reports the same evaluation.
-  again = loop.train_and_evaluate(config, workdir)
+  again, again_summary = loop.train_and_evaluate(config, workdir)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(again.params), jax.device_get(state.params))
   assert json.load(open(os.path.join(workdir, "summary.json")))["eval_top1"] == summary["eval_top1"]
-  assert writers.read_metrics(workdir) == records
+  assert again_summary["eval_top1"] == summary["eval_top1"]
+  assert RunFolder(workdir).read_metrics() == records
 
 
 def test_finetune_from_another_run_resamples_position_embedding_and_replaces_head(tiny_fmnist, tmp_path):
   from vit_video.train import finetune  # noqa: PLC0415
   source = str(tmp_path / "source")
-  src = jax.device_get(loop.train_and_evaluate(tiny_config(tiny_fmnist, total_steps=3), source).params)
+  src = jax.device_get(loop.train_and_evaluate(tiny_config(tiny_fmnist, total_steps=3), source)[0].params)
   # Fine-tune at 35x35: a 5x5 patch grid instead of 4x4.
   config = tiny_config(tiny_fmnist, total_steps=2, **{"init.checkpoint": source, "dataset.image_size": 35,
                                                       "optimizer.warmup_steps": 0})
@@ -147,7 +149,7 @@ def test_finetune_from_another_run_resamples_position_embedding_and_replaces_hea
   np.testing.assert_array_equal(merged["fc"]["kernel"], 1.0)  # ResNet's head is "fc"
   np.testing.assert_array_equal(merged["conv1"]["kernel"], 2.0)
   # The loop runs from it.
-  state = loop.train_and_evaluate(config, str(tmp_path / "tuned"))
+  state, _ = loop.train_and_evaluate(config, str(tmp_path / "tuned"))
   assert int(state.step) == 2
 
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 from tests.train.test_resume import ROOT, main_flags
-from vit_video.train import writers
+from vit_video.train.run_folder import RunFolder
 
 
 def _free_port() -> int:
@@ -48,7 +48,7 @@ def test_two_processes_match_one_process(tiny_fmnist, tmp_path):
     assert p.returncode == 0, err[-3000:]
 
   def losses(workdir, kind, key):
-    return np.array([r[key] for r in writers.read_metrics(workdir) if r["kind"] == kind])
+    return np.array([r[key] for r in RunFolder(workdir).read_metrics() if r["kind"] == kind])
 
   np.testing.assert_allclose(losses(two, "train", "loss"), losses(one, "train", "loss"), rtol=1e-5)
   assert len(losses(one, "train", "loss")) == 6

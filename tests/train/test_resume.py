@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from vit_video.train import writers
+from vit_video.train.run_folder import RunFolder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DRIVER = os.path.join(ROOT, "tests", "train", "killed_run.py")
@@ -33,7 +33,7 @@ def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 def comparable(workdir: str) -> tuple[list, dict]:
   """metrics.jsonl without wall-clock rates, and the summary without timings."""
-  records = [{k: v for k, v in r.items() if k != "examples_per_second"} for r in writers.read_metrics(workdir)]
+  records = [{k: v for k, v in r.items() if k != "examples_per_second"} for r in RunFolder(workdir).read_metrics()]
   summary = json.load(open(os.path.join(workdir, "summary.json")))
   return records, {k: v for k, v in summary.items() if k != "seconds_this_start"}
 

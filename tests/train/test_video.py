@@ -1,31 +1,21 @@
 """Video models through the training system: clip batches, two-stream (RGB + flow) batches, multi-view
-evaluation with per-video aggregation, and the video sweep, on the tiny moving Fashion-MNIST (6 frames of 20x20).
+evaluation with per-video aggregation, on the tiny moving Fashion-MNIST (6 frames of 20x20), and the pod configs.
 
 Runs on 8 forced CPU devices (conftest.py) with experiments/video_classics.py's toy sizes.
 """
-import csv
-import importlib.util
 import json
-import os
 
 import numpy as np
 import pytest
 
-from vit_video.train import loop, video_sweep
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def experiment():
-  spec = importlib.util.spec_from_file_location("video_classics", os.path.join(ROOT, "experiments",
-                                                                                "video_classics.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from tests.experiment_files import get_config as load
+from tests.experiment_files import load_module
+from vit_video.data.iterators import make_iterators
+from vit_video.train import loop
 
 
 def tiny(data_dir, name, label="motion"):
-  c = experiment().member_config(name, label, tiny=True)
+  c = load_module("video_classics").member_config(name, label, tiny=True)
   c.dataset.data_dir = data_dir
   return c
 
@@ -37,9 +27,9 @@ def test_video_models_train_and_evaluate_every_video_once(tiny_moving_fmnist, tm
   from the 8 devices). 30 test videos x 2 clips = 60 views, each counted once."""
   config = tiny(tiny_moving_fmnist, name)
   config.parallelism = parallelism
-  loop.train_and_evaluate(config, str(tmp_path))
+  _, summary = loop.train_and_evaluate(config, str(tmp_path))
   with open(tmp_path / "summary.json") as f:
-    summary = json.load(f)
+    assert json.load(f) == pytest.approx(summary)
   assert summary["eval_count"] == 30 and summary["eval_views"] == 60
   for key in ("eval_top1", "eval_clip_top1", "eval_top5"):
     assert 0.0 <= summary[key] <= 1.0
@@ -54,8 +44,8 @@ def test_view_evaluation_equals_aggregating_the_models_logits_by_hand(tiny_movin
   config = tiny(tiny_moving_fmnist, "single_frame")
   trainer = loop.Trainer(config, total_steps=config.total_steps)
   state = trainer.init(0)
-  metrics = trainer.evaluate(state, loop._eval_iterator(config, "test"))
-  batches = list(loop._eval_iterator(config, "test"))
+  metrics = trainer.evaluate(state, make_iterators(config).eval("test"))
+  batches = list(make_iterators(config).eval("test"))
   variables = {"params": trainer.host_state(state).params}
   logits = np.concatenate([np.asarray(trainer.model.apply(variables, b["video"], train=False)) for b in batches])
   b = {k: np.concatenate([x[k] for x in batches]) for k in ("label", "video_index", "mask")}
@@ -82,42 +72,6 @@ def test_bad_video_configs_fail_early_with_clear_errors(tiny_moving_fmnist, tmp_
     loop.train_and_evaluate(config, str(tmp_path / "flow"))
 
 
-def test_video_sweep_writes_the_table_and_a_rerun_trains_nothing(tiny_moving_fmnist, tmp_path):
-  module = experiment()
-  sweep = module.sweep_config(tiny=True)
-  with sweep.unlocked():
-    sweep.models = ("single_frame", "two_stream_flow")
-    for name in list(sweep.members):
-      if name not in ("single_frame", "two_stream_flow"):
-        del sweep.members[name]
-    for labels in sweep.members.values():
-      for member in labels.values():
-        member.dataset.data_dir = tiny_moving_fmnist
-  rows = video_sweep.run_video_sweep(sweep, str(tmp_path))
-  assert [r["model"] for r in rows] == ["single_frame", "two_stream_flow"]
-  with open(tmp_path / "results.csv") as f:
-    written = list(csv.DictReader(f))
-  assert [r["model"] for r in written] == ["single_frame", "two_stream_flow"]
-  assert list(written[0]) == list(video_sweep.COLUMNS)
-  for r in rows:
-    assert r["params"] > 0 and r["gflop_per_clip"] > 0 and r["train_clips_per_s"] > 0
-    for key in ("motion_clip_top1", "motion_video_top1", "object_clip_top1", "object_video_top1"):
-      assert 0.0 <= r[key] <= 1.0
-  assert rows[0]["frames"] == 6
-  table = (tmp_path / "results.md").read_text()
-  assert "| single_frame | 6 |" in table and "two_stream_flow" in table
-  mtimes = {p: os.path.getmtime(p) for p in tmp_path.glob("*/*/summary.json")}
-  assert len(mtimes) == 4
-  again = video_sweep.run_video_sweep(sweep, str(tmp_path))
-  assert again == rows  # read back from the finished runs (no NaN: both labels trained)
-  assert {p: os.path.getmtime(p) for p in tmp_path.glob("*/*/summary.json")} == mtimes
-
-
-def load(name, arg):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "experiments", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
 
 
 @pytest.mark.parametrize("model", ["c3d", "i3d_r50", "nl_i3d_r50", "two_stream", "lrcn", "slow_fusion"])
@@ -138,13 +92,6 @@ def test_pod_configs_build_their_paper_size_models_on_the_configs_inputs(model):
     assert params > 1_000_000
 
 
-def load_module(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "experiments", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def test_video_transformer_members_build_on_their_clips():
   """Every member of experiments/video_transformers.py accepts its config's clips at full (CPU) size."""
   import jax  # noqa: PLC0415
@@ -158,17 +105,6 @@ def test_video_transformer_members_build_on_their_clips():
     assert 100_000 < sum(int(np.prod(a.shape)) for a in jax.tree.leaves(shapes["params"])) < 1_000_000, name
 
 
-def test_video_transformer_sweep_trains_the_motion_label_only(tiny_moving_fmnist, tmp_path):
-  """The transformer sweep's tiny configs train end to end; labels it did not train are empty in the table."""
-  sweep = load_module("video_transformers").sweep_config(tiny=True, models="vivit_fdp+video_swin",
-                                                        data_dir=tiny_moving_fmnist)
-  rows = video_sweep.run_video_sweep(sweep, str(tmp_path))
-  assert [r["model"] for r in rows] == ["vivit_fdp", "video_swin"]
-  for r in rows:
-    assert 0.0 <= r["motion_video_top1"] <= 1.0 and np.isnan(r["object_video_top1"])
-  table = (tmp_path / "results.md").read_text()
-  assert table.startswith("# Video transformers on moving Fashion-MNIST actions")
-  assert "| vivit_fdp | 6 |" in table and "motion video |" in table and "object" not in table.split("\n\n")[2]
 
 
 @pytest.mark.parametrize("model, dataset", [
@@ -202,7 +138,7 @@ def test_video_experiments_share_one_recipe_and_reject_unknown_labels():
   """The two comparisons differ only where their docstrings say: model, clip, epochs and (transformers) warm-up."""
   from flax import traverse_util  # noqa: PLC0415
   classic, transformer = (traverse_util.flatten_dict(c.to_dict(), sep=".") for c in (
-      experiment().member_config("i3d"), load_module("video_transformers").member_config("vivit_st")))
+      load_module("video_classics").member_config("i3d"), load_module("video_transformers").member_config("vivit_st")))
   differ = {k for k in classic.keys() | transformer.keys() if classic.get(k) != transformer.get(k)}
   assert {k for k in differ if not k.startswith("model.")} == {
       "name", "model_name", "num_epochs", "optimizer.warmup_steps"}, differ
@@ -217,18 +153,3 @@ def test_transformer_pod_config_rejects_unknown_names():
   with pytest.raises(ValueError, match="unknown model 'vivit'; valid: vivit_b16x2_st"):
     load("video_transformer_pods", "model=vivit,dataset=ssv2")
 
-
-def test_video_sweep_command_line(tiny_moving_fmnist, tmp_path):
-  """`python -m vit_video.video_sweep` as the README runs it, on the tiny data: one model, both labels."""
-  import subprocess  # noqa: PLC0415
-  import sys  # noqa: PLC0415
-  arg = f"sweep,tiny,models=early_fusion,data_dir={tiny_moving_fmnist}"
-  result = subprocess.run(
-      [sys.executable, "-m", "vit_video.video_sweep", f"--config=experiments/video_classics.py:{arg}",
-       f"--workdir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=600,
-      env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert "| early_fusion | 6 |" in result.stdout
-  rows = video_sweep.read_rows(str(tmp_path / "results.csv"))
-  assert [r["model"] for r in rows] == ["early_fusion"] and rows[0]["params"] > 0
-  assert "Command: `python -m vit_video.video_sweep" in (tmp_path / "results.md").read_text()

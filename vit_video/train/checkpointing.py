@@ -1,6 +1,6 @@
 """Checkpoints of a training run: orbax saves on a step schedule, keep-last-N plus keep-best, and resume.
 
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), save_every_steps=500, total_steps=10_000,
+    checkpointer = Checkpointer(RunFolder(workdir).checkpoints, save_every_steps=500, total_steps=10_000,
                                 max_to_keep=2, keep_best=True)  # best by metrics["top1"], highest wins
     restored = checkpointer.restore_latest(abstract_state, expected_meta={"model": "vit_ti16"})
     for step in range(start + 1, total_steps + 1):
@@ -29,6 +29,10 @@ checkpoint is tried. Once an older one restores, the skipped newer ones are move
 again. If no checkpoint restores, nothing is moved and a RuntimeError lists every failure (a systematic
 failure, e.g. a wrong `abstract_state`, is not mistaken for corruption).
 
+Filesystems: `directory` is a local folder or any `etils.epath` URI. orbax itself writes local folders and
+gs://; anywhere else (s3://, ...) the checkpoints live in a local mirror that is uploaded after every save
+(train/checkpoint_mirror.py; single-process, saves then synchronous).
+
 A checkpoint of another model (its meta differs from `expected_meta`, or its array names, shapes or dtypes
 differ from `abstract_state`) raises ValueError naming both sides, and nothing on disk is touched.
 """
@@ -36,6 +40,7 @@ import datetime
 import json
 import logging
 import os
+import tempfile
 from typing import Any, Literal
 
 import jax
@@ -43,6 +48,9 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+
+from vit_video.train import checkpoint_mirror
+from vit_video.train.run_folder import CHECKPOINTS, RunFolder, as_path
 
 # orbax 0.12.8 `atomicity_types.TMP_DIR_SUFFIX`: the folder of a save that has not committed yet.
 _TMP_MARKER = ".orbax-checkpoint-tmp"
@@ -71,7 +79,10 @@ class Checkpointer:
                        f"({max_to_keep}) must all be >= 1")
     if best_mode not in ("max", "min"):
       raise ValueError(f"best_mode must be 'max' or 'min'; got {best_mode!r}")
-    self.directory = epath.Path(os.path.abspath(directory))  # orbax needs absolute paths
+    self.directory = as_path(directory)  # what messages name; orbax works on self._local
+    self._mirror = None if checkpoint_mirror.orbax_native(self.directory) else checkpoint_mirror.Mirror(
+        self.directory)
+    self._local = self.directory if self._mirror is None else self._mirror.local
     self.save_every_steps = save_every_steps
     self.total_steps = total_steps
     self.best_metric = best_metric if keep_best else None
@@ -86,9 +97,9 @@ class Checkpointer:
     # orbax's own max_to_keep with best_fn keeps the best N only; a preservation policy keeps both sets.
     # best_fn is still passed: without it orbax neither writes the metrics nor reports best_step().
     options = ocp.CheckpointManagerOptions(
-        best_fn=best_fn, best_mode=best_mode, enable_async_checkpointing=async_save,
+        best_fn=best_fn, best_mode=best_mode, enable_async_checkpointing=async_save and self._mirror is None,
         preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies))
-    self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers={
+    self._manager = ocp.CheckpointManager(self._local, options=options, item_handlers={
         "state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler(),
         "checksums": ocp.JsonCheckpointHandler()})
 
@@ -126,9 +137,12 @@ class Checkpointer:
     if not self._partial_saves_removed:
       self._remove_partial_saves()
       self._partial_saves_removed = True
-    return self._manager.save(step, args=ocp.args.Composite(
+    saved = self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta),
         checksums=ocp.args.JsonSave(checksums)), metrics=metrics, force=True)
+    if self._mirror is not None:  # synchronous: the step is committed locally
+      self._mirror.sync()
+    return saved
 
   def restore_latest(self, abstract_state: Any, *, expected_meta: dict) -> tuple[Any, dict] | None:
     """The newest checkpoint that restores intact, as `(state, meta)`; None when there is none.
@@ -145,7 +159,7 @@ class Checkpointer:
     expected_meta = _json_round_trip(expected_meta, "expected_meta")
     failures = []
     for step in sorted(self._manager.all_steps(), reverse=True):
-      path = self.directory / str(step)
+      path = self.directory / str(step)  # named in messages; orbax reads self._local
       try:
         meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
         if not isinstance(meta, dict):
@@ -166,7 +180,7 @@ class Checkpointer:
         failures.append(self._skip(path, e))
         continue
       for failed, _ in failures:
-        self._move_aside(failed)
+        self._move_aside(self._local / failed.name)
       self._manager.reload()
       return restored["state"], meta
     if failures:
@@ -190,8 +204,10 @@ class Checkpointer:
     self._manager.wait_until_finished()
 
   def close(self) -> None:
-    """Waits for the background saves and releases orbax's threads."""
+    """Waits for the background saves and releases orbax's threads (and the local mirror's folder)."""
     self._manager.close()
+    if self._mirror is not None:
+      self._mirror.close()
 
   def __enter__(self) -> "Checkpointer":
     return self
@@ -200,6 +216,7 @@ class Checkpointer:
     self.close()
 
   def _skip(self, path: epath.Path, error: Exception) -> tuple[epath.Path, Exception]:
+    path = self.directory / path.name  # the user's folder, also where orbax reads a local mirror
     _log.warning("checkpoint %s is damaged and is skipped (%s: %s); trying the previous one",
                  path, type(error).__name__, error)
     return path, error
@@ -210,15 +227,19 @@ class Checkpointer:
       return
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     target = self.directory.parent / f"{self.directory.name}_corrupt" / f"{path.name}-{stamp}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    path.rename(target)
-    _log.warning("moved damaged checkpoint %s to %s", path, target)
+    if self._mirror is not None:
+      self._mirror.move_aside(path.name, target)
+      path.rmtree()
+    else:
+      target.parent.mkdir(parents=True, exist_ok=True)
+      path.rename(target)
+    _log.warning("moved damaged checkpoint %s to %s", self.directory / path.name, target)
 
   def _move_aside_corrupt_metrics(self) -> None:
     """orbax reads every step's metrics when it starts and fails on an unreadable one: move such steps aside."""
-    if not self.directory.exists():
+    if not self._local.exists():
       return
-    for path in sorted(self.directory.iterdir()):
+    for path in sorted(self._local.iterdir()):
       metrics_file = path / "metrics" / "metrics"
       if path.name.isdigit() and metrics_file.exists():
         try:
@@ -229,9 +250,9 @@ class Checkpointer:
 
   def _remove_partial_saves(self) -> None:
     """Deletes the tmp folders of saves killed before they committed (never restorable, possibly large)."""
-    if jax.process_index() != 0 or not self.directory.exists():
+    if jax.process_index() != 0 or not self._local.exists():
       return
-    for path in self.directory.iterdir():
+    for path in self._local.iterdir():
       if _TMP_MARKER in path.name:
         _log.info("removing %s, a save that never committed", path)
         path.rmtree(missing_ok=True)
@@ -240,15 +261,23 @@ class Checkpointer:
 def restore_params(path: str | os.PathLike, abstract_variables: dict | None = None) -> dict:
   """Model variables from another run's checkpoint, for fine-tuning: `{"params": ..., "batch_stats": ...}`.
 
-  `path` is a run's workdir (its `checkpoints/` folder's newest step is used), a checkpoints folder, or one
-  step's folder; a damaged checkpoint raises (nothing is moved in another run's folder: name a step's folder
+  `path` (local or any `etils.epath` URI) is a run's workdir (its `checkpoints/` folder's newest step is used),
+  a checkpoints folder, or one step's folder; a damaged checkpoint raises (nothing is moved in another run's folder: name a step's folder
   to use an older one). Only the variables are read, not the optimizer state. With `abstract_variables` None, every
   non-empty collection among params and batch_stats comes back as host numpy arrays of the checkpoint's own
   shapes (the caller adapts heads and position embeddings). With `abstract_variables` (a dict of
   `jax.ShapeDtypeStruct` trees, e.g. `{"params": ...}`), exactly those collections come back, placed by their
   shardings, and a different name, shape or dtype raises ValueError naming it. Nothing is written.
   """
-  step_dir = _resolve_step_dir(epath.Path(os.path.abspath(path)))
+  step_dir = _resolve_step_dir(as_path(path))
+  if checkpoint_mirror.orbax_native(step_dir):
+    return _restore_variables(step_dir, abstract_variables)
+  with tempfile.TemporaryDirectory(prefix="vit_video_restore_") as local:
+    checkpoint_mirror.download_step(step_dir, epath.Path(local) / step_dir.name)
+    return _restore_variables(epath.Path(local) / step_dir.name, abstract_variables)
+
+
+def _restore_variables(step_dir: epath.Path, abstract_variables: dict | None) -> dict:
   checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
   saved_tree = checkpointer.metadata(step_dir / "state").item_metadata.tree
   if abstract_variables is None:
@@ -275,8 +304,11 @@ def _resolve_step_dir(path: epath.Path) -> epath.Path:
   """A workdir, checkpoints folder or step folder -> the step folder to read."""
   if (path / "state").is_dir():
     return path
-  directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-  steps = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
+  directory = path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path
+  if not checkpoint_mirror.orbax_native(directory):
+    steps = [int(p.name) for p in checkpoint_mirror.complete_steps(directory)]
+  else:
+    steps = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
   if not steps:
     raise FileNotFoundError(f"no complete checkpoint in {path} (looked for step folders in {directory})")
   return directory / str(steps[-1])

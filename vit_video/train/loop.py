@@ -2,23 +2,26 @@
 
 Resumable: every start first restores the newest complete checkpoint in `workdir` (parameters, optimizer
 state, EMA, step; the data order and dropout keys are functions of (seed, step)), so a killed run restarted
-with the same command ends exactly where an uninterrupted one would.
+with the same command ends exactly where an uninterrupted one would. `train_once` is the same for a member of a
+study: it returns a finished run's summary without training again.
 """
 import inspect
+import json
 import logging
-import os
 import time
 from typing import Any
 
+import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from vit_video import models
-from vit_video.data import augment as augment_lib
-from vit_video.data import pipeline, video_pipeline
+from vit_video.data import video_pipeline
+from vit_video.data.iterators import make_iterators
 from vit_video.train import checkpointing, finetune, flops, optim, parallel, steps, writers
+from vit_video.train.run_folder import RunFolder
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -79,8 +82,7 @@ class Trainer:
     self.config = config
     self.layout = parallel.make_layout(config.parallelism, fsdp=config.fsdp, devices=devices)
     parallel.check_batch_size(config.batch_size, self.layout.mesh.devices.size)
-    pmap = config.parallelism == "pmap"
-    axis = parallel.DATA_AXIS if pmap else None
+    axis = self.layout.axis_name
     self.model = build_model(config, axis_name=axis)
     opt = config.optimizer
     if opt.grad_accum_steps < 1 or total_steps % opt.grad_accum_steps:
@@ -89,7 +91,7 @@ class Trainer:
         opt.schedule, base_lr=opt.learning_rate, total_steps=total_steps // opt.grad_accum_steps,
         warmup_steps=opt.warmup_steps, end_lr_factor=opt.end_lr_factor,
         step_boundaries=tuple(opt.step_boundaries), step_factor=opt.step_factor)
-    self.video = config.video.num_frames > 0
+    self.video = config.video.num_frames > 0  # evaluation by views, aggregated per video on the host
     self.input_shapes = input_shapes(config)
     _check_model_inputs(self.model, config.model_name, len(self.input_shapes))
     self.abstract_params = jax.eval_shape(lambda: self.model.init(
@@ -102,40 +104,36 @@ class Trainer:
                                        label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
                                        schedule=self.schedule, grad_accum_steps=opt.grad_accum_steps,
                                        axis_name=axis)
-    if self.video:  # per-view logits, aggregated per video on the host
+    if self.video:
       eval_step = steps.make_view_eval_step(self.model, use_ema=config.ema_decay > 0, axis_name=axis)
     else:
       eval_step = steps.make_eval_step(self.model, num_classes=config.num_classes, use_ema=config.ema_decay > 0,
                                        axis_name=axis)
     init = lambda rng: steps.init_state(self.model, self.tx, rng, self.input_shapes, ema=config.ema_decay > 0)  # noqa: E731
     self.abstract_state = jax.eval_shape(init, jax.random.key(0))
-    if pmap:
-      self.state_shardings = None
-      self._init = jax.jit(init)
-      self.train_step = jax.pmap(train_step, axis_name=axis, donate_argnums=0)
-      self.eval_step = jax.pmap(eval_step, axis_name=axis)
-    else:
-      self.state_shardings = self.layout.state_shardings(self.abstract_state)
-      batch, replicated = self.layout.batch_sharding, self.layout.replicated
-      self._init = jax.jit(init, out_shardings=self.state_shardings)
-      self.train_step = jax.jit(train_step, in_shardings=(self.state_shardings, batch),
-                                out_shardings=(self.state_shardings, replicated), donate_argnums=0)
-      self.eval_step = jax.jit(eval_step, in_shardings=(self.state_shardings, batch), out_shardings=replicated)
+    self.state_shardings = self.layout.state_shardings(self.abstract_state)  # None under pmap
+    self._init = self.layout.compile_init(init, self.state_shardings)
+    self.train_step = self.layout.compile_step(train_step, self.state_shardings, updates_state=True)
+    self.eval_step = self.layout.compile_step(eval_step, self.state_shardings, updates_state=False)
 
   def init(self, seed: int) -> steps.TrainState:
     """A fresh state, laid out for the step functions (replicated on a device axis under pmap)."""
-    state = self._init(jax.random.key(seed))
-    return self.place(state)
+    return self.place(self._init(jax.random.key(seed)))
 
   def place(self, state: steps.TrainState) -> steps.TrainState:
     """Puts a host or global state where the step functions want it."""
-    if self.config.parallelism == "pmap":
-      return parallel.replicate(jax.device_get(state))
-    return jax.device_put(state, self.state_shardings)
+    return self.layout.place(state, self.state_shardings)
 
   def host_state(self, state: steps.TrainState) -> steps.TrainState:
     """The state as one global copy (un-replicated under pmap)."""
-    return parallel.unreplicate(state) if self.config.parallelism == "pmap" else state
+    return self.layout.one_copy(state)
+
+  def abstract_placed_state(self) -> Any:
+    """The state's `ShapeDtypeStruct`s with the shardings a restore should give them (none under pmap)."""
+    if self.state_shardings is None:
+      return self.abstract_state
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), self.abstract_state,
+                        self.state_shardings)
 
   def evaluate(self, state: steps.TrainState, batches) -> dict[str, float]:
     """Top-1, top-5 and loss over every example of an eval iterator (padding masked out).
@@ -147,9 +145,7 @@ class Trainer:
       return self._evaluate_views(state, batches)
     totals = None
     for batch in batches:
-      sums = self.eval_step(state, parallel.host_batch_to_global(batch, self.layout))
-      if self.config.parallelism == "pmap":
-        sums = parallel.unreplicate(sums)
+      sums = self.layout.one_copy(self.eval_step(state, parallel.host_batch_to_global(batch, self.layout)))
       totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     totals = jax.device_get(totals)
     count = float(totals["count"])
@@ -157,11 +153,8 @@ class Trainer:
             "loss": float(totals["loss"]) / count, "count": count}
 
   def _evaluate_views(self, state: steps.TrainState, batches) -> dict[str, float]:
-    outputs = []
-    for batch in batches:
-      out = self.eval_step(state, parallel.host_batch_to_global(batch, self.layout))
-      out = jax.device_get(parallel.unreplicate(out) if self.config.parallelism == "pmap" else out)
-      outputs.append(out)
+    outputs = [jax.device_get(self.layout.one_copy(self.eval_step(
+        state, parallel.host_batch_to_global(batch, self.layout)))) for batch in batches]
     out = {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
     mask = out["mask"].astype(bool)
     logits, labels = out["logits"][mask].astype(np.float64), out["label"][mask]
@@ -178,9 +171,7 @@ class Trainer:
     """Compiles both steps for these shapes once, keeps the executables, and returns XLA's FLOP counts:
     (train step over the global batch, eval per example). XLA's cost analysis counts one device's program, under
     jit (SPMD) and pmap alike, so it is scaled by the device count."""
-    per_device = jax.device_count() if self.config.parallelism == "pmap" else self.layout.mesh.devices.size
-    key, rank = ("video", 4) if self.video else ("image", 3)
-    lead = batch[key].shape[:batch[key].ndim - rank]  # [B] (jit) or [devices, B/devices] (pmap)
+    lead = batch["label"].shape[:self.layout.batch_axes]  # [B] (jit) or [devices, B/devices] (pmap)
     eval_batch = {**batch, "mask": jnp.ones(lead, bool)}
     if self.video:
       eval_batch["video_index"] = jnp.zeros(lead, jnp.int32)
@@ -188,75 +179,68 @@ class Trainer:
       eval_batch["label"] = eval_batch["label"].argmax(-1)
     self.train_step = self.train_step.lower(state, batch).compile()
     self.eval_step = self.eval_step.lower(state, eval_batch).compile()
-    train = flops.cost_analysis_flops(self.train_step) * per_device
-    per_example = flops.cost_analysis_flops(self.eval_step) * per_device / self.config.batch_size
+    devices = self.layout.program_devices
+    train = flops.cost_analysis_flops(self.train_step) * devices
+    per_example = flops.cost_analysis_flops(self.eval_step) * devices / self.config.batch_size
     return train, per_example
 
 
-def _eval_iterator(config, split: str):
-  if config.video.num_frames > 0:
-    v = config.video
-    return video_pipeline.make_clip_eval_iterator(
-        config.dataset.name, split, config.dataset.data_dir, global_batch_size=config.batch_size,
-        num_frames=v.num_frames, frame_stride=v.frame_stride, image_size=config.dataset.image_size,
-        num_clips=v.eval_num_clips, num_crops=v.eval_num_crops, process_index=jax.process_index(),
-        process_count=jax.process_count(), label_key=v.label_key, flow=v.flow)
-  return pipeline.make_eval_iterator(
-      config.dataset.name, split, config.dataset.data_dir, global_batch_size=config.batch_size,
-      image_size=config.dataset.image_size, process_index=jax.process_index(), process_count=jax.process_count())
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple[steps.TrainState, dict]:
+  """Trains and evaluates `config` in `workdir` (resuming from its newest checkpoint); returns the final state
+  and the run's summary.
 
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps.TrainState:
-  """Trains and evaluates `config` in `workdir` (resuming from its newest checkpoint); returns the final state.
-
-  Writes `workdir/config.json`, `metrics.jsonl`, `tensorboard/`, `checkpoints/` and `summary.json`
-  (final eval metrics, GFLOP per train step and per eval example, total training GFLOP).
+  `workdir` is a local path or any `etils.epath` URI (gs://...). It gets config.json, metrics.jsonl,
+  tensorboard/, checkpoints/ and, last, summary.json (final eval metrics, GFLOP per train step and per eval
+  example, total training GFLOP): see train/run_folder.py.
   """
-  workdir = os.path.abspath(workdir)  # orbax writes only to absolute paths
   d = config.distributed
   parallel.maybe_initialize_distributed(initialize=d.initialize, coordinator_address=d.coordinator_address,
                                         num_processes=d.num_processes, process_id=d.process_id)
-  os.makedirs(workdir, exist_ok=True)
-  ds = config.dataset
-  pipeline.check_prepared(ds.name, ds.data_dir)
-  total_steps = _total_steps(config, pipeline.num_examples(ds.name, ds.train_split, ds.data_dir))
+  folder = RunFolder(workdir)
+  iterators = make_iterators(config)
+  total_steps = _total_steps(config, iterators.num_train_examples)
   trainer = Trainer(config, total_steps)
   if config.log_every_steps < 1:
     raise ValueError(f"log_every_steps must be >= 1; got {config.log_every_steps}")
   if config.progress_bar not in ("auto", "on", "off"):
     raise ValueError(f"progress_bar must be 'auto', 'on' or 'off'; got {config.progress_bar!r}")
+  folder.makedirs()
 
   ckpt = config.checkpoint
   checkpointer = checkpointing.Checkpointer(
-      os.path.join(workdir, "checkpoints"), save_every_steps=ckpt.save_every_steps, total_steps=total_steps,
+      folder.checkpoints, save_every_steps=ckpt.save_every_steps, total_steps=total_steps,
       max_to_keep=ckpt.max_to_keep, keep_best=ckpt.keep_best, async_save=ckpt.async_save)
+  try:
+    return _train(config, folder, trainer, checkpointer, iterators, total_steps)
+  finally:
+    checkpointer.close()  # waits for a save in flight, also when training failed
+
+
+def _train(config, folder: RunFolder, trainer: Trainer, checkpointer: checkpointing.Checkpointer, iterators,
+           total_steps: int) -> tuple[steps.TrainState, dict]:
   expected_meta = {"model": config.model_name}
-  abstract = trainer.abstract_state
-  if trainer.state_shardings is not None:
-    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
-                            trainer.state_shardings)
-  restored = checkpointer.restore_latest(abstract, expected_meta=expected_meta)
+  restored = checkpointer.restore_latest(trainer.abstract_placed_state(), expected_meta=expected_meta)
   if restored is not None:
     state, meta = restored
     state = trainer.place(state)
     start_step = int(meta["step"])
     if start_step > total_steps:
-      raise ValueError(f"{workdir} holds a checkpoint at step {start_step}, past this config's {total_steps} "
+      raise ValueError(f"{folder} holds a checkpoint at step {start_step}, past this config's {total_steps} "
                        f"steps: use another workdir, or train for at least {start_step} steps")
-    logging.info("resumed from step %d in %s", start_step, workdir)
+    logging.info("resumed from step %d in %s", start_step, folder)
   else:
     state = trainer.init(config.seed)
     if config.init.checkpoint:
       state = trainer.place(finetune.init_from(trainer.host_state(state), config))
     start_step = 0
   if jax.process_index() == 0:  # only once the workdir's checkpoints were accepted
-    writers.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+    folder.write_config(config.to_dict())
 
-  train_iter = _train_iterator(config, start_step, stop_step=total_steps + 1)  # +1: a finished run's FLOP count
+  train_iter = iterators.train(start_step, stop_step=total_steps + 1)  # +1: a finished run's FLOP count
   bar = {"auto": None, "on": True, "off": False}[config.progress_bar]
-  writer = writers.RunWriter(workdir, total_steps=total_steps, start_step=start_step,
+  writer = writers.RunWriter(folder, total_steps=total_steps, start_step=start_step,
                              global_batch_size=config.batch_size, progress_bar=bar)
-  summary_path = os.path.join(workdir, "summary.json")
+  eval_split = config.dataset.eval_split
   step_gflop = eval_gflop = None
   eval_metrics: dict[str, float] = {}
   evaluated_at = None  # the step eval_metrics belong to
@@ -272,9 +256,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
     last = step == total_steps
     if step % config.log_every_steps == 0 or last:
       _check_finite(step, metrics, checkpointer)
-      writer.write(step, _host_scalars(metrics, config), kind="train")
+      writer.write(step, _host_scalars(metrics, trainer.layout), kind="train")
     if last or (config.eval_every_steps and step % config.eval_every_steps == 0):
-      eval_metrics, evaluated_at = trainer.evaluate(state, _eval_iterator(config, ds.eval_split)), step
+      eval_metrics, evaluated_at = trainer.evaluate(state, iterators.eval(eval_split)), step
       writer.write(step, eval_metrics, kind="eval")
     if checkpointer.should_save(step):
       _check_finite(step, metrics, checkpointer)
@@ -289,7 +273,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
     batch = parallel.host_batch_to_global(next(train_iter), trainer.layout)
     step_gflop, eval_gflop = (f / 1e9 for f in trainer.compile(state, batch))
   if not eval_metrics:
-    eval_metrics = trainer.evaluate(state, _eval_iterator(config, ds.eval_split))
+    eval_metrics = trainer.evaluate(state, iterators.eval(eval_split))
   summary = {
       "step": total_steps, "name": config.name or config.model_name, "model": config.model_name,
       **{f"eval_{k}": v for k, v in eval_metrics.items()},
@@ -299,37 +283,45 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> steps
       "seconds_this_start": time.perf_counter() - start_time,
   }
   if jax.process_index() == 0:
-    writers.write_json_atomic(summary_path, summary)
+    folder.write_summary(summary)
   logging.info("done: %s step %d, eval top-1 %.4f, top-5 %.4f, loss %.4f, %.1f train GFLOP total, %s",
                summary["name"], total_steps, eval_metrics["top1"], eval_metrics["top5"], eval_metrics["loss"],
-               summary["train_gflop_total"], workdir)
-  return trainer.host_state(state)
+               summary["train_gflop_total"], folder)
+  return trainer.host_state(state), summary
 
 
-def _train_iterator(config, start_step: int, stop_step: int):
-  ds, v = config.dataset, config.video
-  if v.num_frames > 0:
-    if any(config.augment[k] for k in ("crop_padding", "flip", "randaugment_layers", "mixup_alpha", "cutmix_alpha")):
-      raise ValueError("the image augmentations (config.augment) do not apply to video; clips are cropped and "
-                       "flipped by config.video.min_crop_area and config.video.flip")
-    return video_pipeline.make_clip_train_iterator(
-        ds.name, ds.train_split, ds.data_dir, global_batch_size=config.batch_size, num_frames=v.num_frames,
-        frame_stride=v.frame_stride, image_size=ds.image_size, seed=config.seed, process_index=jax.process_index(),
-        process_count=jax.process_count(), start_step=start_step, flip=v.flip, scale_range=(v.min_crop_area, 1.0),
-        label_key=v.label_key, stop_step=stop_step, cache=ds.cache, flow=v.flow)
-  return pipeline.make_train_iterator(
-      ds.name, ds.train_split, ds.data_dir, global_batch_size=config.batch_size, image_size=ds.image_size,
-      seed=config.seed, start_step=start_step, process_index=jax.process_index(),
-      process_count=jax.process_count(), augment=augment_lib.AugmentConfig(**config.augment),
-      num_classes=config.num_classes, shuffle_buffer_size=ds.shuffle_buffer_size or None, cache=ds.cache,
-      host_sharding=ds.host_sharding, stop_step=stop_step)
+# Config keys that may differ between two starts of the same run (paths, display).
+_VOLATILE_KEYS = ("dataset.data_dir", "init.checkpoint", "progress_bar")
 
 
-def _host_scalars(metrics: dict, config) -> dict[str, float]:
-  metrics = jax.device_get(metrics)
-  if config.parallelism == "pmap":
-    metrics = parallel.unreplicate(metrics)
-  return {k: float(v) for k, v in metrics.items()}
+def _flat(config: dict) -> dict:
+  flat = flax.traverse_util.flatten_dict(json.loads(json.dumps(config)), sep=".")  # tuples -> lists
+  return {k: v for k, v in flat.items() if k not in _VOLATILE_KEYS}
+
+
+def train_once(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """The summary of a finished run of `config` in `workdir`, training it first unless it finished (a
+  half-finished run resumes). For the members of a study: re-running the study skips what is done.
+
+  Raises ValueError, touching nothing, when `workdir` holds a run of another config (paths and display
+  settings aside: `dataset.data_dir`, `init.checkpoint`, `progress_bar`).
+  """
+  folder = RunFolder(workdir)
+  saved = folder.read_config()
+  if saved is not None:
+    saved, wanted = _flat(saved), _flat(config.to_dict())
+    differ = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+    if differ:
+      raise ValueError(f"{folder} holds a run of another config (it differs in {', '.join(differ[:6])}); "
+                       "use a new workdir, or delete that folder to retrain it")
+  summary = folder.read_summary()
+  if summary is None:
+    _, summary = train_and_evaluate(config, workdir)
+  return summary
+
+
+def _host_scalars(metrics: dict, layout: parallel.Layout) -> dict[str, float]:
+  return {k: float(v) for k, v in jax.device_get(layout.one_copy(metrics)).items()}
 
 
 def _check_finite(step: int, metrics: Any, checkpointer) -> None:

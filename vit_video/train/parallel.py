@@ -10,6 +10,7 @@ Multi-host: every process calls `jax.distributed.initialize` first (`maybe_initi
 feeds its own rows of the global batch and `host_batch_to_global` assembles the global array.
 """
 import dataclasses
+from collections.abc import Callable
 from typing import Any, Literal
 
 import jax
@@ -69,8 +70,50 @@ class Layout:
     return self.replicated
 
   def state_shardings(self, abstract_state: Any) -> Any:
-    """A sharding for every leaf of a state pytree (of arrays or ShapeDtypeStructs)."""
+    """A sharding for every leaf of a state pytree (of arrays or ShapeDtypeStructs); None under pmap, whose
+    state is replicated on a leading device axis instead."""
+    if self.parallelism == "pmap":
+      return None
     return jax.tree.map(lambda a: self.param_sharding(tuple(a.shape)), abstract_state)
+
+  @property
+  def axis_name(self) -> str | None:
+    """The named device axis step functions reduce over (pmap), None under jit (XLA inserts the reductions)."""
+    return DATA_AXIS if self.parallelism == "pmap" else None
+
+  @property
+  def program_devices(self) -> int:
+    """Devices whose work one compiled program stands for: XLA's cost analysis counts one device's share."""
+    return jax.device_count() if self.parallelism == "pmap" else self.mesh.devices.size
+
+  @property
+  def batch_axes(self) -> int:
+    """Leading axes of a global batch: [B] under jit, [local_devices, B/devices] under pmap."""
+    return 2 if self.parallelism == "pmap" else 1
+
+  def compile_init(self, init: Callable, state_shardings: Any) -> Callable:
+    """`init(rng) -> state` jitted to lay the state out as `place` would (replicated later under pmap)."""
+    return jax.jit(init) if state_shardings is None else jax.jit(init, out_shardings=state_shardings)
+
+  def compile_step(self, step: Callable, state_shardings: Any, *, updates_state: bool) -> Callable:
+    """`step(state, batch)` for this layout: `jax.pmap` over the data axis, or `jax.jit` with the state's and
+    the batch's shardings. `updates_state`: it returns (new state, metrics) and donates the old state; else
+    it returns outputs replicated on every device."""
+    if self.parallelism == "pmap":
+      return jax.pmap(step, axis_name=DATA_AXIS, donate_argnums=0 if updates_state else ())
+    outputs = (state_shardings, self.replicated) if updates_state else self.replicated
+    return jax.jit(step, in_shardings=(state_shardings, self.batch_sharding), out_shardings=outputs,
+                   donate_argnums=0 if updates_state else ())
+
+  def place(self, state: Any, state_shardings: Any) -> Any:
+    """A host or global state where the step functions want it (replicated per local device under pmap)."""
+    if self.parallelism == "pmap":
+      return replicate(jax.device_get(state))
+    return jax.device_put(state, state_shardings)
+
+  def one_copy(self, tree: Any) -> Any:
+    """A pytree the steps returned as one global copy (the first device's under pmap)."""
+    return unreplicate(tree) if self.parallelism == "pmap" else tree
 
 
 def make_layout(parallelism: Parallelism, *, fsdp: bool = False, devices: list | None = None) -> Layout:
