@@ -83,8 +83,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint.max_to_keep = 2  # Keep the newest N checkpoints...
   c.checkpoint.keep_best = True  # ...plus the one with the best eval top-1.
   c.checkpoint.async_save = True  # Write checkpoints in the background.
-  c.init = ml_collections.ConfigDict()
-  c.init.checkpoint = ""  # Fine-tune from another run's workdir or a published .npz ("" : from scratch).
+  c.init = ml_collections.ConfigDict()  # The initial parameters (train/finetune.py; surgery in checkpoints/).
+  c.init.checkpoint = ""  # Another run's workdir (or its checkpoints or step folder; a local path or any URI, e.g.
+  #   gs://) or a published .npz (vit_jax, big_vision, BiT); "": from scratch. Optimizer state starts afresh.
+  c.init.model_name = ""  # The checkpoint's model when it is of another family than model_name: its image family,
+  #   e.g. "vit_b16" for a ViViT or TimeSformer, "swin_t" for a Video Swin, "resnet50" for an I3D ("": the same).
+  c.init.model = ml_collections.ConfigDict()  # .npz of another family only: init.model_name's attribute overrides
+  #   (e.g. width/depth of a custom size; pool="gap" for a class-token-free big_vision ViT).
+  c.init.inflation = ""  # 2D -> 3D kernels (tubelets, Video Swin patches, I3D convs): "central_frame", "average"
+  #   or "repeat" (checkpoints/inflate.py); "": the family's paper default (ViViT central_frame, others average).
   c.init.reset_head = False  # Start from a fresh zero head even when the checkpoint's has the same shape.
   c.progress_bar = "auto"  # "auto" (a bar on an interactive terminal, log lines otherwise), "on" or "off".
   return c

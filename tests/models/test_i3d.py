@@ -1,4 +1,7 @@
-"""Tests for vit_video.models.i3d: inflation from a 2D ResNet, non-local blocks, sizes, parameter counts."""
+"""Tests for vit_video.models.i3d: non-local blocks, sizes, parameter counts, dtypes, bad input.
+
+(Inflation from a 2D ResNet: tests/checkpoints/test_inflate.py.)
+"""
 import functools
 
 import jax
@@ -7,7 +10,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from vit_video.models.i3d import I3DResNet, inflate_resnet_params
+from vit_video.models.i3d import I3DResNet
 from vit_video.models.resnet import VARIANTS, ResNet
 from tests.models.helpers import random_variables
 
@@ -30,90 +33,6 @@ def intermediates(model, variables, x):
 @functools.partial(jax.jit, static_argnums=0)
 def logits(model, variables, x):
   return model.apply(variables, x, train=False)
-
-
-def test_average_inflation_of_identical_frames_gives_the_2d_features():
-  """A clip of 15 copies of one image through the "average"-inflated I3D equals the 2D ResNet on the image at
-  every time whose temporal receptive field lies inside the clip. With temporal_strides (1, 1, 2): conv1
-  (kt 5, pad 2) is clean at t in [2, 12]; layer1's 3x1x1 conv at [3, 11]; pool2 (3, stride 2, pad 1) at
-  u in [2, 5]; layer2's 3x1x1 conv at u in [3, 4] of 8. The border times differ (temporal zero padding)."""
-  image = noise((B, H, W, C))
-  model_2d = ResNet(num_classes=K, **TINY_2D)
-  v2 = random_variables(model_2d, image)
-  model_3d = I3DResNet(num_classes=K, temporal_strides=(1, 1, 2), **TINY_3D)
-  x = jnp.repeat(image[:, None], 15, axis=1)  # [B,15,H,W,C]
-  v3 = inflate_resnet_params(v2, random_variables(model_3d, x, seed=1), mode="average")
-  _, s2 = intermediates(model_2d, v2, image)
-  _, s3 = intermediates(model_3d, v3, x)
-  f2, f3 = s2["layer2"]["__call__"][0], s3["layer2"]["__call__"][0]  # [B,2,3,32], [B,8,2,3,32]
-  assert f3.shape == (B, 8) + f2.shape[1:]
-  np.testing.assert_allclose(f3[:, 3:5], jnp.broadcast_to(f2[:, None], f3[:, 3:5].shape), rtol=1e-4, atol=1e-5)
-  assert not np.allclose(f3[:, 0], f2, atol=1e-3) and not np.allclose(f3[:, 7], f2, atol=1e-3)
-
-
-def test_center_inflation_of_identical_frames_gives_the_2d_logits():
-  """"center" leaves one tap per kernel, so every frame is processed alone: identical frames give the 2D logits
-  exactly, temporal strides and all (and "average" does not, because of the temporal zero padding)."""
-  image = noise((B, H, W, C))
-  model_2d = ResNet(num_classes=K, **TINY_2D)
-  v2 = random_variables(model_2d, image)
-  model_3d = I3DResNet(num_classes=K, **TINY_3D)
-  x = jnp.repeat(image[:, None], 5, axis=1)  # [B,5,H,W,C]
-  template = random_variables(model_3d, x, seed=1)
-  logits_2d = logits(model_2d, v2, image)
-  center = logits(model_3d, inflate_resnet_params(v2, template, mode="center"), x)
-  np.testing.assert_allclose(center, logits_2d, rtol=1e-4, atol=1e-5)
-  average = logits(model_3d, inflate_resnet_params(v2, template, mode="average"), x)
-  assert not np.allclose(average, logits_2d, atol=1e-3)
-
-
-def test_first_conv_on_a_single_frame_clip():
-  """A clip whose only non-zero frame is the central one: "center"'s conv1 gives the 2D conv1 of that frame at
-  the central time and zero elsewhere; "average"'s gives the 2D response / 5 at all 5 times (kernel 5, pad 2)."""
-  image = noise((B, H, W, C))
-  model_2d = ResNet(num_classes=K, **TINY_2D)
-  v2 = random_variables(model_2d, image)
-  model_3d = I3DResNet(num_classes=K, temporal_strides=(1, 1, 1), **TINY_3D)
-  x = jnp.zeros((B, 5, H, W, C)).at[:, 2].set(image)
-  template = random_variables(model_3d, x, seed=1)
-  conv_2d = intermediates(model_2d, v2, image)[1]["conv1"]["__call__"][0]  # [B,6,10,4]
-  conv_center = intermediates(model_3d, inflate_resnet_params(v2, template, mode="center"), x)[1]["conv1"]
-  conv_center = conv_center["__call__"][0]  # [B,5,6,10,4]
-  np.testing.assert_allclose(conv_center[:, 2], conv_2d, rtol=1e-5, atol=1e-5)
-  np.testing.assert_array_equal(conv_center[:, jnp.array([0, 1, 3, 4])], 0.0)
-  conv_average = intermediates(model_3d, inflate_resnet_params(v2, template, mode="average"), x)[1]["conv1"]
-  np.testing.assert_allclose(conv_average["__call__"][0], jnp.broadcast_to(conv_2d[:, None] / 5, conv_center.shape),
-                             rtol=1e-5, atol=1e-6)
-
-
-def test_inflation_copies_batch_norm_and_head_or_keeps_a_fresh_head():
-  image, x = noise((B, H, W, C)), noise((B, 4, H, W, C))
-  v2 = random_variables(ResNet(num_classes=K, **TINY_2D), image)
-  for k, same in ((K, True), (K + 2, False)):
-    template = random_variables(I3DResNet(num_classes=k, **TINY_3D), x, seed=1)
-    v3 = inflate_resnet_params(v2, template, mode="center")
-    jax.tree.map(np.testing.assert_array_equal, v3["batch_stats"], v2["batch_stats"])
-    np.testing.assert_array_equal(v3["params"]["layer2"]["block0"]["bn3"]["scale"],
-                                  v2["params"]["layer2"]["block0"]["bn3"]["scale"])
-    np.testing.assert_array_equal(v3["params"]["fc"]["kernel"], (v2 if same else template)["params"]["fc"]["kernel"])
-    assert v3["params"]["layer1"]["block0"]["conv2"]["kernel"].shape == (1, 3, 3, 4, 4)
-
-
-def test_inflation_raises_naming_the_key():
-  image, x = noise((B, H, W, C)), noise((B, 4, H, W, C))
-  v2 = random_variables(ResNet(num_classes=K, **TINY_2D), image)
-  template = random_variables(I3DResNet(num_classes=K, **TINY_3D), x, seed=1)
-  flat = traverse_util.flatten_dict(v2)
-  flat[("params", "layer2", "block0", "conv2", "kernel")] = jnp.zeros((3, 3, 8, 9))
-  with pytest.raises(ValueError, match=r"cannot inflate params/layer2/block0/conv2/kernel: 2D shape \(3, 3, 8, 9\) "
-                                       r"does not map to 3D shape \(1, 3, 3, 8, 8\)"):
-    inflate_resnet_params(traverse_util.unflatten_dict(flat), template)
-  deeper = random_variables(I3DResNet(num_classes=K, **{**TINY_3D, "stage_sizes": (1, 2), "inflate": ((1,), (1, 0)),
-                                                        "nonlocal_after": ((), (1,))}), x, seed=1)
-  with pytest.raises(ValueError, match=r"cannot inflate \w+/layer2/block1/\w+/\w+: the 2D variables have no"):
-    inflate_resnet_params(v2, deeper)
-  with pytest.raises(ValueError, match=r"mode 'middle' is not one of \['average', 'center'\]"):
-    inflate_resnet_params(v2, template, mode="middle")
 
 
 def test_non_local_blocks_are_the_identity_at_initialisation():

@@ -1,6 +1,6 @@
 """TimeSformer (vit_video.models.timesformer): information flow of the four attention schemes, the forward pass against
-a numpy re-statement of the official code's, initialisation from a ViT, the time embedding's resampling, parameter
-counts against the paper's Table 1, bad input.
+a numpy re-statement of the official code's, the time embedding's resampling, parameter counts against the paper's
+Table 1, bad input. (Initialisation from a ViT: tests/checkpoints/test_inflate_vit.py.)
 
 Tiny sizes, all different where it matters: B=2 clips of T=3 frames, 8x16 pixels, C=5 channels, patch 4, so the
 patch grid is T=3 x H'=2 x W'=4 (S=8 patches per frame), width 16, 2 heads, MLP 24, K=7 classes.
@@ -14,7 +14,7 @@ import pytest
 from flax import traverse_util
 
 from tests.models.helpers import forward_with_intermediates, noise, random_variables
-from vit_video.models import count_params, timesformer, vit
+from vit_video.models import count_params, timesformer
 
 B, T, H, W, C, K = 2, 3, 8, 16, 5, 7
 P, D, HEADS = 4, 16, 2
@@ -22,7 +22,6 @@ NH, NW = H // P, W // P
 S = NH * NW
 TINY = dict(num_classes=K, patch_size=P, width=D, depth=2, mlp_dim=24, num_heads=HEADS, num_frames=T,
             in_channels=C)
-TINY_VIT = dict(num_classes=K, patch_size=P, width=D, depth=2, mlp_dim=24, num_heads=HEADS, in_channels=C)
 
 
 X = noise((B, T, H, W, C))
@@ -267,78 +266,6 @@ def test_logits_equal_the_official_forward_pass(attention):
   expected = official_forward(v["params"], X, attention)
   np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
   assert np.abs(expected).max() > 0.1 and not np.allclose(expected[0], expected[1], atol=1e-3)
-
-
-# ------------------------------------------------------------------------------------------ init_from_vit
-
-
-@pytest.fixture(scope="module")
-def vit_model_and_params():
-  model = vit.ViT(**TINY_VIT)
-  return model, random_variables(model, X[:, 0])["params"]
-
-
-@pytest.mark.parametrize("attention", ["space", "divided"])
-def test_from_vit_identical_frames_give_the_vit_logits(vit_model_and_params, attention):
-  """The temporal step starts as the identity (zero `temporal_fc`, zero time embedding) and the class token's update
-  is the average over identical frames: the logits are the ViT's."""
-  vit_model, vit_params = vit_model_and_params
-  model, template = model_and_variables(attention)
-  params = timesformer.init_from_vit(vit_params, template["params"])
-  assert jax.tree.structure(params) == jax.tree.structure(template["params"])
-  if attention == "divided":
-    block = params["Transformer"]["encoderblock_1"]
-    vit_block = vit_params["Transformer"]["encoderblock_1"]
-    jax.tree.map(np.testing.assert_array_equal, block["MultiHeadDotProductAttention_time"],  # the official copy
-                 vit_block["MultiHeadDotProductAttention_1"])
-    jax.tree.map(np.testing.assert_array_equal, block["LayerNorm_time"], vit_block["LayerNorm_0"])
-    assert not any(np.any(a) for a in jax.tree.leaves((block["Dense_time"], params["Transformer"]["posembed_time"])))
-  same = jnp.repeat(X[:, :1], T, axis=1)
-  logits, _ = forward_with_intermediates(model, {"params": params}, same)
-  vit_logits, _ = forward_with_intermediates(vit_model, {"params": vit_params}, X[:, 0])
-  np.testing.assert_allclose(logits, vit_logits, rtol=1e-4, atol=1e-5)
-  assert np.abs(vit_logits).max() > 0.1  # a random head: the comparison is not 0 == 0
-
-
-def test_from_vit_space_averages_the_frames_class_tokens_before_the_norm(vit_model_and_params):
-  """On distinct frames the space-only model is LN(mean over frames of the ViT's last-block class token) -> head."""
-  vit_model, vit_params = vit_model_and_params
-  model, template = model_and_variables("space")
-  logits, _ = forward_with_intermediates(model, {"params": timesformer.init_from_vit(vit_params, template["params"])}, X)
-  _, inter = forward_with_intermediates(vit_model, {"params": vit_params}, X.reshape(B * T, H, W, C))
-  cls = inter["Transformer"]["encoderblock_1"]["__call__"][0][0][:, 0].reshape(B, T, D)  # before the final norm
-  expected = _dense(_ln(np.asarray(cls).mean(1), vit_params["Transformer"]["encoder_norm"]), vit_params["head"])
-  np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
-
-
-def test_from_vit_joint_on_one_frame_is_the_vit(vit_model_and_params):
-  """A one-frame clip (the time embedding of T=3 resampled to 1 row, zero) through joint attention is the ViT."""
-  vit_model, vit_params = vit_model_and_params
-  model, template = model_and_variables("joint")
-  logits, _ = forward_with_intermediates(model, {"params": timesformer.init_from_vit(vit_params, template["params"])}, X[:, :1])
-  np.testing.assert_allclose(logits, forward_with_intermediates(vit_model, {"params": vit_params}, X[:, 0])[0], rtol=1e-4, atol=1e-5)
-
-
-def test_from_vit_errors_and_head_of_another_size():
-  image = jnp.zeros((1, H, W, C))
-  template = model_and_variables("axial")[1]["params"]
-  ok = random_variables(vit.ViT(**{**TINY_VIT, "num_classes": 3}), image)["params"]
-  params = timesformer.init_from_vit({"params": ok}, {"params": template})["params"]
-  np.testing.assert_array_equal(params["head"]["kernel"], template["head"]["kernel"])  # 3 != 7 classes: kept
-  np.testing.assert_array_equal(params["cls"]["token"], ok["cls"]["token"])
-  for overrides, message in [(dict(depth=1), "ViT depth 1 differs"), (dict(pool="gap"), "no class token"),
-                             (dict(mlp_dim=8), "MlpBlock_3/Dense_0/bias' has shape"),
-                             (dict(patch_size=2), "embedding/kernel' has shape")]:
-    other = random_variables(vit.ViT(**{**TINY_VIT, **overrides}), image)["params"]
-    with pytest.raises(ValueError, match=message):
-      timesformer.init_from_vit(other, template)
-  bigger = random_variables(vit.ViT(**TINY_VIT), jnp.zeros((1, 12, 12, C)))["params"]  # a 3x3 grid
-  with pytest.raises(ValueError, match=r"position embedding has shape \(1, 10, 16\).*pass frame_grid"):
-    timesformer.init_from_vit(bigger, template)
-  params = timesformer.init_from_vit(bigger, template, frame_grid=(NH, NW))  # resampled to 2x4
-  assert params["Transformer"]["posembed_input"]["pos_embedding"].shape == (1, 1 + S, D)
-  with pytest.raises(ValueError, match="hybrid"):
-    timesformer.init_from_vit({**ok, "stem": {}}, template)
 
 
 # ------------------------------------------------------------------------------------------ time embedding

@@ -1,7 +1,7 @@
 """VideoSwin (vit_video.models.video_swin): 3D windows (partition/reverse, shifted windows that never attend across
 their boundary, a planted token that moves exactly its displaced 3D window), torchvision's relative positions of a
-reduced window, initialisation from a 2D Swin (a clip of identical frames gives the 2D Swin's logits), parameter
-counts pinned, layout, dtypes, stochastic depth, bad input.
+reduced window, parameter counts pinned, layout, dtypes, stochastic depth, bad input. (Initialisation from a 2D
+Swin, where a clip of identical frames gives the 2D Swin's logits: tests/checkpoints/test_inflate.py.)
 
 Equality with torchvision itself (and its parameter counts) is in tests/checkpoints/test_torchvision_video_swin.py.
 Tiny sizes, all different: B=2 clips of T=6 frames, 20 x 28 pixels, C=5 channels, patch 2 x 4 x 4 (tokens 3 x 5 x 7,
@@ -14,17 +14,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax.traverse_util import flatten_dict
 
-from tests.models.helpers import noise, random_variables
-from vit_video.layers.embed import PatchEmbedding
-from vit_video.models import swin, video_swin, vit
+from tests.models.helpers import noise
+from vit_video.models import swin, video_swin
 
 B, T, H, W, C, K = 2, 6, 20, 28, 5, 7
 WINDOW = (2, 3, 3)
 TINY = dict(num_classes=K, width=16, depths=(2, 2), num_heads=(1, 2), window_size=WINDOW, mlp_ratio=2.0,
             in_channels=C)
-TINY_2D = dict(num_classes=K, width=16, depths=(2, 2), num_heads=(1, 2), window_size=3, mlp_ratio=2.0, in_channels=C)
 X = noise((B, T, H, W, C))
 
 # name -> parameter count with 400 classes: torchvision 0.28's swin3d_t/s/b exactly (built on the meta device and
@@ -168,109 +165,6 @@ def test_reduced_window_reads_its_offsets_or_torchvisions_leading_rows():
   np.testing.assert_array_equal(leading, table[full[:12, :12]].transpose(2, 0, 1))
   assert not np.array_equal(own, leading)
   np.testing.assert_array_equal(bias(False, (1, 3, 3)), bias(True, (1, 3, 3)))
-
-
-# --- Initialisation from a 2D Swin --------------------------------------------------------------------------------
-
-
-@functools.cache
-def _swin_2d(mode="masked", num_classes=K, window=3):
-  model = swin.Swin(**dict(TINY_2D, num_classes=num_classes, window_size=window), window_padding=mode)
-  return model, random_variables(model, X[:, 0])["params"]
-
-
-def _template(**overrides):
-  return random_variables(video_swin.VideoSwin(**dict(TINY, **overrides)), X, seed=1)["params"]
-
-
-def test_inflation_averages_the_patch_kernel_repeats_tables_over_time_and_copies_the_rest():
-  _, params_2d = _swin_2d()
-  template = _template()
-  params = video_swin.init_from_swin_2d(params_2d, template)
-  assert jax.tree.structure(params) == jax.tree.structure(template)
-  kernel = np.asarray(params["embedding"]["kernel"])  # [2,4,4,C,D]
-  np.testing.assert_allclose(kernel, np.broadcast_to(params_2d["embedding"]["kernel"] / 2, kernel.shape), rtol=1e-6)
-  for i, j in [(0, 0), (1, 1)]:
-    table = np.asarray(params[f"stage_{i}"][f"block_{j}"]["rel_pos"]["relative_position_bias_table"])
-    table_2d = params_2d[f"stage_{i}"][f"block_{j}"]["rel_pos"]["relative_position_bias_table"]
-    assert table.shape == (3 * 25, i + 1)
-    # Row t * 25 + hw holds offset (t - 1, hw): every temporal offset reads the 2D table.
-    np.testing.assert_array_equal(table.reshape(3, 25, -1), np.broadcast_to(table_2d, (3, 25, i + 1)))
-  flat, flat_2d = flatten_dict(params, sep="/"), flatten_dict(params_2d, sep="/")
-  assert set(flat) == set(flat_2d)
-  for path, value in flat.items():  # everything else (the head too: same K) as it is
-    if path != "embedding/kernel" and not path.endswith("relative_position_bias_table"):
-      np.testing.assert_array_equal(value, flat_2d[path], err_msg=path)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _logits(model, params, x):
-  return model.apply({"params": params}, x, train=False)
-
-
-def test_from_swin_2d_a_clip_of_identical_frames_gives_the_2d_swin_on_the_frame():
-  """What the construction implies, exactly (to float rounding): with the kernel averaged over p_t, every tubelet of
-  identical frames embeds as the frame's 2D patch; attention over the copies of a spatial key along time, all with
-  the same bias (the table ignores the temporal offset), splits that key's 2D weight between them; merging, MLPs
-  and norms act per token; so every temporal index carries the 2D Swin's token map and the pooled logits are the
-  2D Swin's. This needs the same spatial windows as the 2D Swin and no attended padding: it holds with
-  window_padding="masked" on both at any size (here T'=3 is padded to 4 and every spatial axis is padded), and
-  with "torchvision" where nothing is padded, but not where T' is padded (the zero frames are attended)."""
-  model_2d, params_2d = _swin_2d()
-  frame = X[:, 0]  # [B,H,W,C]
-  same = jnp.repeat(frame[:, None], T, axis=1)  # [B,T,H,W,C], identical frames
-  params = video_swin.init_from_swin_2d(params_2d, _template())
-  # The patch embeddings equal the 2D ones at every temporal index.
-  embedded = PatchEmbedding((2, 4, 4), 16).apply({"params": params["embedding"]}, same)  # [B,T',H',W',D]
-  embedded_2d = PatchEmbedding((4, 4), 16).apply({"params": params_2d["embedding"]}, frame)  # [B,H',W',D]
-  np.testing.assert_allclose(embedded, jnp.broadcast_to(embedded_2d[:, None], embedded.shape), rtol=1e-5, atol=1e-5)
-
-  expected = np.asarray(_logits(model_2d, params_2d, frame))
-  assert np.abs(expected).max() > 0.1  # a random head: not 0 == 0
-  masked = video_swin.VideoSwin(**TINY, window_padding="masked")
-  np.testing.assert_allclose(_logits(masked, params, same), expected, rtol=1e-4, atol=1e-4)
-  assert np.abs(_logits(masked, params, X) - expected).max() > 1e-2  # other frames, other logits: not vacuous
-
-  tv = video_swin.VideoSwin(**TINY, window_padding="torchvision")
-  frame = noise((B, 24, 48, C), seed=8)  # token maps 6 x 12 and 3 x 6: nothing padded in space
-  expected = np.asarray(_logits(model_2d, params_2d, frame))
-  same_8 = jnp.repeat(frame[:, None], 8, axis=1)  # T' = 4, a multiple of Wt = 2
-  np.testing.assert_allclose(_logits(tv, params, same_8), expected, rtol=1e-4, atol=1e-4)
-  same_6 = jnp.repeat(frame[:, None], 6, axis=1)  # T' = 3, padded to 4
-  assert np.abs(_logits(tv, params, same_6) - expected).max() > 1e-3
-
-
-def test_another_window_is_resampled_then_repeated_and_another_head_left_from_the_template():
-  _, params_2d = _swin_2d(num_classes=3, window=4)  # 7 x 7 = 49-row tables, 3 classes
-  template = _template()
-  with pytest.raises(ValueError, match=r"75 rows\) is not 2Wt-1 copies of the 2D table \(49 rows\).*pass window_size"):
-    video_swin.init_from_swin_2d(params_2d, template)
-  params = video_swin.init_from_swin_2d({"params": params_2d}, {"params": template}, window_size=WINDOW)["params"]
-  table_2d = params_2d["stage_1"]["block_0"]["rel_pos"]["relative_position_bias_table"]
-  np.testing.assert_allclose(params["stage_1"]["block_0"]["rel_pos"]["relative_position_bias_table"],
-                             np.tile(swin.resize_relative_position_bias_table(table_2d, (3, 3)), (3, 1)), rtol=1e-6)
-  jax.tree.map(np.testing.assert_array_equal, params["head"], template["head"])  # K 3 != 7: the template's
-  with pytest.raises(ValueError, match=r"window_size \(3, 3, 3\) does not give"):
-    video_swin.init_from_swin_2d(params_2d, template, window_size=(3, 3, 3))
-
-
-def test_init_from_swin_2d_rejects_other_families_and_other_shapes():
-  _, params_2d = _swin_2d()
-  template = _template()
-  vit_params = random_variables(vit.ViT(num_classes=K, patch_size=4, width=16, depth=1, mlp_dim=32, num_heads=2,
-                                        in_channels=C), X[:, 0])["params"]
-  with pytest.raises(ValueError, match=r"swin2d_params are not a vit_video Swin's parameters .* got \['Transformer'"):
-    video_swin.init_from_swin_2d(vit_params, template)
-  with pytest.raises(ValueError, match=r"a 2D Swin's patch kernel is \[p,p,C,D\]; got shape \(2, 4, 4, 5, 16\)"):
-    video_swin.init_from_swin_2d(template, template)  # a VideoSwin's parameters as the source
-  with pytest.raises(ValueError, match="template is not a VideoSwin's parameters"):
-    video_swin.init_from_swin_2d(params_2d, params_2d)
-  with pytest.raises(ValueError, match=r"differ in parameters .* not in the VideoSwin \['stage_1/block_2/"):
-    deeper = random_variables(swin.Swin(**dict(TINY_2D, depths=(2, 3))), X[:, 0])["params"]
-    video_swin.init_from_swin_2d(deeper, template)
-  with pytest.raises(ValueError, match=r"'stage_0/block_0/mlp/Dense_0/bias' has shape \(32,\) but the "
-                                       r"VideoSwin's has shape \(48,\) \(another width"):
-    video_swin.init_from_swin_2d(params_2d, _template(mlp_ratio=3.0))
 
 
 # --- The model ----------------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""ViViT (vit_video.models.vivit): information flow of the four models, Model 2 against our ViT, tubelet inflation,
-initialisation from a ViT, parameter and FLOP counts against the paper's Table 2, bad input.
+"""ViViT (vit_video.models.vivit): information flow of the four models, Model 2 against our ViT, parameter and FLOP
+counts against the paper's Table 2, bad input. (Initialisation from a ViT: tests/checkpoints/test_inflate_vit.py.)
 
 Tiny sizes, all different where it matters: B=2 clips of T=6 frames, 16x20 pixels, C=7 channels, patch 4 and
 tubelet depth 2, so the token grid is T'=3 x 4 x 5 (S=20 tokens per temporal index), width 24, 4 heads.
@@ -13,8 +13,7 @@ from flax import traverse_util
 
 from tests.models.helpers import forward_with_intermediates, noise, random_variables
 from vit_video import models
-from vit_video.layers.embed import PatchEmbedding, resample_pos_embedding
-from vit_video.models import resnet, vit, vivit
+from vit_video.models import vit, vivit
 from vit_video.train.flops import cost_analysis_flops
 
 B, T, H, W, C, K = 2, 6, 16, 20, 7, 5
@@ -191,123 +190,6 @@ def test_model2_spatial_encoder_never_mixes_temporal_indices_and_the_temporal_en
   expected = np.zeros((B, 1 + NT), bool)
   expected[0] = True
   assert_moves_exactly(moved(temporal(pert), temporal(base)), expected)
-
-
-# ------------------------------------------------------------------------------- tubelet embedding init
-
-
-@pytest.mark.parametrize("mode", ["central_frame", "average", "repeat"])
-def test_tubelet_inflation_against_the_2d_patch_embedding(mode):
-  """Per tubelet of t=2 frames f0, f1 with 2D embedding e(f) = W f + b: central_frame gives e(f1) (frame t // 2),
-  average (e(f0) + e(f1)) / 2, repeat e(f0) + e(f1) - b; so a clip of identical frames gives e(f) for both
-  central_frame and average."""
-  vit_params = random_variables(vit.ViT(**TINY_VIT), X[:, 0])["params"]
-  template = random_variables(vivit.ViViT(**TINY, variant="st"), X, seed=1)["params"]
-  params = vivit.init_from_vit(vit_params, template, tubelet_init=mode)
-  embed3d = lambda x: PatchEmbedding((TUBE, P, P), D).apply({"params": params["embedding"]}, x)  # noqa: E731
-  frames = PatchEmbedding((P, P), D).apply({"params": vit_params["embedding"]}, X.reshape(B * T, H, W, C))
-  frames = frames.reshape(B, NT, TUBE, NH, NW, D)  # [B,T',t,H',W',D]
-  bias = vit_params["embedding"]["bias"]
-  expected = {"central_frame": frames[:, :, TUBE // 2], "average": frames.mean(2),
-              "repeat": frames.sum(2) - (TUBE - 1) * bias}[mode]
-  np.testing.assert_allclose(embed3d(X), expected, rtol=1e-5, atol=1e-5)
-  same = jnp.repeat(X[:, :1], T, axis=1)  # identical frames
-  single = frames[:, 0, 0]  # e(frame 0), [B,H',W',D]
-  factor = {"central_frame": 1.0, "average": 1.0, "repeat": TUBE}[mode]
-  np.testing.assert_allclose(embed3d(same), jnp.broadcast_to(factor * single[:, None] - (factor - 1) * bias,
-                                                             (B, NT, NH, NW, D)), rtol=1e-5, atol=1e-5)
-
-
-# ------------------------------------------------------------------------------------------ init_from_vit
-
-
-def test_model2_from_vit_gives_the_vit_features_per_temporal_index_on_identical_frames():
-  """Inflated tubelets see e(frame) on a clip of identical frames, the spatial encoder is the ViT's, so every
-  temporal index's class token is the ViT's feature vector (the temporal encoder is left from scratch)."""
-  vit_model = vit.ViT(**TINY_VIT)
-  vit_params = random_variables(vit_model, X[:, 0])["params"]
-  same = jnp.repeat(X[:, :1], T, axis=1)  # [B,T,H,W,C], identical frames
-  _, vit_inter = forward_with_intermediates(vit_model, {"params": vit_params}, same.reshape(B * T, H, W, C))
-  features = vit_inter["Transformer"]["__call__"][0][:, 0].reshape(B, T, D)[:, 0]  # [B,D]
-  model = vivit.ViViT(**TINY, variant="fe")
-  template = random_variables(model, X, seed=1)["params"]
-  for mode in ("central_frame", "average"):
-    params = vivit.init_from_vit(vit_params, template, tubelet_init=mode)
-    assert jax.tree.structure(params) == jax.tree.structure(template)
-    for key in ("TemporalTransformer", "temporal_cls"):  # from scratch: the template's
-      jax.tree.map(np.testing.assert_array_equal, params[key], template[key])
-    np.testing.assert_array_equal(params["head"]["kernel"], vit_params["head"]["kernel"])  # same K: kept
-    _, inter = forward_with_intermediates(model, {"params": params}, same)
-    spatial = inter["SpatialTransformer"]["__call__"][0][:, 0].reshape(B, NT, D)
-    np.testing.assert_allclose(spatial, jnp.broadcast_to(features[:, None], spatial.shape), rtol=1e-5, atol=1e-5)
-
-
-def test_model3_from_a_gap_vit_is_the_vit_on_identical_frames():
-  """Model 3 from a ViT: spatial attention and MLP copied, temporal attention zeroed (the paper), positions
-  repeated over time, global average pooling and the ViT's head: on identical frames the logits are the ViT's."""
-  vit_model = vit.ViT(**TINY_VIT, pool="gap")
-  vit_params = random_variables(vit_model, X[:, 0])["params"]
-  model = vivit.ViViT(**TINY, variant="fsa")
-  params = vivit.init_from_vit(vit_params, random_variables(model, X, seed=1)["params"])
-  assert not np.any(params["Transformer"]["encoderblock_1"]["MultiHeadDotProductAttention_time"]["out"]["kernel"])
-  same = jnp.repeat(X[:, :1], T, axis=1)
-  logits, _ = forward_with_intermediates(model, {"params": params}, same)
-  vit_logits, _ = forward_with_intermediates(vit_model, {"params": vit_params}, X[:, 0])
-  np.testing.assert_allclose(logits, vit_logits, rtol=1e-4, atol=1e-5)
-  assert np.abs(vit_logits).max() > 0.1  # a random head: the comparison is not 0 == 0
-
-
-@pytest.mark.parametrize("variant", ["st", "fdp"])
-def test_position_embedding_repeated_over_time_and_resampled(variant):
-  """The ViT's grid rows repeated for each temporal index (class row first for Model 1); from a ViT at another
-  (square) grid, resampled first; a head of another size is dropped (left from the template)."""
-  vit_params = random_variables(vit.ViT(**{**TINY_VIT, "num_classes": 3}), jnp.zeros((1, 12, 12, C)))["params"]
-  vit_pos = vit_params["Transformer"]["posembed_input"]["pos_embedding"]  # [1, 1 + 3*3, D]
-  template = random_variables(vivit.ViViT(**TINY, variant=variant), X, seed=1)["params"]
-  params = vivit.init_from_vit(vit_params, template, frame_grid=(NH, NW))
-  pos = params["Transformer"]["posembed_input"]["pos_embedding"]
-  grid = resample_pos_embedding(vit_pos, (NH, NW))[:, 1:]  # [1,S,D]
-  prefix = 1 if variant == "st" else 0
-  np.testing.assert_allclose(pos[:, prefix:].reshape(NT, S, D), jnp.broadcast_to(grid, (NT, S, D)), rtol=1e-6)
-  if prefix:
-    np.testing.assert_array_equal(pos[:, 0], vit_pos[:, 0])
-  np.testing.assert_array_equal(params["head"]["kernel"], template["head"]["kernel"])  # K 3 != 5: dropped
-  with pytest.raises(ValueError, match="not whole frames"):
-    vivit.init_from_vit(vit_params, template)  # 9 ViT positions per frame do not tile 3 x 20
-
-
-def test_init_from_vit_takes_a_scanned_vit_and_variables_dicts():
-  vit_params = random_variables(vit.ViT(**TINY_VIT), X[:, 0])["params"]
-  template = random_variables(vivit.ViViT(**TINY, variant="fsa"), X, seed=1)
-  plain = vivit.init_from_vit(vit_params, template["params"])
-  wrapped = vivit.init_from_vit({"params": vit.unscanned_to_scan(vit_params)}, template)
-  jax.tree.map(np.testing.assert_array_equal, wrapped, {"params": plain})
-
-
-def test_init_from_vit_rejects_other_checkpoints():
-  template = random_variables(vivit.ViViT(**TINY, variant="fe"), X)["params"]
-  image = X[:, 0]
-  resnet_params = random_variables(resnet.ResNet(num_classes=K, stage_sizes=(1,), block="basic", width=4,
-                                                 in_channels=C), image)["params"]
-  with pytest.raises(ValueError, match=r"not a vit_video ViT's parameters.*'conv1'"):
-    vivit.init_from_vit(resnet_params, template)
-  wider = random_variables(vit.ViT(**{**TINY_VIT, "width": 16}), image)["params"]
-  with pytest.raises(ValueError, match="ViT width 16 differs from the ViViT's width 24"):
-    vivit.init_from_vit(wider, template)
-  deeper = random_variables(vit.ViT(**{**TINY_VIT, "depth": 3}), image)["params"]
-  with pytest.raises(ValueError, match=r"ViT depth 3 differs from the ViViT's depth 2 \(SpatialTransformer\)"):
-    vivit.init_from_vit(deeper, template)
-  other_mlp = random_variables(vit.ViT(**{**TINY_VIT, "mlp_dim": 8}), image)["params"]
-  with pytest.raises(ValueError, match="MlpBlock_3/Dense_0/bias' has shape"):
-    vivit.init_from_vit(other_mlp, template)
-  patch2 = random_variables(vit.ViT(**{**TINY_VIT, "patch_size": 2}), image)["params"]
-  with pytest.raises(ValueError, match="patch size or channels differ"):
-    vivit.init_from_vit(patch2, template)
-  hybrid = {**random_variables(vit.ViT(**TINY_VIT), image)["params"], "stem": {}}
-  with pytest.raises(ValueError, match="hybrid"):
-    vivit.init_from_vit(hybrid, template)
-  with pytest.raises(ValueError, match="tubelet_init"):
-    vivit.init_from_vit(random_variables(vit.ViT(**TINY_VIT), image)["params"], template, tubelet_init="zeros")
 
 
 # ------------------------------------------------------------------------------- parameter and FLOP counts

@@ -20,11 +20,14 @@ Layouts (names relative to a prefix; `{i}` 0-based blocks):
 
 Files are read with `np.load(path, allow_pickle=False)`: nothing in a checkpoint can run code.
 """
+import contextlib
 import logging
 import os
 import re
+from collections.abc import Iterator
 
 import numpy as np
+from etils import epath
 
 from vit_video.checkpoints import convert
 from vit_video.layers.embed import resample_pos_embedding
@@ -45,7 +48,7 @@ def import_vit_npz(name: str, path: str | os.PathLike, *, num_classes: int | Non
   Args:
     name: a ViT or hybrid (`vit_*`, `r*_vit_*`; vit_jax or big_vision layout) or a BiT (`bit_*`, big_transfer
       layout) name from `vit_video.models.MODELS`.
-    path: the `.npz` file.
+    path: the `.npz` file: a local path or any `etils.epath` URI (gs://...).
     num_classes: K of the model to build. None keeps the checkpoint's (0 when it has none). A different K drops
       the checkpoint's head, which must then be initialised afresh (see below).
     image_size: ViT only: `H` or `(H, W)` to fine-tune at. A grid other than the checkpoint's gets the position
@@ -103,15 +106,19 @@ def import_vit_npz(name: str, path: str | os.PathLike, *, num_classes: int | Non
   return variables
 
 
-def _open_npz(path: str | os.PathLike) -> np.lib.npyio.NpzFile:
-  """Opens an `.npz` without pickle (arrays are read on access); ValueError for anything else."""
-  try:
-    npz = np.load(path, allow_pickle=False)
-  except ValueError as e:  # A pickle file: np.load refuses it.
-    raise ValueError(f"{path}: not an .npz of plain arrays ({e})") from e
-  if not isinstance(npz, np.lib.npyio.NpzFile):
-    raise ValueError(f"{path}: expected an .npz archive of named arrays; got a single {type(npz).__name__}")
-  return npz
+@contextlib.contextmanager
+def _open_npz(path: str | os.PathLike) -> Iterator[np.lib.npyio.NpzFile]:
+  """Opens an `.npz` (a local path or any `etils.epath` URI, e.g. gs://) without pickle (arrays are read on
+  access); ValueError for anything else."""
+  with epath.Path(path).open("rb") as f:
+    try:
+      npz = np.load(f, allow_pickle=False)
+    except ValueError as e:  # A pickle file: np.load refuses it.
+      raise ValueError(f"{path}: not an .npz of plain arrays ({e})") from e
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+      raise ValueError(f"{path}: expected an .npz archive of named arrays; got a single {type(npz).__name__}")
+    with npz:
+      yield npz
 
 
 def _read(npz: np.lib.npyio.NpzFile, key: str, path) -> np.ndarray:

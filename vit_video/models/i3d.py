@@ -21,7 +21,7 @@ scale instead; its max-pool subsampling of keys and values is left out).
 
 Parameter names are those of resnet.ResNet (conv1, bn1, layer{i}/block{j}/{conv,bn}{k},
 layer{i}/block0/downsample_{conv,bn}, fc) with 5D kernels [kt,kh,kw,C,D], plus layer{i}/nonlocal{j}/...;
-`inflate_resnet_params` maps a 2D ResNet-50's variables onto them.
+`checkpoints.inflate.i3d_from_resnet` maps a 2D ResNet-50's variables onto them.
 """
 import functools
 from typing import ClassVar, Sequence
@@ -29,8 +29,6 @@ from typing import ClassVar, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
-from flax import traverse_util
 
 from vit_video.layers.feature_attention import FeatureSelfAttention
 from vit_video.models.resnet import CONV_INIT, FC_INIT, _batch_norm
@@ -146,50 +144,6 @@ class I3DResNet(nn.Module):
       return x
     return nn.Dense(self.num_classes, kernel_init=FC_INIT, dtype=self.dtype, param_dtype=self.param_dtype,
                     name="fc")(x).astype(jnp.float32)
-
-
-def inflate_resnet_params(params_2d, params_3d_template, mode: str = "average"):
-  """Maps a 2D ResNet's variables (resnet.py layout) onto an I3DResNet's, key by key.
-
-  Works on any matching trees: `{"params": ..., "batch_stats": ...}` (both collections) or one collection.
-  For every leaf of `params_3d_template`, at the same path in `params_2d`:
-    - a 2D kernel [kh,kw,C,O] for a 3D one [kt,kh,kw,C,O] is inflated: "average": repeated over time and
-      divided by kt, so a clip of identical frames gives the 2D response (at every time whose temporal
-      receptive field lies inside the clip; temporal zero padding changes the border); "center": placed at
-      time kt // 2, zeros elsewhere, so every frame gives the 2D response of that frame alone;
-    - a leaf of the same shape (BatchNorm scale/bias/mean/var) is copied;
-    - the classifier `fc` is copied, or left as in the template when the number of classes differs;
-    - the non-local blocks, which have no 2D counterpart, and fc when the 2D model has none, are left as in the
-      template.
-  Raises ValueError naming the key on any other shape or missing key, or on an unknown mode.
-  """
-  if mode not in ("average", "center"):
-    raise ValueError(f"mode {mode!r} is not one of ['average', 'center']")
-  flat_2d = traverse_util.flatten_dict(params_2d)
-  out = {}
-  for key, template in traverse_util.flatten_dict(params_3d_template).items():
-    name = "/".join(key)
-    if key not in flat_2d:
-      if "fc" not in key and not any(part.startswith("nonlocal") for part in key):
-        raise ValueError(f"cannot inflate {name}: the 2D variables have no {name} (a different block or depth?)")
-      out[key] = template
-      continue
-    value = jnp.asarray(flat_2d[key])
-    if value.shape == template.shape:
-      out[key] = value.astype(template.dtype)
-    elif "fc" in key and value.shape[:-1] == template.shape[:-1]:
-      out[key] = template  # A new classifier for a different number of classes.
-    elif value.ndim == 4 and template.ndim == 5 and value.shape == template.shape[1:]:
-      kt = template.shape[0]
-      if mode == "average":
-        inflated = jnp.broadcast_to(value / kt, template.shape)
-      else:
-        inflated = jnp.zeros(template.shape, value.dtype).at[kt // 2].set(value)
-      out[key] = inflated.astype(template.dtype)
-    else:
-      raise ValueError(f"cannot inflate {name}: 2D shape {tuple(value.shape)} does not map to 3D shape "
-                       f"{tuple(np.shape(template))}")
-  return traverse_util.unflatten_dict(out)
 
 
 MODELS = {

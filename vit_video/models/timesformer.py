@@ -32,7 +32,7 @@ divided / axial; ours match to its rounding with a 174-class (SSv2) head; with 4
 Parameter names follow vit.py (`embedding`, `cls`, `Transformer/{posembed_input,encoderblock_{i},encoder_norm}`,
 `head`; each block's `LayerNorm_0`, `MultiHeadDotProductAttention_1`, `LayerNorm_2`, `MlpBlock_3`), plus
 `Transformer/posembed_time` and the blocks' `{LayerNorm,MultiHeadDotProductAttention,Dense}_{time,width}`, so
-`init_from_vit` maps a ViT name by name.
+`checkpoints.inflate_vit.timesformer_from_vit` maps a ViT name by name.
 
 Deviations from the official code (facebookresearch/TimeSformer, timesformer/models/vit.py), none of which changes
 an eval-mode output: stochastic depth drops a whole example's branch (the official drops per attention group, i.e.
@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vit_video.layers.attention import Implementation, MultiHeadAttention
-from vit_video.layers.embed import AddPositionEmbedding, ClassToken, PatchEmbedding, resample_pos_embedding
+from vit_video.layers.embed import AddPositionEmbedding, ClassToken, PatchEmbedding
 from vit_video.layers.mlp import DropPath, MlpBlock
 from vit_video.layers.remat import RematPolicy, maybe_remat
 from vit_video.models import vit
@@ -282,126 +282,6 @@ class TimeSformer(nn.Module):
     x = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=self.dtype,
                  param_dtype=self.param_dtype, name="head")(x)
     return x.astype(jnp.float32)
-
-
-# ------------------------------------------------------------------------------------ initialisation from ViT
-
-_VIT_KEYS = {"embedding", "cls", "Transformer", "pre_logits", "head"}
-_VIT_BLOCK = ("LayerNorm_0", "MultiHeadDotProductAttention_1", "LayerNorm_2", "MlpBlock_3")
-
-
-def _copy(path: str, value, template) -> jax.Array:
-  if np.shape(value) != np.shape(template):
-    raise ValueError(f"ViT parameter {path!r} has shape {np.shape(value)} but the TimeSformer's has shape "
-                     f"{np.shape(template)} (different width, mlp_dim, heads, patch size or channels?)")
-  return jnp.asarray(value, dtype=template.dtype)
-
-
-def _copy_tree(path: str, vit_tree, template) -> dict:
-  """`template`'s structure filled from `vit_tree` (same names), shapes checked."""
-  def leaf(p, t):
-    value = vit_tree
-    for k in p:
-      if not isinstance(value, dict) or k.key not in value:
-        raise ValueError(f"ViT parameters have no {path}/{'/'.join(k.key for k in p)}")
-      value = value[k.key]
-    return _copy(f"{path}/{'/'.join(k.key for k in p)}", value, t)
-  return jax.tree_util.tree_map_with_path(leaf, template)
-
-
-def _map_block(name: str, vit_block: dict, template: dict) -> dict:
-  """A ViT encoder block onto a TimeSformer block (see `init_from_vit`)."""
-  out = {}
-  for key, sub in template.items():
-    base, _, axis = key.rpartition("_")
-    if axis in ("time", "width") and base == "Dense":
-      out[key] = jax.tree.map(jnp.zeros_like, sub)
-    elif axis in ("time", "width"):
-      source = {"MultiHeadDotProductAttention": "MultiHeadDotProductAttention_1", "LayerNorm": "LayerNorm_0"}[base]
-      out[key] = _copy_tree(f"{name}/{source}", vit_block.get(source), sub)
-    elif key in _VIT_BLOCK:
-      out[key] = _copy_tree(f"{name}/{key}", vit_block.get(key), sub)
-    else:
-      raise ValueError(f"{name}: the TimeSformer block entry {key!r} has no ViT counterpart")
-  return out
-
-
-def init_from_vit(vit_params: dict, template: dict, *, frame_grid: tuple[int, int] | None = None,
-                  vit_grid: tuple[int, int] | None = None) -> dict:
-  """TimeSformer parameters initialised from a 2D ViT's (vit.ViT's names, or a converted published .npz), as the
-  official `load_pretrained` does.
-
-  Args:
-    vit_params: a class-token ViT's 'params' (scanned or not; no hybrid stem).
-    template: the TimeSformer's 'params' (e.g. from `init` or `random_variables`); it fixes the attention scheme
-      and every shape. Either may be wrapped as {"params": ...}.
-    frame_grid: the TimeSformer's tokens per frame (H/p, W/p) when it differs from the ViT's: the ViT's grid
-      position embedding is resampled to it bilinearly (`resample_pos_embedding`). None: taken as it is.
-    vit_grid: the ViT's grid, used only with frame_grid; None: the square grid its token count implies.
-
-  Copied: the patch embedding, the class token, the position embedding (class row and grid, shared by all
-  frames), every block's LayerNorm_0, attention, LayerNorm_2 and MLP, the final norm, and the head where its shape
-  agrees (else the template's is kept). The temporal (and width) attention and its LayerNorm are copies of the
-  block's spatial ones (the official loader's `attn` -> `temporal_attn`, `norm1` -> `temporal_norm1`); their
-  output layers `Dense_{time,width}` and the time embedding are set to zero (their official initial values,
-  which no ViT checkpoint holds). So the temporal steps start as identities: a "divided" model then is the ViT per
-  frame, and on a clip of identical frames gives the ViT's logits; so does "space" (which averages its per-frame
-  class tokens). "joint" does on a single frame only, "axial" not at all (its height step is not the ViT's
-  attention).
-
-  Raises:
-    ValueError: for parameters that are not a class-token ViT's (another family, a hybrid, a "gap" ViT), or a
-      different width, depth, patch size, channel count, MLP width or position grid.
-  """
-  wrapped = set(template) == {"params"}
-  template = template["params"] if wrapped else template
-  if set(vit_params) == {"params"}:
-    vit_params = vit_params["params"]
-  vit_params = dict(vit_params)
-  if "stem" in vit_params:
-    raise ValueError("a hybrid ViT (ResNet 'stem' + ViT) cannot initialise a TimeSformer, which embeds pixels "
-                     "directly")
-  if set(vit_params) - _VIT_KEYS or not {"embedding", "Transformer"} <= set(vit_params):
-    raise ValueError(f"vit_params are not a vit_video ViT's parameters (expected top-level {sorted(_VIT_KEYS)}, "
-                     f"with 'embedding' and 'Transformer'); got {sorted(vit_params)}")
-  if "cls" not in vit_params:
-    raise ValueError("the ViT has no class token (pool='gap'); TimeSformer classifies its class token")
-  if not {"embedding", "cls", "Transformer"} <= set(template):
-    raise ValueError(f"template is not a TimeSformer's parameters; got {sorted(template)}")
-  encoder = dict(vit_params["Transformer"])
-  if "encoderblock" in encoder:  # Scanned layout: one stacked block.
-    encoder = vit.scan_to_unscanned(vit_params)["Transformer"]
-  target = template["Transformer"]
-  depth = sum(1 for k in target if k.startswith("encoderblock_"))
-  vit_depth = sum(1 for k in encoder if k.startswith("encoderblock_"))
-  if vit_depth != depth:
-    raise ValueError(f"ViT depth {vit_depth} differs from the TimeSformer's depth {depth}")
-
-  out = dict(template)
-  out["embedding"] = _copy_tree("embedding", vit_params["embedding"], template["embedding"])
-  out["cls"] = _copy_tree("cls", vit_params["cls"], template["cls"])
-
-  posemb = jnp.asarray(encoder["posembed_input"]["pos_embedding"])  # [1,1+g,D]
-  if frame_grid is not None:
-    posemb = resample_pos_embedding(posemb, frame_grid, num_prefix_tokens=1, old_grid=vit_grid)
-  wanted = target["posembed_input"]["pos_embedding"]
-  if posemb.shape != wanted.shape:
-    raise ValueError(f"the ViT's position embedding has shape {posemb.shape}, the TimeSformer's {wanted.shape} "
-                     f"(a class row and the H/p x W/p grid of one frame); pass frame_grid=(H/p, W/p) to resample it")
-  new_target = {
-      "posembed_input": {"pos_embedding": posemb.astype(wanted.dtype)},
-      "encoder_norm": _copy_tree("Transformer/encoder_norm", encoder["encoder_norm"], target["encoder_norm"]),
-  }
-  if "posembed_time" in target:
-    new_target["posembed_time"] = jax.tree.map(jnp.zeros_like, target["posembed_time"])
-  for i in range(depth):
-    new_target[f"encoderblock_{i}"] = _map_block(f"Transformer/encoderblock_{i}", encoder[f"encoderblock_{i}"],
-                                                 target[f"encoderblock_{i}"])
-  out["Transformer"] = new_target
-  if "head" in template and "head" in vit_params and all(
-      np.shape(vit_params["head"][k]) == template["head"][k].shape for k in template["head"]):
-    out["head"] = _copy_tree("head", vit_params["head"], template["head"])
-  return {"params": out} if wrapped else out
 
 
 # The paper's Table 1 models: ViT-B/16 on 8 frames of 224 x 224.

@@ -32,13 +32,12 @@ SwinTransformer/Video-Swin-Transformer, checked equal in tests/checkpoints/test_
     nothing is padded and no window is reduced along H or W.
 Unlike torchvision, a clip whose size the 3D patch does not tile raises a ValueError (torchvision zero-pads it).
 
-Parameter names are 2D Swin's (vit_video.models.swin), so `init_from_swin_2d` maps them one to one: `embedding`
-(kernel `[2,4,4,C,D]`), `embedding_norm`, `stage_{i}/downsample/{norm,reduction}` (i > 0),
+Parameter names are 2D Swin's (vit_video.models.swin), so `checkpoints.inflate.video_swin_from_swin` maps them one
+to one: `embedding` (kernel `[2,4,4,C,D]`), `embedding_norm`, `stage_{i}/downsample/{norm,reduction}` (i > 0),
 `stage_{i}/block_{j}/{norm1,rel_pos,attn,norm2,mlp}`, `norm`, `head`. Counts with 400 classes equal torchvision's
 `swin3d_t/s/b` exactly (tests/models/test_video_swin.py).
 """
 import functools
-import logging
 import math
 from collections.abc import Sequence
 from typing import ClassVar, Literal
@@ -47,14 +46,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax.traverse_util import flatten_dict, unflatten_dict
 
 from vit_video.layers.attention import Implementation, MultiHeadAttention
 from vit_video.layers.embed import PatchEmbedding
 from vit_video.layers.mlp import DropPath, MlpBlock
 from vit_video.models import swin
 
-_LOG = logging.getLogger(__name__)
 WindowPadding = Literal["torchvision", "masked"]
 _LN_EPS = 1e-5  # torch's LayerNorm default, used by torchvision and the official code.
 
@@ -264,103 +261,3 @@ VARIANTS = {
 
 MODELS = {name: functools.partial(VideoSwin, **kwargs) for name, kwargs in VARIANTS.items()}
 
-
-# --- Initialisation from a 2D Swin --------------------------------------------------------------------------------
-
-_TABLE = "relative_position_bias_table"
-
-
-def _unwrap(tree: dict) -> tuple[dict, bool]:
-  return (tree["params"], True) if set(tree) == {"params"} else (tree, False)
-
-
-def _is_swin(params: dict) -> bool:
-  keys = set(params)
-  stages = {k for k in keys if k.startswith("stage_")}
-  return {"embedding", "embedding_norm", "norm"} <= keys and bool(stages) and keys - stages <= {
-      "embedding", "embedding_norm", "norm", "head"}
-
-
-def init_from_swin_2d(swin2d_params: dict, template: dict, *, window_size: Sequence[int] | None = None) -> dict:
-  """VideoSwin parameters initialised from a 2D Swin's (vit_video.models.swin), as the Video Swin paper does.
-
-  Args:
-    swin2d_params: a `swin.Swin`'s 'params' (e.g. from `import_timm_swin`).
-    template: the VideoSwin's 'params' (from `init` or random draws): it fixes every shape and provides what has
-      no 2D counterpart (a head of another K; from `jax.eval_shape`, that head stays a ShapeDtypeStruct). Either
-      argument may be wrapped as {"params": ...}; the result is wrapped like the template.
-    window_size: the VideoSwin's (Wt, Wh, Ww). None: the 2D tables' window in space, each 3D table having
-      (2Wt-1) times the 2D table's rows.
-
-  What is copied: the patch kernel `[p,p,C,D]` repeated over the temporal patch size p_t and divided by it (so a
-  tubelet of p_t identical frames embeds as the frame's patch); each relative-position table `[(2Mh-1)(2Mw-1),h]`
-  bicubically resampled to (Wh, Ww) if its window differs (`swin.resize_relative_position_bias_table`) and repeated
-  for each of the 2Wt-1 temporal offsets (the bias ignores the temporal offset); every other parameter as it is.
-  A head of another shape (or none) is left from the template (logged). On a clip of identical frames, with the
-  same spatial window and no attended padding (window_padding="masked" on both models at any size; "torchvision"
-  where nothing is padded), the VideoSwin then computes exactly the 2D Swin on the frame (tests/models/test_video_swin.py).
-
-  Raises:
-    ValueError: for parameters that are not a 2D Swin's (another family, or a VideoSwin's), a template that is
-      not a VideoSwin's, a missing or extra parameter (another depth), or a shape that differs.
-  """
-  src, _ = _unwrap(swin2d_params)
-  dst, wrapped = _unwrap(template)
-  if not _is_swin(src):
-    raise ValueError(f"swin2d_params are not a vit_video Swin's parameters (expected 'embedding', "
-                     f"'embedding_norm', 'stage_*', 'norm' and optionally 'head'); got {sorted(src)}")
-  kernel_2d = src["embedding"].get("kernel")
-  if np.ndim(kernel_2d) != 4:
-    raise ValueError(f"a 2D Swin's patch kernel is [p,p,C,D]; got shape {np.shape(kernel_2d)} (a VideoSwin's?)")
-  if not _is_swin(dst) or np.ndim(dst["embedding"].get("kernel")) != 5:
-    raise ValueError(f"template is not a VideoSwin's parameters (patch kernel [p_t,p,p,C,D]); got {sorted(dst)}")
-  flat_src, flat_dst = flatten_dict(src, sep="/"), flatten_dict(dst, sep="/")
-  body = lambda flat: {k for k in flat if not k.startswith("head/")}  # noqa: E731
-  missing, extra = sorted(body(flat_dst) - body(flat_src)), sorted(body(flat_src) - body(flat_dst))
-  if missing or extra:
-    raise ValueError(f"the 2D Swin and the VideoSwin differ in parameters (another depth?): missing from the "
-                     f"2D Swin {missing[:5]}, not in the VideoSwin {extra[:5]}")
-
-  out = {}
-  for path, want in flat_dst.items():
-    if path.startswith("head/"):
-      have = flat_src.get(path)
-      if have is None or np.shape(have) != want.shape:
-        _LOG.info("init_from_swin_2d: %s left from the template (2D Swin's: %s)", path,
-                  None if have is None else np.shape(have))
-        out[path] = want
-        continue
-      value = np.asarray(have)
-    elif path == "embedding/kernel":
-      if np.shape(kernel_2d) != want.shape[1:]:
-        raise ValueError(f"the 2D Swin's patch kernel {np.shape(kernel_2d)} [p,p,C,D] does not match the "
-                         f"VideoSwin's {want.shape} [p_t,p,p,C,D]")
-      value = np.repeat(np.asarray(kernel_2d)[None], want.shape[0], axis=0) / want.shape[0]  # [p_t,p,p,C,D]
-    elif path.endswith(_TABLE):
-      value = _inflate_table(path, np.asarray(flat_src[path]), want.shape, window_size)
-    else:
-      value = np.asarray(flat_src[path])
-      if value.shape != want.shape:
-        raise ValueError(f"2D Swin parameter {path!r} has shape {value.shape} but the VideoSwin's has shape "
-                         f"{want.shape} (another width, heads or mlp_ratio?)")
-    out[path] = jnp.asarray(value, dtype=want.dtype)
-  params = unflatten_dict(out, sep="/")
-  return {"params": params} if wrapped else params
-
-
-def _inflate_table(path: str, table: np.ndarray, want: tuple[int, ...], window_size: Sequence[int] | None):
-  """A 2D table `[(2Mh-1)(2Mw-1),h]` as a 3D one `[(2Wt-1)(2Wh-1)(2Ww-1),h]`, resampled in space if needed."""
-  if table.ndim != 2 or table.shape[1] != want[1]:
-    raise ValueError(f"2D Swin table {path!r} has shape {table.shape} but the VideoSwin's is {want} "
-                     f"(another head count?)")
-  if window_size is None:
-    if want[0] % table.shape[0] or (want[0] // table.shape[0]) % 2 == 0:
-      raise ValueError(f"the VideoSwin's {path!r} ({want[0]} rows) is not 2Wt-1 copies of the 2D table "
-                       f"({table.shape[0]} rows): the windows differ in space; pass window_size")
-    return np.tile(table, (want[0] // table.shape[0], 1))
-  wt, wh, ww = window_size
-  if want[0] != (2 * wt - 1) * (2 * wh - 1) * (2 * ww - 1):
-    raise ValueError(f"window_size {tuple(window_size)} does not give the VideoSwin's {path!r} of shape {want}")
-  if table.shape[0] != (2 * wh - 1) * (2 * ww - 1):
-    table = swin.resize_relative_position_bias_table(table, (wh, ww))  # [(2Wh-1)(2Ww-1),h]
-  return np.tile(table, (2 * wt - 1, 1))  # rows t * (2Wh-1)(2Ww-1) + hw: the same for every temporal offset

@@ -22,8 +22,8 @@ tokens; Models 1 and 2 classify their class token.
 
 Parameter names follow vit.py (`embedding`, `cls`, `Transformer/{posembed_input,encoderblock_{i},encoder_norm}`,
 `pre_logits`, `head`); Model 2 has `SpatialTransformer`, `temporal_cls`, `TemporalTransformer`; Model 3 blocks
-add `LayerNorm_time` and `MultiHeadDotProductAttention_time` to the ViT block's names. So `init_from_vit` maps a
-ViT (or a converted published .npz) name by name.
+add `LayerNorm_time` and `MultiHeadDotProductAttention_time` to the ViT block's names. So
+`checkpoints.inflate_vit.vivit_from_vit` maps a ViT (or a converted published .npz) name by name.
 
 Sizes and counts are checked against the paper's Table 2 (ViT-B, 16x2 tubelets, 32x224x224, 400 classes) in
 tests/models/test_vivit.py; `forward_flops` is the analytic count.
@@ -35,10 +35,9 @@ from typing import ClassVar, Literal, get_args
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from vit_video.layers.attention import Implementation
-from vit_video.layers.embed import ClassToken, PatchEmbedding, resample_pos_embedding
+from vit_video.layers.embed import ClassToken, PatchEmbedding
 from vit_video.layers.remat import RematPolicy
 from vit_video.models import vit
 from vit_video.models.vit import Encoder
@@ -198,166 +197,6 @@ def forward_flops(model: ViViT, clip_size: Sequence[int]) -> float:
     macs += d * model.representation_size
     features = model.representation_size
   return 2.0 * (macs + features * model.num_classes)
-
-
-# ------------------------------------------------------------------------------------ initialisation from ViT
-
-_VIT_KEYS = {"embedding", "cls", "Transformer", "pre_logits", "head"}
-
-
-def _blocks(encoder: dict) -> int:
-  return sum(1 for k in encoder if k.startswith("encoderblock_"))
-
-
-def _inflate(kernel_2d: jax.Array, shape_3d: tuple[int, ...], mode: str) -> jax.Array:
-  """A 2D patch kernel `[p,p,C,D]` as a tubelet kernel `[t,p,p,C,D]` (filter inflation)."""
-  t = shape_3d[0]
-  if mode == "central_frame":  # The 2D kernel at t // 2, zeros elsewhere: each tubelet sees its central frame.
-    return jnp.zeros(shape_3d, kernel_2d.dtype).at[t // 2].set(kernel_2d)
-  if mode == "average":  # Identical frames give the 2D response.
-    return jnp.broadcast_to(kernel_2d / t, shape_3d)
-  if mode == "repeat":  # Identical frames give t times the 2D response (before the bias).
-    return jnp.broadcast_to(kernel_2d, shape_3d)
-  raise ValueError(f"tubelet_init must be one of 'central_frame', 'average', 'repeat'; got {mode!r}")
-
-
-def _copy(path: str, value, template) -> jax.Array:
-  if np.shape(value) != np.shape(template):
-    raise ValueError(f"ViT parameter {path!r} has shape {np.shape(value)} but the ViViT's has shape "
-                     f"{np.shape(template)} (different mlp_dim, heads or width?)")
-  return jnp.asarray(value, dtype=template.dtype)
-
-
-def _map_block(name: str, vit_block: dict, template: dict) -> dict:
-  """A ViT encoder block onto a ViViT block: same names copied; Model 3's temporal attention zeroed (the paper's
-  Sec. 3.4: the temporal step is then a plain residual, the block the ViT's per frame; scenic's loader copies the
-  spatial weights instead by default), its temporal LayerNorm left from the template."""
-  out = {}
-  for key, sub in template.items():
-    if key == "MultiHeadDotProductAttention_time":
-      out[key] = jax.tree.map(jnp.zeros_like, sub)
-    elif key == "LayerNorm_time":
-      out[key] = sub
-    elif key not in vit_block:
-      raise ValueError(f"ViT block {name!r} has no {key!r}; its entries are {sorted(vit_block)}")
-    else:
-      out[key] = jax.tree_util.tree_map_with_path(
-          lambda p, t, key=key: _copy(f"{name}/{key}/" + "/".join(k.key for k in p),
-                                      _get(vit_block[key], p, f"{name}/{key}"), t), sub)
-  return out
-
-
-def _get(tree: dict, path, where: str):
-  for k in path:
-    if not isinstance(tree, dict) or k.key not in tree:
-      raise ValueError(f"ViT parameters have no {where}/{'/'.join(k.key for k in path)}")
-    tree = tree[k.key]
-  return tree
-
-
-def init_from_vit(vit_params: dict, vivit_params_template: dict, *, tubelet_init: TubeletInit = "central_frame",
-                  frame_grid: tuple[int, int] | None = None, vit_grid: tuple[int, int] | None = None) -> dict:
-  """ViViT parameters initialised from a 2D ViT's (vit.ViT's names, or a converted published .npz).
-
-  Args:
-    vit_params: a ViT's 'params' collection (scanned or not; no hybrid stem).
-    vivit_params_template: the ViViT's 'params' (e.g. from `init` or `random_variables`): it fixes the variant
-      and every shape, and provides what has no ViT counterpart. Either may be wrapped as {"params": ...}.
-    tubelet_init: how a 2D patch kernel `[p,p,C,D]` becomes a tubelet kernel `[t,p,p,C,D]`: "central_frame" (at
-      t // 2, zeros elsewhere; the paper's best), "average" (repeated over t and divided by t), "repeat"
-      (repeated). A "uniform" ViViT takes the 2D kernel as it is.
-    frame_grid: the ViViT's tokens per frame (H/p, W/p); None: the ViT's own grid (its embeddings are taken as
-      they are). Given, the ViT's grid is resampled to it bilinearly (`resample_pos_embedding`; unchanged when
-      the grids agree).
-    vit_grid: the ViT's token grid, used only with frame_grid; None: the square grid its token count implies.
-
-  What is copied: the patch embedding (inflated), the class token (Models 1 and 2), the position embedding (its
-  grid, resampled if needed, repeated over the T' temporal indices; Model 2's spatial encoder takes it per frame;
-  the class-token row kept where the ViViT has a class token), every encoder block, the final norm, pre_logits
-  and the head where their shapes agree. Left from the template: Model 2's temporal encoder and temporal class
-  token, Model 3's temporal LayerNorms; Model 3's temporal attentions are zeroed; a head (or pre_logits) of
-  another size is dropped.
-
-  Raises:
-    ValueError: for parameters that are not a ViT's (another family, e.g. a ResNet's; a hybrid), a different
-      width, depth, patch size, channel count or MLP/head shape, or a grid that does not fit.
-  """
-  wrapped = set(vivit_params_template) == {"params"}
-  template = vivit_params_template["params"] if wrapped else vivit_params_template
-  if set(vit_params) == {"params"}:
-    vit_params = vit_params["params"]
-  vit_params = dict(vit_params)
-  if "stem" in vit_params:
-    raise ValueError("a hybrid ViT (ResNet 'stem' + ViT) cannot initialise a ViViT, which embeds pixels directly")
-  unknown = sorted(set(vit_params) - _VIT_KEYS)
-  if unknown or not {"embedding", "Transformer"} <= set(vit_params):
-    raise ValueError(f"vit_params are not a vit_video ViT's parameters (expected top-level {sorted(_VIT_KEYS)}, "
-                     f"with 'embedding' and 'Transformer'); got {sorted(vit_params)}")
-  encoder = dict(vit_params["Transformer"])
-  if "encoderblock" in encoder:  # Scanned layout: one stacked block.
-    encoder = vit.scan_to_unscanned(vit_params)["Transformer"]
-  vit_kernel = vit_params["embedding"]["kernel"]
-  if np.ndim(vit_kernel) != 4:
-    raise ValueError(f"the ViT's patch embedding kernel should be [p,p,C,D]; got shape {np.shape(vit_kernel)}")
-
-  out = dict(template)
-  fe = "SpatialTransformer" in template
-  name = "SpatialTransformer" if fe else "Transformer"
-  if name not in template or "embedding" not in template:
-    raise ValueError(f"vivit_params_template is not a ViViT's parameters; got {sorted(template)}")
-  target = template[name]
-  width = template["embedding"]["kernel"].shape[-1]
-  if np.shape(vit_kernel)[-1] != width:
-    raise ValueError(f"ViT width {np.shape(vit_kernel)[-1]} differs from the ViViT's width {width}")
-  if _blocks(encoder) != _blocks(target):
-    raise ValueError(f"ViT depth {_blocks(encoder)} differs from the ViViT's depth {_blocks(target)} ({name})")
-
-  # Patch / tubelet embedding.
-  kernel = template["embedding"]["kernel"]
-  if kernel.shape[-4:] != np.shape(vit_kernel):
-    raise ValueError(f"the ViT's patch kernel {np.shape(vit_kernel)} [p,p,C,D] does not match the ViViT's "
-                     f"{kernel.shape} (patch size or channels differ)")
-  vit_kernel = jnp.asarray(vit_kernel, kernel.dtype)
-  out["embedding"] = {"kernel": _inflate(vit_kernel, kernel.shape, tubelet_init) if kernel.ndim == 5 else vit_kernel,
-                      "bias": _copy("embedding/bias", vit_params["embedding"]["bias"], template["embedding"]["bias"])}
-  if "cls" in template and "cls" in vit_params:
-    out["cls"] = {"token": _copy("cls/token", vit_params["cls"]["token"], template["cls"]["token"])}
-
-  # Position embedding: ViT [1, P + g, D] (P = 1 with a class token) -> grid resampled, repeated over time.
-  posemb = jnp.asarray(encoder["posembed_input"]["pos_embedding"])
-  vit_prefix = 1 if "cls" in vit_params else 0
-  g = posemb.shape[1] - vit_prefix
-  per_frame = g
-  if frame_grid is not None:
-    if vit_grid is None and int(round(np.sqrt(g))) ** 2 != g:
-      raise ValueError(f"the ViT's {g} grid position embeddings are not a square grid; pass vit_grid")
-    posemb = resample_pos_embedding(posemb, frame_grid, num_prefix_tokens=vit_prefix, old_grid=vit_grid)
-    per_frame = frame_grid[0] * frame_grid[1]
-  grid = posemb[:, vit_prefix:]  # [1, S, D]
-  wanted = target["posembed_input"]["pos_embedding"]
-  prefix = 1 if "cls" in template else 0
-  frames, rest = divmod(wanted.shape[1] - prefix, per_frame)
-  if rest or (fe and frames != 1):
-    source = "the ViT's grid" if frame_grid is None else f"frame_grid {tuple(frame_grid)}"
-    raise ValueError(f"the ViViT's {wanted.shape[1] - prefix} grid position embeddings are not whole frames of the "
-                     f"{per_frame} tokens of {source}; pass frame_grid=(H/p, W/p) of the ViViT's frames")
-  cls_row = posemb[:, :1] if vit_prefix else jnp.asarray(wanted[:, :1])
-  rows = [cls_row] * prefix + [jnp.tile(grid, (1, frames, 1))]  # [1, prefix + T'S, D]
-  new_target = {"posembed_input": {"pos_embedding": _copy("Transformer/posembed_input/pos_embedding",
-                                                          jnp.concatenate(rows, axis=1), wanted)},
-                "encoder_norm": jax.tree.map(lambda v, t: _copy("Transformer/encoder_norm", v, t),
-                                             dict(encoder["encoder_norm"]), target["encoder_norm"])}
-  for i in range(_blocks(target)):
-    new_target[f"encoderblock_{i}"] = _map_block(f"Transformer/encoderblock_{i}", encoder[f"encoderblock_{i}"],
-                                                 target[f"encoderblock_{i}"])
-  out[name] = new_target
-
-  # Optional pre-logits and the head: copied where the shapes agree, else left from the template.
-  for key in ("pre_logits", "head"):
-    if key in template and key in vit_params and all(
-        np.shape(vit_params[key][k]) == template[key][k].shape for k in template[key]):
-      out[key] = {k: jnp.asarray(vit_params[key][k], template[key][k].dtype) for k in template[key]}
-  return {"params": out} if wrapped else out
 
 
 # Table 2 of the paper uses ViT-B, tubelets 16x2 and L_t = 4 temporal layers for Model 2; the released

@@ -7,7 +7,8 @@
         of the same temporal index as keys and the other half those of the same spatial position.
 
 Parameter names are the ViT block's (`LayerNorm_0`, `MultiHeadDotProductAttention_1`, `LayerNorm_2`, `MlpBlock_3`)
-plus Model 3's `LayerNorm_time` and `MultiHeadDotProductAttention_time`, so `vivit.init_from_vit` maps them.
+plus Model 3's `LayerNorm_time` and `MultiHeadDotProductAttention_time`, so `checkpoints.inflate_vit.vivit_from_vit`
+maps them.
 """
 from typing import Literal
 

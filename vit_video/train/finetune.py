@@ -1,71 +1,74 @@
-"""Fine-tuning: start a run from another experiment's checkpoint or a published .npz.
+"""A run's initial parameters from another run's checkpoint or a published .npz (`config.init`).
 
-The loaded parameters replace the fresh ones key by key. The classifier head is kept fresh when its shape
-differs (new classes), or always with `reset_head` (transfer to another dataset with as many classes); a
-learned position embedding is resampled when the grid differs (new resolution); any other difference in keys
-or shapes means a checkpoint of another model, and raises.
+Two cases, by the checkpoint's family (`init.model_name`, "" for model_name's own):
+  the same family  another run's parameters (BatchNorm statistics too): the head is kept fresh when its shape
+                   differs or with `init.reset_head`; a position embedding is resampled for another resolution
+                   (checkpoints.surgery.merge_params). An .npz is imported at the run's image size.
+  its image family a video model initialised from an image checkpoint as its paper does: ViViT and TimeSformer from
+                   a ViT, Video Swin from a Swin, I3D from a ResNet (checkpoints.surgery.from_image_model), at the
+                   run's frame size and window, with `init.inflation`'s kernel mode.
+Any other pair raises ValueError naming both models. The optimizer state and the EMA start afresh.
 """
-import os
-
-import flax
 import jax
 import numpy as np
 
-from vit_video import checkpoints
-from vit_video.layers.embed import resample_pos_embedding
+from vit_video import checkpoints, models
+from vit_video.checkpoints import surgery
 from vit_video.train import checkpointing
 from vit_video.train.steps import TrainState
 
-HEAD_KEYS = ("head/kernel", "head/bias", "fc/kernel", "fc/bias")  # ViT/BiT "head", ResNet "fc"
+
+def init_from(state: TrainState, config) -> TrainState:
+  """`state` (one host copy, as `Trainer.host_state` gives it) with its parameters (and BatchNorm statistics)
+  replaced by those of `config.init.checkpoint` (see the module docstring)."""
+  init, target_name = config.init, config.model_name
+  path = str(init.checkpoint)
+  target = models.model_class(target_name)
+  source_name = init.model_name or target_name
+  source = models.model_class(source_name)
+  same = source is target
+  if not same:
+    _check_pair(target_name, target, source_name, source, dict(init.model))
+  if path.endswith(".npz"):
+    overrides = {"in_channels": config.dataset.channels, **dict(config.model if same else init.model)}
+    loaded = checkpoints.import_vit_npz(source_name, path, image_size=config.dataset.image_size if same else None,
+                                        **overrides)
+  else:
+    loaded = checkpointing.restore_params(path)
+  state = jax.device_get(state)
+  if same:
+    params = surgery.merge_params(state.params, loaded["params"], source=path, head=target.head,
+                                  reset_head=init.reset_head)
+    batch_stats = state.batch_stats
+    if batch_stats and "batch_stats" in loaded:
+      batch_stats = surgery.merge_params(batch_stats, loaded["batch_stats"], source=path, head=None)
+  else:
+    model = models.create_model(target_name, num_classes=config.num_classes, **dict(config.model))
+    template = {"params": state.params, **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
+    variables = surgery.from_image_model(model, loaded, template, mode=init.inflation or None,
+                                         image_size=config.dataset.image_size)
+    params, batch_stats = variables["params"], variables.get("batch_stats", state.batch_stats)
+    if init.reset_head and target.head in params:
+      params = {**params, target.head: state.params[target.head]}
+  ema = jax.tree.map(np.copy, params) if state.ema_params else state.ema_params
+  return state.replace(params=params, batch_stats=batch_stats, ema_params=ema)
+
+
+def _check_pair(target_name: str, target: type, source_name: str, source: type, source_overrides: dict) -> None:
+  """ValueError naming both models unless `source` is `target`'s image family (a plain ViT for the ViTs)."""
+  image = surgery.IMAGE_FAMILY.get(target)
+  if image is not source:
+    allowed = f"from a {image.__name__} checkpoint or one of its own family" if image else "only from its own family"
+    raise ValueError(f"a {source_name} checkpoint ({source.__name__}, init.model_name) cannot initialise "
+                     f"{target_name} ({target.__name__}): it starts {allowed}")
+  stem = getattr(models.create_model(source_name, num_classes=0, **source_overrides), "stem_stage_sizes", None)
+  if stem is not None:
+    raise ValueError(f"{source_name} is a hybrid ViT (a ResNet stem before the patches): it cannot initialise "
+                     f"{target_name} ({target.__name__}), which embeds pixels directly; use a plain ViT")
 
 
 def merge_params(fresh: dict, loaded: dict, *, source: str, reset_head: bool = False) -> dict:
-  """Loaded values for every key of `fresh`, adapting the head and position embedding (see module doc).
-
-  `reset_head`: keep `fresh`'s (zero-initialised) head even when the loaded one has the same shape.
-  """
-  flat_fresh = flax.traverse_util.flatten_dict(fresh, sep="/")
-  flat_loaded = flax.traverse_util.flatten_dict(loaded, sep="/")
-  missing = sorted(k for k in set(flat_fresh) - set(flat_loaded) if k not in HEAD_KEYS)
-  extra = sorted(k for k in set(flat_loaded) - set(flat_fresh) if k not in HEAD_KEYS)
-  if missing or extra:
-    raise ValueError(f"{source} is not a checkpoint of this model: it lacks {missing[:5]} and has extra "
-                     f"{extra[:5]}{' ...' if max(len(missing), len(extra)) > 5 else ''}")
-  merged = {}
-  for key, value in flat_fresh.items():
-    new = flat_loaded.get(key)
-    if new is None or (key in HEAD_KEYS and (reset_head or new.shape != value.shape)):
-      merged[key] = value  # a new head
-    elif new.shape == value.shape:
-      merged[key] = np.asarray(new, value.dtype)
-    elif key.endswith("pos_embedding"):
-      prefix = 1 if "cls/token" in flat_fresh else 0
-      grid = int(round(np.sqrt(value.shape[1] - prefix)))
-      if grid * grid != value.shape[1] - prefix:
-        raise ValueError(f"cannot resample {key} from {new.shape} to the non-square {value.shape}")
-      merged[key] = np.asarray(resample_pos_embedding(new, (grid, grid), num_prefix_tokens=prefix), value.dtype)
-    else:
-      raise ValueError(f"{source} is not a checkpoint of this model: {key} has shape {tuple(new.shape)}, "
-                       f"the model expects {tuple(value.shape)}")
-  return flax.traverse_util.unflatten_dict(merged, sep="/")
-
-
-def init_from(state: TrainState, config) -> TrainState:
-  """Replaces `state`'s parameters (and BatchNorm statistics) with those of `config.init.checkpoint`: a `.npz`
-  published checkpoint, or another run's workdir / checkpoint folder. Optimizer state and EMA start afresh from
-  them. `config.init.reset_head` keeps the fresh classifier head (see `merge_params`)."""
-  path, model_name, image_size = config.init.checkpoint, config.model_name, config.dataset.image_size
-  reset_head = config.init.reset_head
-  if path.endswith(".npz"):
-    loaded = checkpoints.import_vit_npz(model_name, path, image_size=image_size)
-  elif os.path.isdir(path):
-    loaded = checkpointing.restore_params(path)
-  else:
-    raise ValueError(f"init checkpoint {path!r} is neither a .npz file nor a run's workdir")
-  state = jax.device_get(state)
-  params = merge_params(state.params, loaded["params"], source=path, reset_head=reset_head)
-  batch_stats = state.batch_stats
-  if batch_stats and "batch_stats" in loaded:
-    batch_stats = merge_params(batch_stats, loaded["batch_stats"], source=path)
-  ema = jax.tree.map(np.copy, params) if state.ema_params else state.ema_params
-  return state.replace(params=params, batch_stats=batch_stats, ema_params=ema)
+  """Deprecated: `checkpoints.surgery.merge_params` with the head guessed ("fc" if present, else "head"). Kept
+  only for tests/train/test_loop.py's fine-tuning test until it moves to tests/train/test_finetune.py."""
+  head = "fc" if "fc" in fresh else "head"
+  return surgery.merge_params(fresh, loaded, source=source, head=head, reset_head=reset_head)

@@ -1,0 +1,211 @@
+"""train/finetune.py: `init_from(state, config)` from another run of the same family (a new resolution, a .npz) and
+video models from image checkpoints as the papers do (ViViT and TimeSformer from a ViT, Video Swin from a Swin, I3D
+from a ResNet), each checked by a property: the inflated kernels, and a clip of identical frames giving the image
+model's logits; bad pairs refused naming both models; the loop starting a video run from an image run.
+
+Image run folders are written here with `Checkpointer` from random parameters (so every weight matters), and the
+video states are random too (`init_from` reads them as templates and keeps their head where it is replaced). Sizes: clips of T=4 frames of 20x20, C=3 channels, K=7 classes, patch 4.
+"""
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.models.helpers import noise, random_variables
+from vit_video import configs, models
+from vit_video.layers.embed import resample_pos_embedding
+from vit_video.train import checkpointing, finetune, loop, steps
+
+T, S, C, K = 4, 20, 3, 7
+TINY_VIT = dict(patch_size=4, width=16, depth=2, mlp_dim=24, num_heads=2)
+TINY_SWIN = dict(width=16, depths=(2, 2), num_heads=(1, 2), mlp_ratio=2.0)
+TINY_RESNET = dict(stage_sizes=(1, 1), width=4)
+
+
+def config(name: str, overrides: dict, /, *, frames: int = T, channels: int = C, **init):
+  """A base config for model `name` on clips of `frames` frames (0: images) of S x S, with `config.init` `init`."""
+  c = configs.base_config()
+  c.model_name, c.model, c.num_classes = name, overrides, K
+  c.dataset.image_size, c.dataset.channels, c.video.num_frames, c.batch_size = S, channels, frames, 8
+  for key, value in init.items():
+    c.init[key] = value
+  return c.lock()
+
+
+def write_run(folder, name: str, variables: dict) -> str:
+  """An image run's folder holding one checkpoint of `variables`, as the loop writes it (a TrainState)."""
+  state = steps.TrainState(step=jnp.ones((), jnp.int32), params=variables["params"],
+                           batch_stats=variables.get("batch_stats", {}), opt_state={}, ema_params={},
+                           rng=jax.random.key_data(jax.random.key(0)))
+  with checkpointing.Checkpointer(str(folder / "checkpoints"), save_every_steps=1, total_steps=1,
+                                  async_save=False) as checkpointer:
+    checkpointer.save(1, state, meta={"model": name, "step": 1})
+  return str(folder)
+
+
+def image_model(name: str, overrides: dict, size: int = S, channels: int = C, seed: int = 0):
+  """(model, random variables) of an image model at size x size."""
+  model = models.create_model(name, num_classes=K, in_channels=channels, **overrides)
+  return model, random_variables(model, jnp.zeros((1, size, size, channels)), seed=seed)
+
+
+def video_start(c):
+  """(the video model, a fresh host state) for config `c`: random parameters, as `init_from` receives them."""
+  model = models.create_model(c.model_name, num_classes=K, in_channels=c.dataset.channels, **c.model)
+  variables = random_variables(model, jnp.zeros((1, c.video.num_frames, S, S, c.dataset.channels)), seed=1)
+  return model, steps.TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+                                 batch_stats=variables.get("batch_stats", {}), opt_state={}, ema_params={},
+                                 rng=jax.random.key_data(jax.random.key(0)))
+
+
+def logits(model, variables, *inputs):
+  return np.asarray(jax.jit(lambda v, *x: model.apply(v, *x, train=False))(variables, *inputs))
+
+
+FRAME = noise((2, S, S, C), seed=3)  # [B,H,W,C]
+SAME = jnp.repeat(FRAME[:, None], T, axis=1)  # [B,T,H,W,C]: a clip of identical frames
+
+
+def test_vivit_from_a_vit_run_central_frame_tubelets_and_identical_frames_give_the_vit_logits(tmp_path):
+  """Model 3 from a gap ViT: the tubelet kernel is the ViT's at the central frame and zero at the other; the
+  temporal attention starts at zero, so a clip of identical frames gives the ViT's logits on the frame."""
+  vit_model, vit_vars = image_model("vit_ti16", dict(TINY_VIT, pool="gap"))
+  c = config("vivit_b16x2_fsa", dict(TINY_VIT, tubelet_depth=2), checkpoint=write_run(tmp_path, "vit_ti16", vit_vars),
+             model_name="vit_ti16")
+  model, state = video_start(c)
+  params = finetune.init_from(state, c).params
+  kernel, kernel_2d = np.asarray(params["embedding"]["kernel"]), vit_vars["params"]["embedding"]["kernel"]
+  assert kernel.shape == (2, 4, 4, C, 16)
+  np.testing.assert_array_equal(kernel[1], kernel_2d)  # t // 2 = 1: the central frame of a 2-frame tubelet
+  np.testing.assert_array_equal(kernel[0], 0.0)
+  expected = logits(vit_model, vit_vars, FRAME)
+  assert np.abs(expected).max() > 0.1  # a random head: not 0 == 0
+  np.testing.assert_allclose(logits(model, {"params": params}, SAME), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_timesformer_from_a_vit_npz_resamples_the_grid_and_identical_frames_give_the_vit_logits(tmp_path):
+  """A vit_jax-layout .npz of a ViT at 28x28 (a 7x7 grid) initialises a divided TimeSformer on 20x20 frames (5x5):
+  the position embedding is the ViT's resampled (class row kept), and identical frames give the ViT's logits at
+  20x20 with that embedding."""
+  _, vit_vars = image_model("vit_ti16", TINY_VIT, size=28)
+  flat = flax.traverse_util.flatten_dict(vit_vars["params"], sep="/")
+  path = str(tmp_path / "vit.npz")
+  np.savez(path, **{("cls" if k == "cls/token" else k): np.asarray(v) for k, v in flat.items()})
+  c = config("timesformer_b16_divided", dict(TINY_VIT, num_frames=T), checkpoint=path, model_name="vit_ti16",
+             model=TINY_VIT)
+  model, state = video_start(c)
+  params = finetune.init_from(state, c).params
+  pos = vit_vars["params"]["Transformer"]["posembed_input"]["pos_embedding"]  # [1,1+49,D]
+  resampled = resample_pos_embedding(pos, (5, 5), num_prefix_tokens=1)  # [1,1+25,D]
+  np.testing.assert_allclose(params["Transformer"]["posembed_input"]["pos_embedding"], resampled, rtol=1e-6)
+  np.testing.assert_array_equal(params["Transformer"]["posembed_input"]["pos_embedding"][:, 0], pos[:, 0])
+  assert not np.any(params["Transformer"]["encoderblock_1"]["Dense_time"]["kernel"])
+  vit_model, _ = image_model("vit_ti16", TINY_VIT)
+  at_20 = {"params": {**vit_vars["params"], "Transformer": {
+      **vit_vars["params"]["Transformer"], "posembed_input": {"pos_embedding": resampled}}}}
+  expected = logits(vit_model, at_20, FRAME)
+  assert np.abs(expected).max() > 0.1
+  np.testing.assert_allclose(logits(model, {"params": params}, SAME), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_video_swin_from_a_swin_run_averages_the_patch_kernel_and_identical_frames_give_the_swin_logits(tmp_path):
+  swin_model, swin_vars = image_model("swin_t", dict(TINY_SWIN, window_size=3))
+  c = config("video_swin_t", dict(TINY_SWIN, window_size=(2, 3, 3)),
+             checkpoint=write_run(tmp_path, "swin_t", swin_vars), model_name="swin_t")
+  model, state = video_start(c)
+  params = finetune.init_from(state, c).params
+  kernel_2d = swin_vars["params"]["embedding"]["kernel"]  # [4,4,C,D]
+  np.testing.assert_allclose(params["embedding"]["kernel"], np.stack([kernel_2d / 2] * 2), rtol=1e-6)
+  expected = logits(swin_model, swin_vars, FRAME)
+  assert np.abs(expected).max() > 0.1
+  np.testing.assert_allclose(logits(model, {"params": params}, SAME), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_i3d_from_a_resnet_run_central_frame_kernels_copy_batch_norm_and_give_the_resnet_logits(tmp_path):
+  resnet_model, resnet_vars = image_model("resnet50", TINY_RESNET)
+  c = config("i3d_r50", dict(TINY_RESNET, inflate=((1,), (1,)), nonlocal_after=((), ())),
+             checkpoint=write_run(tmp_path, "resnet50", resnet_vars), model_name="resnet50", inflation="central_frame")
+  model, state = video_start(c)
+  tuned = finetune.init_from(state, c)
+  kernel = np.asarray(tuned.params["conv1"]["kernel"])  # [5,7,7,C,4]
+  np.testing.assert_array_equal(kernel[2], resnet_vars["params"]["conv1"]["kernel"])
+  np.testing.assert_array_equal(kernel[[0, 1, 3, 4]], 0.0)
+  jax.tree.map(np.testing.assert_array_equal, tuned.batch_stats, resnet_vars["batch_stats"])
+  expected = logits(resnet_model, resnet_vars, FRAME)
+  assert np.abs(expected).max() > 0.1
+  variables = {"params": tuned.params, "batch_stats": tuned.batch_stats}
+  np.testing.assert_allclose(logits(model, variables, SAME), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, source, message", [
+    ("vivit_b16x2_fsa", "resnet18", r"a resnet18 checkpoint \(ResNet, init.model_name\) cannot initialise "
+                                    r"vivit_b16x2_fsa \(ViViT\): it starts from a ViT checkpoint or one of its own"),
+    ("timesformer_b16_divided", "r_vit_ti16", r"r_vit_ti16 is a hybrid ViT .* cannot initialise "
+                                              r"timesformer_b16_divided \(TimeSformer\), which embeds pixels"),
+    ("i3d_r50", "swin_t", r"a swin_t checkpoint \(Swin, init.model_name\) cannot initialise i3d_r50 \(I3DResNet\): "
+                          r"it starts from a ResNet checkpoint"),
+    ("vit_ti16", "vivit_b16x2_st", r"cannot initialise vit_ti16 \(ViT\): it starts only from its own family"),
+    ("vivit_b16x2_st", "vit_q16", r"unknown model 'vit_q16'"),
+])
+def test_bad_pairs_are_refused_naming_both_models(name, source, message):
+  c = config(name, {}, checkpoint="/nonexistent/run", model_name=source)
+  with pytest.raises(ValueError, match=message):
+    finetune.init_from(None, c)  # refused before anything is read
+
+
+def tiny_fmnist_config(data_dir: str, **overrides):
+  c = configs.base_config()
+  c.model_name, c.model = "vit_ti16", dict(patch_size=7, width=16, depth=1, num_heads=2, mlp_dim=24)
+  c.dataset.data_dir, c.dataset.image_size = data_dir, 28
+  c.batch_size, c.total_steps, c.log_every_steps, c.progress_bar = 16, 3, 1, "off"
+  c.checkpoint.save_every_steps, c.checkpoint.async_save = 3, False
+  c.optimizer.warmup_steps, c.optimizer.learning_rate = 1, 1e-2
+  for key, value in overrides.items():
+    target = c
+    *path, leaf = key.split(".")
+    for p in path:
+      target = target[p]
+    target[leaf] = value
+  return c.lock()
+
+
+def test_same_family_from_a_run_or_its_npz_resamples_the_position_embedding(tiny_fmnist, tmp_path):
+  """A run at 28x28 (a 4x4 grid of 7x7 patches) fine-tuned at 35x35 (5x5): the blocks are the source's, the position
+  embedding resampled with the class row kept; the same parameters as a vit_jax .npz give the same start (imported
+  at the run's size, with its custom model attributes); the loop runs from it."""
+  source = str(tmp_path / "source")
+  src = jax.device_get(loop.train_and_evaluate(tiny_fmnist_config(tiny_fmnist), source)[0].params)
+  c = tiny_fmnist_config(tiny_fmnist, total_steps=2, **{"init.checkpoint": source, "dataset.image_size": 35})
+  trainer = loop.Trainer(c, total_steps=2)
+  tuned = finetune.init_from(trainer.host_state(trainer.init(c.seed)), c).params
+  block = lambda p: p["Transformer"]["encoderblock_0"]["MlpBlock_3"]["Dense_0"]["kernel"]  # noqa: E731
+  np.testing.assert_array_equal(block(tuned), block(src))
+  pe, src_pe = (p["Transformer"]["posembed_input"]["pos_embedding"] for p in (tuned, src))
+  assert pe.shape == (1, 26, 16) and src_pe.shape == (1, 17, 16)
+  np.testing.assert_array_equal(pe[0, 0], src_pe[0, 0])  # the class token's embedding is kept
+  np.testing.assert_array_equal(tuned["head"]["kernel"], src["head"]["kernel"])  # the same 10 classes: loaded
+  npz = str(tmp_path / "source.npz")
+  flat = flax.traverse_util.flatten_dict(src, sep="/")
+  np.savez(npz, **{("cls" if k == "cls/token" else k): np.asarray(v) for k, v in flat.items()})
+  from_npz = finetune.init_from(trainer.host_state(trainer.init(c.seed)), tiny_fmnist_config(
+      tiny_fmnist, **{"init.checkpoint": npz, "dataset.image_size": 35})).params
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), from_npz, tuned)
+  reset = tiny_fmnist_config(tiny_fmnist, **{"init.checkpoint": source, "init.reset_head": True})
+  assert not np.any(finetune.init_from(trainer.host_state(trainer.init(c.seed)), reset).params["head"]["kernel"])
+  state, _ = loop.train_and_evaluate(c, str(tmp_path / "tuned"))
+  assert int(state.step) == 2
+
+
+def test_the_loop_starts_a_video_run_from_an_image_run(tiny_moving_fmnist, tmp_path):
+  """A ViViT run on moving Fashion-MNIST (1 channel) from a ViT run folder, trained at learning rate 0: its final
+  tubelet kernel is the inflated ViT kernel, so the loop really started from the image checkpoint."""
+  _, vit_vars = image_model("vit_ti16", TINY_VIT, channels=1)
+  c = configs.moving_fmnist_config("motion", frames=4, stride=1, epochs=1, tiny=True, data_dir=tiny_moving_fmnist)
+  c.model_name, c.model = "vivit_b16x2_st", dict(TINY_VIT, tubelet_depth=2)
+  c.total_steps, c.optimizer.learning_rate, c.optimizer.warmup_steps = 2, 0.0, 0
+  c.init.checkpoint, c.init.model_name = write_run(tmp_path / "image", "vit_ti16", vit_vars), "vit_ti16"
+  state, _ = loop.train_and_evaluate(c.lock(), str(tmp_path / "video"))
+  kernel = np.asarray(state.params["embedding"]["kernel"])  # [2,4,4,1,16]
+  np.testing.assert_array_equal(kernel[1], vit_vars["params"]["embedding"]["kernel"])
+  np.testing.assert_array_equal(kernel[0], 0.0)
