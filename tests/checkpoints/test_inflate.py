@@ -15,6 +15,7 @@ from flax.traverse_util import flatten_dict
 
 from tests.models.helpers import noise, random_variables
 from vit_video.checkpoints.inflate import i3d_from_resnet, inflate_kernel, video_swin_from_swin
+from vit_video.layers import windows
 from vit_video.layers.embed import PatchEmbedding
 from vit_video.models import swin, video_swin, vit
 from vit_video.models.i3d import I3DResNet
@@ -224,7 +225,7 @@ def test_video_swin_another_window_is_resampled_then_repeated_and_another_head_l
   params = video_swin_from_swin({"params": params_2d}, {"params": template}, window_size=WINDOW)["params"]
   table_2d = params_2d["stage_1"]["block_0"]["rel_pos"]["relative_position_bias_table"]
   np.testing.assert_allclose(params["stage_1"]["block_0"]["rel_pos"]["relative_position_bias_table"],
-                             np.tile(swin.resize_relative_position_bias_table(table_2d, (3, 3)), (3, 1)), rtol=1e-6)
+                             np.tile(windows.resize_relative_position_bias_table(table_2d, (3, 3)), (3, 1)), rtol=1e-6)
   jax.tree.map(np.testing.assert_array_equal, params["head"], template["head"])  # K 3 != 7: the template's
   with pytest.raises(ValueError, match=r"window_size \(3, 3, 3\) does not give"):
     video_swin_from_swin(params_2d, template, window_size=(3, 3, 3))

@@ -17,6 +17,7 @@ from tests.checkpoints.timm_reference import import_timm as import_timm_referenc
 from tests.checkpoints.timm_reference import randomize_, run, state_dict, tiny_vit
 from vit_video.checkpoints import import_timm
 from vit_video.checkpoints.timm_swin import TIMM_NAMES, import_timm_swin, official_to_timm_names
+from vit_video.layers import windows
 from vit_video.models import swin
 
 B, C, K = 2, 3, 5
@@ -107,7 +108,7 @@ def test_resize_equals_the_official_bicubic_interpolation(timm):
     side = 2 * new - 1
     ref = torch.nn.functional.interpolate(torch.from_numpy(table).permute(1, 0).view(1, 4, 13, 13),
                                           size=(side, side), mode="bicubic").view(4, -1).permute(1, 0).numpy()
-    np.testing.assert_allclose(swin.resize_relative_position_bias_table(table, new), ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(windows.resize_relative_position_bias_table(table, new), ref, rtol=1e-5, atol=1e-5)
 
 
 def test_another_window_resamples_the_tables(padded_reference, caplog):
@@ -116,7 +117,7 @@ def test_another_window_resamples_the_tables(padded_reference, caplog):
     variables = import_timm_swin("swin_t", sd, **dict(OVERRIDES, window_size=4))
   assert "resampling 'layers.0.blocks.0.attn.relative_position_bias_table' from window 3" in caplog.text
   table = variables["params"]["stage_1"]["block_1"]["rel_pos"]["relative_position_bias_table"]
-  np.testing.assert_allclose(table, swin.resize_relative_position_bias_table(
+  np.testing.assert_allclose(table, windows.resize_relative_position_bias_table(
       sd["layers.1.blocks.1.attn.relative_position_bias_table"], 4), rtol=1e-6)
   assert table.shape == (49, 2)
 

@@ -20,7 +20,8 @@ from tests.models.test_video_swin import PARAM_COUNTS
 from tests.checkpoints.timm_reference import import_timm, randomize_, state_dict
 from vit_video.checkpoints import import_torchvision
 from vit_video.checkpoints.torchvision import TORCHVISION_NAMES, import_torchvision_video_swin
-from vit_video.models import swin, video_swin
+from vit_video.layers import windows
+from vit_video.models import video_swin
 
 B, C, K = 2, 3, 5
 OVERRIDES = dict(width=16, depths=(2, 2), num_heads=(1, 2), window_size=(2, 3, 3), mlp_ratio=2.0)
@@ -87,19 +88,19 @@ def test_window_rule_mask_and_bias_reading_equal_torchvisions(torchvision):
   for size in [(1, 2, 5), (2, 3, 3), (3, 4, 7), (8, 2, 3)]:
     for shifted in (False, True):
       ref = tv._get_window_and_shift_size([w // 2 if shifted else 0 for w in window], list(size), list(window))
-      assert swin.window_and_shift(size, window, shifted) == tuple(tuple(a) for a in ref), size
-      eff, shift = swin.window_and_shift(size, window, True)
+      assert windows.window_and_shift(size, window, shifted) == tuple(tuple(a) for a in ref), size
+      eff, shift = windows.window_and_shift(size, window, True)
       if not any(shift):
         continue
-      padded = swin.padded_size(size, eff)
+      padded = windows.padded_size(size, eff)
       ref_mask = tv._compute_attention_mask_3d(torch.zeros(1), padded, eff, shift).numpy()  # [nW,N,N], 0 or -100
-      ours = swin.attention_mask(size, eff, shift, "timm")
+      ours = windows.attention_mask(size, eff, shift, "timm")
       np.testing.assert_array_equal(np.ones_like(ref_mask, bool) if ours is None else ours, ref_mask == 0)
   attn = tv.ShiftedWindowAttention3d(8, window, [0, 0, 0], num_heads=2)
   table = attn.relative_position_bias_table.detach().numpy()
   for eff in ([2, 3, 3], [1, 3, 3], [2, 2, 3], [2, 3, 1]):
     ref = attn.get_relative_position_bias(eff).detach().numpy()[0]  # [h,N,N]
-    ours = video_swin.RelativePositionBias3D(2, tuple(window), leading_rows=True).apply(
+    ours = windows.RelativePositionBias(2, tuple(window), leading_rows=True).apply(
         {"params": {"relative_position_bias_table": table}}, eff)
     np.testing.assert_array_equal(ours, ref)
 

@@ -60,84 +60,10 @@ def _block(mode, shifted=True, sow=False):
 # --- Windows, shifts, merging ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("spatial, window", [((6, 9), (3, 3)), ((4, 6, 9), (2, 3, 3))])
-def test_window_partition_then_reverse_is_the_identity_and_windows_are_blocks(spatial, window):
-  x = np.random.default_rng(0).normal(size=(2, *spatial, 5))  # numpy: the helpers serve numpy masks too
-  windows = swin.window_partition(x, window)
-  grid = [s // w for s, w in zip(spatial, window)]
-  assert windows.shape == (2 * np.prod(grid), np.prod(window), 5)
-  np.testing.assert_array_equal(swin.window_reverse(windows, window, spatial), x)
-  # Window 1 of batch element 1 is the block one window along the last axis, its tokens row-major.
-  last = tuple(slice(0, w) for w in window[:-1]) + (slice(window[-1], 2 * window[-1]),)
-  np.testing.assert_array_equal(windows[np.prod(grid) + 1], x[(1, *last)].reshape(-1, 5))
-
-
-def test_cyclic_shift_moves_tokens_back_and_its_reverse_is_the_identity():
-  x = np.random.default_rng(1).normal(size=(2, 5, 7, 3)).astype(np.float32)
-  shifted = np.asarray(swin.cyclic_shift(x, (1, 2)))
-  np.testing.assert_array_equal(shifted[:, 0, 0], x[:, 1, 2])  # token at (1, 2) moves to (0, 0)
-  np.testing.assert_array_equal(shifted[:, -1, -2], x[:, 0, 0])  # the first row/columns wrap to the end
-  np.testing.assert_array_equal(swin.reverse_cyclic_shift(shifted, (1, 2)), x)
-
-
 def test_merge_2x2_order_is_the_official_slicing():
   x = np.random.default_rng(2).normal(size=(2, 4, 6, 3))
   official = np.concatenate([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
   np.testing.assert_array_equal(swin.merge_2x2(x), official)
-
-
-def test_window_and_shift_clip_per_axis_and_disable_the_shift_where_the_map_fits_a_window():
-  assert swin.window_and_shift((3, 8), (4, 4), shifted=True) == ((3, 4), (0, 2))
-  assert swin.window_and_shift((4, 5), (4, 4), shifted=True) == ((4, 4), (0, 2))
-  assert swin.window_and_shift((7, 7), (7, 7), shifted=True) == ((7, 7), (0, 0))
-  assert swin.window_and_shift((9, 8), (7, 7), shifted=False) == ((7, 7), (0, 0))
-  assert swin.window_and_shift((2, 9, 9), (2, 4, 4), shifted=True) == ((2, 4, 4), (0, 2, 2))
-
-
-# --- Relative positions -------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("window, table", [((3, 4), (3, 4)), ((2, 3), (3, 5)), ((2, 3, 2), (2, 3, 3))])
-def test_relative_position_index_equals_a_brute_force_computation(window, table):
-  index = swin.relative_position_index(window, table)
-  coords = list(np.ndindex(*window))
-  sides = [2 * t - 1 for t in table]
-  for q, cq in enumerate(coords):
-    for k, ck in enumerate(coords):
-      row = 0
-      for a in range(len(window)):
-        row = row * sides[a] + (cq[a] - ck[a] + table[a] - 1)
-      assert index[q, k] == row
-  # Offsets negate under swapping query and key: the two rows lie symmetrically about the centre (zero offset).
-  centre = np.prod(sides) // 2
-  np.testing.assert_array_equal(np.diag(index), centre)
-  np.testing.assert_array_equal(index + index.T, 2 * centre)
-  if window == table:  # every offset occurs: all rows of the table are used
-    assert len(np.unique(index)) == np.prod(sides)
-
-
-def test_relative_position_bias_gathers_the_table_rows_of_each_offset():
-  module = swin.RelativePositionBias(num_heads=2, window_size=(3, 3))
-  table = np.random.default_rng(0).normal(size=(25, 2)).astype(np.float32)
-  bias = np.asarray(module.apply({"params": {"relative_position_bias_table": table}}, (2, 3)))  # clipped window
-  assert bias.shape == (2, 6, 6)
-  coords = list(np.ndindex(2, 3))
-  for q, (yq, xq) in enumerate(coords):
-    for k, (yk, xk) in enumerate(coords):
-      np.testing.assert_array_equal(bias[:, q, k], table[(yq - yk + 2) * 5 + (xq - xk + 2)])
-
-
-def test_resize_relative_position_bias_table_identity_constants_and_errors():
-  table = np.random.default_rng(1).normal(size=(25, 3)).astype(np.float32)
-  np.testing.assert_array_equal(swin.resize_relative_position_bias_table(table, 3), table)
-  constant = np.broadcast_to(np.arange(3, dtype=np.float32), (25, 3))
-  resized = swin.resize_relative_position_bias_table(constant, (4, 5))
-  assert resized.shape == (7 * 9, 3)
-  np.testing.assert_allclose(resized, np.broadcast_to(np.arange(3), (63, 3)), atol=1e-6)  # weights sum to 1
-  with pytest.raises(ValueError, match="24 rows are not a"):
-    swin.resize_relative_position_bias_table(table[:24], 5)
-  with pytest.raises(ValueError, match=r"window \(2, 2\) has 9 rows"):
-    swin.resize_relative_position_bias_table(table, 5, old_window=2)
 
 
 # --- The shifted-window mask --------------------------------------------------------------------------------------
@@ -274,16 +200,6 @@ def test_masked_padding_block_equals_a_token_by_token_reference(shifted):
   for b in range(2):
     ref = _reference_block(variables["params"], x[b].astype(np.float64), shift)
     np.testing.assert_allclose(out[b], ref, rtol=1e-4, atol=1e-4)
-
-
-def test_attention_mask_is_none_exactly_when_nothing_is_masked():
-  assert swin.attention_mask((6, 9), (3, 3), (0, 0), "timm") is None
-  assert swin.attention_mask((5, 7), (3, 3), (0, 0), "timm") is None  # timm attends to the padding
-  assert swin.attention_mask((6, 9), (3, 3), (0, 0), "masked") is None
-  assert swin.attention_mask((5, 7), (3, 3), (0, 0), "masked").shape == (6, 9, 9)
-  assert swin.attention_mask((3, 4), (3, 3), (0, 1), "timm").shape == (2, 9, 9)
-  with pytest.raises(ValueError, match="window_padding must be"):
-    swin.attention_mask((6, 9), (3, 3), (1, 1), "zeros")
 
 
 # --- The model ----------------------------------------------------------------------------------------------------

@@ -41,25 +41,6 @@ README_MILLIONS = {"video_swin_t": 28, "video_swin_s": 50, "video_swin_b": 88}
 # --- Windows --------------------------------------------------------------------------------------------------------
 
 
-def test_3d_window_partition_and_cyclic_shift_round_trip_and_windows_are_displaced_blocks():
-  x = np.random.default_rng(0).normal(size=(2, 4, 6, 9, 5)).astype(np.float32)  # [B,T,H,W,C]
-  shift = (1, 1, 1)
-  windows = np.asarray(swin.window_partition(swin.cyclic_shift(x, shift), WINDOW))  # [B*nW,N,C]
-  assert windows.shape == (2 * 2 * 2 * 3, 18, 5)
-  back = swin.reverse_cyclic_shift(swin.window_reverse(jnp.asarray(windows), WINDOW, (4, 6, 9)), shift)
-  np.testing.assert_array_equal(back, x)
-  # Window 1 of example 1 (the second along W): tokens at (t+1, h+1, w+4) mod the map, row-major over (t, h, w).
-  expected = [x[1, (t + 1) % 4, (h + 1) % 6, (w + 4) % 9] for t in range(2) for h in range(3) for w in range(3)]
-  np.testing.assert_array_equal(windows[12 + 1], np.stack(expected))
-
-
-def test_window_and_shift_reduce_per_axis_as_torchvision():
-  assert swin.window_and_shift((16, 56, 56), (8, 7, 7), True) == ((8, 7, 7), (4, 3, 3))
-  assert swin.window_and_shift((16, 7, 7), (8, 7, 7), True) == ((8, 7, 7), (4, 0, 0))
-  assert swin.window_and_shift((4, 14, 5), (8, 7, 7), True) == ((4, 7, 5), (0, 3, 0))
-  assert swin.window_and_shift((4, 14, 5), (8, 7, 7), False) == ((4, 7, 5), (0, 0, 0))
-
-
 def _displaced(c, shift):
   """The paper's displaced 3D window of token coordinate c: per axis floor((c - s) / W)."""
   return tuple((ca - s) // w for ca, s, w in zip(c, shift, WINDOW))
@@ -84,8 +65,8 @@ D, HEADS = 8, 2
 
 
 def _block(mode, shifted=True, sow=False):
-  return video_swin.VideoSwinBlock(num_heads=HEADS, window_size=WINDOW, shifted=shifted, window_padding=mode,
-                                   sow_attention_weights=sow)
+  return swin.SwinBlock(num_heads=HEADS, window_size=WINDOW, shifted=shifted, window_padding=mode,
+                        sow_attention_weights=sow)
 
 
 def _draw(block, x):
@@ -148,25 +129,6 @@ def test_a_planted_token_moves_exactly_its_displaced_3d_window(mode, shifted):
         assert moved[p][cq] < 1e-6, (cp, cq)
 
 
-def test_reduced_window_reads_its_offsets_or_torchvisions_leading_rows():
-  """A window (2, 2, 3) under a (2, 3, 3) table: "masked" reads the rows of its true offsets; torchvision's reading
-  (the full window's index cut to N x N) differs; reduced along T alone, the two agree."""
-  table = np.random.default_rng(7).normal(size=(3 * 5 * 5, 2)).astype(np.float32)
-  variables = {"params": {"relative_position_bias_table": table}}
-  bias = lambda leading, window: np.asarray(video_swin.RelativePositionBias3D(  # noqa: E731
-      2, WINDOW, leading_rows=leading).apply(variables, window))
-  own, leading = bias(False, (2, 2, 3)), bias(True, (2, 2, 3))
-  coords = list(np.ndindex(2, 2, 3))
-  for q, cq in enumerate(coords):
-    for k, ck in enumerate(coords):
-      (dt, dh, dw) = (cq[0] - ck[0] + 1, cq[1] - ck[1] + 2, cq[2] - ck[2] + 2)
-      np.testing.assert_array_equal(own[:, q, k], table[(dt * 5 + dh) * 5 + dw])
-  full = swin.relative_position_index(WINDOW)
-  np.testing.assert_array_equal(leading, table[full[:12, :12]].transpose(2, 0, 1))
-  assert not np.array_equal(own, leading)
-  np.testing.assert_array_equal(bias(False, (1, 3, 3)), bias(True, (1, 3, 3)))
-
-
 # --- The model ----------------------------------------------------------------------------------------------------
 
 
@@ -221,7 +183,7 @@ def test_stochastic_depth_grows_linearly_over_all_blocks():
   seen = []
 
   def record(next_fun, args, kwargs, context):
-    if isinstance(context.module, video_swin.VideoSwinBlock) and context.method_name == "__call__":
+    if isinstance(context.module, swin.SwinBlock) and context.method_name == "__call__":
       seen.append(context.module.drop_path_rate)
     return next_fun(*args, **kwargs)
 

@@ -28,7 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from vit_video.models import i3d, swin
+from vit_video.layers import windows
+from vit_video.models import i3d
 
 _LOG = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def _inflate_table(path: str, table: np.ndarray, want: tuple[int, ...], window_s
   if want[0] != (2 * wt - 1) * (2 * wh - 1) * (2 * ww - 1):
     raise ValueError(f"window_size {tuple(window_size)} does not give the VideoSwin's {path!r} of shape {want}")
   if table.shape[0] != (2 * wh - 1) * (2 * ww - 1):
-    table = swin.resize_relative_position_bias_table(table, (wh, ww))  # [(2Wh-1)(2Ww-1),h]
+    table = windows.resize_relative_position_bias_table(table, (wh, ww))  # [(2Wh-1)(2Ww-1),h]
   return np.tile(table, (2 * wt - 1, 1))  # rows t * (2Wh-1)(2Ww-1) + hw: the same for every temporal offset
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from vit_video.checkpoints import convert
 from vit_video.checkpoints.torch_keys import Rule, assemble, conv_kernel, convert_keys, dense_kernel, norm, same
+from vit_video.layers import windows
 from vit_video.models import swin
 
 _LOG = logging.getLogger(__name__)
@@ -130,4 +131,4 @@ def _resize_table(name: str, key: str, table: np.ndarray, want: tuple[int, ...],
   if side * side != table.shape[0] or side % 2 == 0:
     return table  # Not a square window's table: `assemble` reports the shapes.
   _LOG.info("%s: resampling %r from window %d to %s", name, key, (side + 1) // 2, window)
-  return swin.resize_relative_position_bias_table(table, window)
+  return windows.resize_relative_position_bias_table(table, window)

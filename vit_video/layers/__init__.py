@@ -1,9 +1,10 @@
-"""Layers: attention, positional encodings, embeddings. They know no model.
+"""Layers: attention, positional encodings, embeddings, windows, shared CNN pieces. They know no model.
 
 Read in the lecture's order: `scores` (alignment scores, softmax weights, weighted sums) ->
 `attention` (multi-head scaled dot-product attention) -> `feature_attention` (self-attention over CNN feature
 maps) -> `encodings` (sinusoidal and Fourier position encodings) -> `embed` (patches, class token, learned
-position embeddings) -> `mlp` (MLP block, stochastic depth).
+position embeddings) -> `mlp` (MLP block, stochastic depth) -> `windows` ((shifted) window partitions, masks and
+relative-position biases of Swin and Video Swin).
 """
 from vit_video.layers.attention import (MultiHeadAttention, attention_weights_from_logits, dot_product_attention,
                                         make_causal_mask, make_padding_mask)
@@ -14,3 +15,6 @@ from vit_video.layers.feature_attention import FeatureSelfAttention
 from vit_video.layers.mlp import DropPath, MlpBlock, drop_path
 from vit_video.layers.scores import (AdditiveScores, AttentionPool, BilinearScores, attention_weights, dot_scores,
                                      weighted_sum)
+from vit_video.layers.windows import (RelativePositionBias, attention_mask, cyclic_shift, padded_size,
+                                      relative_position_index, resize_relative_position_bias_table,
+                                      reverse_cyclic_shift, window_and_shift, window_partition, window_reverse)
