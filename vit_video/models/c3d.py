@@ -27,6 +27,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vit_video.layers.conv import RELU_INIT
+
 # (name, published width, the max pool after it as (window = stride, spatial padding) or None).
 LAYERS = (
     ("conv1", 64, ((1, 2, 2), 0)),
@@ -36,7 +38,6 @@ LAYERS = (
     ("conv5a", 512, None), ("conv5b", 512, ((2, 2, 2), 1)),
 )
 FC_WIDTHS = (4096, 4096)  # fc6, fc7.
-RELU_INIT = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
 
 def pooled_sizes(size: Sequence[int]) -> list[tuple[int, int, int]]:

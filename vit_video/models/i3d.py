@@ -31,14 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from vit_video.layers.feature_attention import FeatureSelfAttention
-from vit_video.models.resnet import CONV_INIT, FC_INIT, _batch_norm
-
-
-def _conv(features: int, kernel: tuple[int, int, int], strides: tuple[int, int, int], dtype, param_dtype,
-          name: str) -> nn.Conv:
-  """A bias-free 3D conv with symmetric padding kernel // 2 on every axis (torch's)."""
-  return nn.Conv(features, kernel, strides, padding=[(k // 2, k // 2) for k in kernel], use_bias=False,
-                 kernel_init=CONV_INIT, dtype=dtype, param_dtype=param_dtype, name=name)
+from vit_video.layers.conv import FC_INIT, batch_norm, torch_conv
 
 
 class Bottleneck3D(nn.Module):
@@ -54,8 +47,8 @@ class Bottleneck3D(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
     """[B,T,H,W,C] -> [B,T,ceil(H/s),ceil(W/s),4F]; `deterministic`: use BatchNorm running averages."""
-    conv = functools.partial(_conv, dtype=self.dtype, param_dtype=self.param_dtype)
-    norm = _batch_norm(deterministic, self.axis_name, self.dtype, self.param_dtype)
+    conv = functools.partial(torch_conv, dtype=self.dtype, param_dtype=self.param_dtype)
+    norm = batch_norm(deterministic, self.axis_name, self.dtype, self.param_dtype)
     out, s = 4 * self.features, (1, self.strides, self.strides)
     shortcut = x
     if self.strides != 1 or x.shape[-1] != out:
@@ -129,8 +122,8 @@ class I3DResNet(nn.Module):
     if x.ndim != 5 or x.shape[-1] != self.in_channels:
       raise ValueError(f"input shape {x.shape} is not [B,T,H,W,C] with C = in_channels = {self.in_channels}")
     s0, s1, s2 = self.temporal_strides
-    x = _conv(self.width, (5, 7, 7), (s0, 2, 2), self.dtype, self.param_dtype, name="conv1")(x)
-    x = nn.relu(_batch_norm(not train, self.axis_name, self.dtype, self.param_dtype)(name="bn1")(x))
+    x = torch_conv(self.width, (5, 7, 7), (s0, 2, 2), dtype=self.dtype, param_dtype=self.param_dtype, name="conv1")(x)
+    x = nn.relu(batch_norm(not train, self.axis_name, self.dtype, self.param_dtype)(name="bn1")(x))
     kt1 = 3 if s1 > 1 else 1
     x = nn.max_pool(x, (kt1, 3, 3), (s1, 2, 2), padding=((kt1 // 2,) * 2, (1, 1), (1, 1)))  # [B,T1,H/4,W/4,width]
     for i, num_blocks in enumerate(self.stage_sizes):

@@ -21,8 +21,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vit_video.layers.conv import RELU_INIT
 from vit_video.models import resnet
-from vit_video.models.video_cnn import RELU_INIT, ConvTower, tower_sizes
+from vit_video.models.video_cnn import ConvTower, tower_sizes
 
 
 class LRCN(nn.Module):

@@ -6,12 +6,9 @@ torchvision's symmetric ones (7x7 conv: 3, 3x3 conv: 1, 3x3/2 max pool: 1), not 
 torchvision or timm state dict reproduces its outputs. `num_classes=0` drops the classifier and returns
 the pooled features [B,D] (for linear probes and transfer evaluation).
 
-BatchNorm: momentum 0.9 in Flax's convention (= torchvision's 0.1), epsilon 1e-5, running statistics in
-the `batch_stats` collection: `model.apply(v, x, train=True, mutable=["batch_stats"])` updates them,
-`train=False` uses them. Flax updates the running variance with the biased batch variance where torch
-uses the unbiased one; this only matters when importing a torch training run mid-way. Set `axis_name`
-when the batch is split over a named axis (shard_map/pmap) so batch statistics are global; under `jit`
-with a sharded batch they are global already.
+BatchNorm: torchvision's (vit_video.layers.conv.batch_norm), running statistics in the `batch_stats` collection:
+`model.apply(v, x, train=True, mutable=["batch_stats"])` updates them, `train=False` uses them. Set `axis_name`
+when the batch is split over a named axis (shard_map/pmap) so batch statistics are global.
 
 Parameter names and the torchvision/timm state-dict keys they map to (i is 1-based, j 0-based, as in
 torchvision; conv kernels are HWIO = torch OIHW.transpose(2, 3, 1, 0); Dense kernel = torch weight.T):
@@ -31,23 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-# torchvision's init: kaiming_normal_(mode="fan_out", nonlinearity="relu") for convs; nn.Linear's
-# default U(+-1/sqrt(fan_in)) for the classifier kernel (its bias starts at zero here).
-CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-FC_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-
-
-def _conv(features: int, kernel: int, strides: int, dtype: jnp.dtype, param_dtype: jnp.dtype, name: str) -> nn.Conv:
-  """A bias-free conv with torchvision's symmetric padding kernel // 2."""
-  return nn.Conv(features, (kernel, kernel), (strides, strides), padding=[(kernel // 2, kernel // 2)] * 2,
-                 use_bias=False, kernel_init=CONV_INIT, dtype=dtype, param_dtype=param_dtype, name=name)
-
-
-def _batch_norm(deterministic: bool, axis_name: str | None, dtype: jnp.dtype, param_dtype: jnp.dtype):
-  """BatchNorm with torchvision's hyperparameters (momentum 0.1 in torch's convention, eps 1e-5)."""
-  return functools.partial(nn.BatchNorm, use_running_average=deterministic, momentum=0.9, epsilon=1e-5,
-                           use_fast_variance=False, axis_name=axis_name, dtype=dtype, param_dtype=param_dtype)
-
+from vit_video.layers.conv import FC_INIT, batch_norm, torch_conv
 
 class BasicBlock(nn.Module):
   """Two 3x3 convs (stride on the first) plus a shortcut; output width `features` (expansion 1)."""
@@ -63,14 +44,14 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
     """[B,H,W,C] -> [B,ceil(H/s),ceil(W/s),F]; `deterministic`: use BatchNorm running averages."""
-    conv = functools.partial(_conv, dtype=self.dtype, param_dtype=self.param_dtype)
-    norm = _batch_norm(deterministic, self.axis_name, self.dtype, self.param_dtype)
+    conv = functools.partial(torch_conv, dtype=self.dtype, param_dtype=self.param_dtype)
+    norm = batch_norm(deterministic, self.axis_name, self.dtype, self.param_dtype)
     shortcut = x
     if self.strides != 1 or x.shape[-1] != self.features:
-      shortcut = conv(self.features, 1, self.strides, name="downsample_conv")(x)
+      shortcut = conv(self.features, (1, 1), (self.strides,) * 2, name="downsample_conv")(x)
       shortcut = norm(name="downsample_bn")(shortcut)
-    y = nn.relu(norm(name="bn1")(conv(self.features, 3, self.strides, name="conv1")(x)))
-    y = conv(self.features, 3, 1, name="conv2")(y)
+    y = nn.relu(norm(name="bn1")(conv(self.features, (3, 3), (self.strides,) * 2, name="conv1")(x)))
+    y = conv(self.features, (3, 3), (1, 1), name="conv2")(y)
     y = norm(name="bn2", scale_init=nn.initializers.zeros if self.zero_init_last else nn.initializers.ones)(y)
     return nn.relu(shortcut + y)
 
@@ -89,16 +70,16 @@ class BottleneckBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
     """[B,H,W,C] -> [B,ceil(H/s),ceil(W/s),4F]; `deterministic`: use BatchNorm running averages."""
-    conv = functools.partial(_conv, dtype=self.dtype, param_dtype=self.param_dtype)
-    norm = _batch_norm(deterministic, self.axis_name, self.dtype, self.param_dtype)
+    conv = functools.partial(torch_conv, dtype=self.dtype, param_dtype=self.param_dtype)
+    norm = batch_norm(deterministic, self.axis_name, self.dtype, self.param_dtype)
     out = self.features * self.expansion
     shortcut = x
     if self.strides != 1 or x.shape[-1] != out:
-      shortcut = conv(out, 1, self.strides, name="downsample_conv")(x)
+      shortcut = conv(out, (1, 1), (self.strides,) * 2, name="downsample_conv")(x)
       shortcut = norm(name="downsample_bn")(shortcut)
-    y = nn.relu(norm(name="bn1")(conv(self.features, 1, 1, name="conv1")(x)))
-    y = nn.relu(norm(name="bn2")(conv(self.features, 3, self.strides, name="conv2")(y)))
-    y = conv(out, 1, 1, name="conv3")(y)
+    y = nn.relu(norm(name="bn1")(conv(self.features, (1, 1), (1, 1), name="conv1")(x)))
+    y = nn.relu(norm(name="bn2")(conv(self.features, (3, 3), (self.strides,) * 2, name="conv2")(y)))
+    y = conv(out, (1, 1), (1, 1), name="conv3")(y)
     y = norm(name="bn3", scale_init=nn.initializers.zeros if self.zero_init_last else nn.initializers.ones)(y)
     return nn.relu(shortcut + y)
 
@@ -157,8 +138,9 @@ class ResNet(nn.Module):
       raise ValueError("stage_sizes is empty; a ResNet needs at least one stage")
     if x.ndim != 4 or x.shape[-1] != self.in_channels:
       raise ValueError(f"input shape {x.shape} is not [B,H,W,C] with C = in_channels = {self.in_channels}")
-    x = _conv(self.width, 7, 2, self.dtype, self.param_dtype, name="conv1")(x)  # [B,ceil(H/2),ceil(W/2),width]
-    x = _batch_norm(not train, self.axis_name, self.dtype, self.param_dtype)(name="bn1")(x)
+    x = torch_conv(self.width, (7, 7), (2, 2), dtype=self.dtype, param_dtype=self.param_dtype,
+                   name="conv1")(x)  # [B,ceil(H/2),ceil(W/2),width]
+    x = batch_norm(not train, self.axis_name, self.dtype, self.param_dtype)(name="bn1")(x)
     x = nn.relu(x)
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # [B,ceil(H/4),ceil(W/4),width]
     for i, num_blocks in enumerate(self.stage_sizes):

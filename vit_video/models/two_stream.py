@@ -3,8 +3,8 @@
 A spatial stream classifies appearance from RGB; a temporal stream classifies motion from a stack of optical
 flow fields; the two are fused.
 
-  rgb  [B,T,H,W,C] (C = in_channels, 3): the spatial stream sees one frame, the middle one x[:, T // 2] (`rgb_input="middle"`),
-       or the mean of the T frames (`rgb_input="mean"`).
+  rgb  [B,T,H,W,C] (C = in_channels, 3): the spatial stream sees one frame, the middle one x[:, T // 2]
+       (`rgb_input="middle"`), or the mean of the T frames (`rgb_input="mean"`).
   flow [B,H,W,2(T-1)]: the T-1 flow fields between consecutive frames, x and y components interleaved:
        channel 2t is the horizontal (x) and channel 2t+1 the vertical (y) displacement from frame t to t+1,
        t = 0..T-2 (the paper's stack of L = T-1 = 10 fields, 20 channels).
@@ -30,7 +30,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_video.models.video_cnn import RELU_INIT, ConvTower, tower_sizes
+from vit_video.layers.conv import RELU_INIT
+from vit_video.models.video_cnn import ConvTower, tower_sizes
 
 
 class Stream(nn.Module):

@@ -31,8 +31,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-# He init for the ReLU layers (no normalisation layers here); the classifier keeps Flax's default.
-RELU_INIT = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+from vit_video.layers.conv import RELU_INIT
+
 
 
 def tower_sizes(size: tuple[int, ...], kernel_sizes: Sequence[int], strides: Sequence[int],

@@ -25,7 +25,7 @@ from vit_video.layers.attention import Implementation, MultiHeadAttention
 from vit_video.layers.embed import AddPositionEmbedding, ClassToken, PatchEmbedding
 from vit_video.layers.mlp import DropPath, MlpBlock
 from vit_video.layers.remat import RematPolicy, maybe_remat
-from vit_video.models.bit import ResNetStem
+from vit_video.layers.stems import ResNetStem
 
 
 STEM_NUMERICS = {
@@ -55,7 +55,8 @@ class EncoderBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, drop_path_rate: float | jax.Array) -> tuple[jax.Array, None]:
     det = self.deterministic
-    norm = lambda name: nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype, name=name)  # noqa: E731
+    norm = lambda name: nn.LayerNorm(  # noqa: E731
+        epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
     y = norm("LayerNorm_0")(x)
     y = MultiHeadAttention(
         num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
