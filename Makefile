@@ -57,7 +57,7 @@ data: $(DATA_STAMP) $(TRANSFER_STAMPS) $(VIDEO_STAMP)
 # pre-trains every member, transfers each, prints the table and writes results.csv, results.md and figure5.png
 # in $(WORKDIR). Re-running resumes (finished members are skipped).
 run: $(DATA_STAMP) $(TRANSFER_STAMPS)
-	$(PY) -m vit_video.sweep --config=$(RUN_CONFIG) --workdir=$(WORKDIR) --config.pretrain.dataset.data_dir=$(DATA_DIR)
+	$(PY) -m vit_video.study --config=$(RUN_CONFIG) --workdir=$(WORKDIR) --config.pretrain.dataset.data_dir=$(DATA_DIR)
 
 # One image model on Fashion-MNIST (the training-system demo): make train-fmnist
 train-fmnist: $(DATA_STAMP)
@@ -66,12 +66,12 @@ train-fmnist: $(DATA_STAMP)
 
 # The classic video classifiers compared on moving Fashion-MNIST actions (12 models x 2 labels; resumable).
 video-sweep: $(VIDEO_STAMP)
-	$(PY) -m vit_video.video_sweep --config=experiments/video_classics.py:sweep,data_dir=$(DATA_DIR) \
+	$(PY) -m vit_video.study --config=experiments/video_classics.py:sweep,data_dir=$(DATA_DIR) \
 	  --workdir=workdirs/video_classics
 
 # ViViT 1-4, the TimeSformer schemes and Video Swin on the motion label of the same data (9 runs; resumable).
 transformer-sweep: $(VIDEO_STAMP)
-	$(PY) -m vit_video.video_sweep --config=experiments/video_transformers.py:sweep,data_dir=$(DATA_DIR) \
+	$(PY) -m vit_video.study --config=experiments/video_transformers.py:sweep,data_dir=$(DATA_DIR) \
 	  --workdir=workdirs/video_transformers
 
 test: $(REF_STAMP) $(DATA_STAMP) $(TRANSFER_STAMPS)

@@ -3,10 +3,10 @@
     python -m vit_video.data.prepare moving_fmnist_actions
     python -m vit_video.main --config=experiments/video_classics.py:model=c3d --workdir=workdirs/video/c3d
     python -m vit_video.main --config=experiments/video_classics.py:model=single_frame,label=object ...
-    python -m vit_video.video_sweep --config=experiments/video_classics.py:sweep --workdir=workdirs/video_classics
+    python -m vit_video.study --config=experiments/video_classics.py:sweep --workdir=workdirs/video_classics
 
 Arguments: model (a key of MEMBERS), label ("motion": the dataset's 'label', or "object": 'object_label', the
-Fashion-MNIST item), sweep (the sweep config over every member and both labels, for vit_video.video_sweep),
+Fashion-MNIST item), sweep (the sweep config over every member and both labels, for vit_video.study),
 models (the sweep's models, "+"-separated; default all), tiny (toy sizes on the `tiny` builder config, 6 frames
 of 20x20, for the tests), epochs (override), data_dir (the tfds data_dir, default data/tfds).
 
@@ -87,12 +87,15 @@ def member_config(name: str, label: str = "motion", *, tiny: bool = False, epoch
 
 def sweep_config(*, tiny: bool = False, epochs: float = 0.0, data_dir: str = "data/tfds",
                  models: str = "") -> ml_collections.ConfigDict:
-  """Every member (or those of `models`, "+"-separated) on both labels, for `python -m vit_video.video_sweep`."""
+  """Every member (or those of `models`, "+"-separated) on both labels, for `python -m vit_video.study`."""
   s = ml_collections.ConfigDict()
+  s.study = "video_comparison"  # The study that runs this config (vit_video/studies/video_comparison.py).
   s.name = "video_classics"
   s.title = "Classic video classifiers on moving Fashion-MNIST actions"
   names = models.split("+") if models else [n for n in MEMBERS if not (tiny and n == "c3d")]
   s.models = tuple(names)  # the table's order
+  s.labels = tuple(LABELS)  # the table's label columns, in order
+  s.label_notes = configs.MOVING_FMNIST_LABEL_NOTES
   s.members = ml_collections.ConfigDict(  # members[model][label]: a training config
       {n: {label: member_config(n, label, tiny=tiny, epochs=epochs, data_dir=data_dir) for label in LABELS}
        for n in names})

@@ -3,10 +3,10 @@ TimeSformer attention schemes and Video Swin, at one small size, one config per 
 
     python -m vit_video.data.prepare moving_fmnist_actions
     python -m vit_video.main --config=experiments/video_transformers.py:model=vivit_fe --workdir=workdirs/vt/fe
-    python -m vit_video.video_sweep --config=experiments/video_transformers.py:sweep --workdir=workdirs/video_transformers
+    python -m vit_video.study --config=experiments/video_transformers.py:sweep --workdir=workdirs/video_transformers
 
 Arguments: model (a key of MEMBERS), label ("motion" or "object", as in video_classics), sweep (every member on
-the labels of `labels`, for vit_video.video_sweep), models / labels ("+"-separated; default all models, motion
+the labels of `labels`, for vit_video.study), models / labels ("+"-separated; default all models, motion
 only), tiny (toy sizes on the `tiny` builder config, for the tests), epochs (override), data_dir.
 
 The comparison is ViViT's Table 2 at our scale: one ViT-like width (D 64, 4 heads, MLP 128, 4 blocks; Model 2 adds
@@ -73,13 +73,16 @@ def member_config(name: str, label: str = "motion", *, tiny: bool = False, epoch
 
 def sweep_config(*, tiny: bool = False, epochs: float = 0.0, data_dir: str = "data/tfds", models: str = "",
                  labels: str = "motion") -> ml_collections.ConfigDict:
-  """The members of `models` ("+"-separated, default all) on `labels`, for `python -m vit_video.video_sweep`."""
+  """The members of `models` ("+"-separated, default all) on `labels`, for `python -m vit_video.study`."""
   s = ml_collections.ConfigDict()
+  s.study = "video_comparison"  # The study that runs this config (vit_video/studies/video_comparison.py).
   s.name = "video_transformers"
   s.title = "Video transformers on moving Fashion-MNIST actions"
   names = models.split("+") if models else list(MEMBERS)
   label_names = labels.split("+")
   s.models = tuple(names)  # the table's order
+  s.labels = tuple(label_names)  # the table's label columns, in order
+  s.label_notes = configs.MOVING_FMNIST_LABEL_NOTES
   s.members = ml_collections.ConfigDict(  # members[model][label]: a training config
       {n: {label: member_config(n, label, tiny=tiny, epochs=epochs, data_dir=data_dir) for label in label_names}
        for n in names})

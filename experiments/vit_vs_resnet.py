@@ -1,8 +1,8 @@
 """ViT vs ResNet (BiT) vs hybrids: transfer accuracy against pre-training compute (ViT paper, Figure 5).
 
-    python -m vit_video.sweep --config experiments/vit_vs_resnet.py:quick --workdir workdirs/vit_vs_resnet
-    python -m vit_video.sweep --config experiments/vit_vs_resnet.py:cpu --workdir workdirs/vit_vs_resnet_cpu
-    python -m vit_video.sweep --config experiments/vit_vs_resnet.py:i21k --workdir gs://bucket/vit_vs_resnet
+    python -m vit_video.study --config experiments/vit_vs_resnet.py:quick --workdir workdirs/vit_vs_resnet
+    python -m vit_video.study --config experiments/vit_vs_resnet.py:cpu --workdir workdirs/vit_vs_resnet_cpu
+    python -m vit_video.study --config experiments/vit_vs_resnet.py:i21k --workdir gs://bucket/vit_vs_resnet
 
 Dosovitskiy et al. (2020) pre-train three families at several sizes and budgets (7 or 14 epochs of JFT-300M) and
 plot the transfer accuracy (fine-tuning, averaged over 5 datasets; and few-shot linear probes) against the
@@ -128,6 +128,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   scale = picked[0]
   mini = scale in ("quick", "cpu")
   c = ml_collections.ConfigDict()
+  c.study = "vit_vs_resnet"  # The study that runs this config (vit_video/studies/vit_vs_resnet.py).
   c.name = f"vit_vs_resnet/{scale}"
   c.seed = 0  # Pre-training and fine-tuning seed (few-shot draws use seeds 0..fewshot.seeds-1).
 

@@ -18,7 +18,7 @@ NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "colabs", "*.ipynb")))
 @pytest.fixture(scope="session")
 def synthetic_results_csv(tmp_path_factory) -> str:
   """A small sweep results.csv (families of 3, 2 and 2 members with overlapping compute; 2 datasets, 2 shots)."""
-  from vit_video.train import sweep_report
+  from vit_video.studies import vit_vs_resnet_report
   datasets, shots = ["ds_a", "ds_b"], [1, 5]
   members = {"vit": (2.0, 20.0, 200.0), "bit": (5.0, 500.0), "hybrid": (3.0, 60.0)}
   rows = []
@@ -31,22 +31,23 @@ def synthetic_results_csv(tmp_path_factory) -> str:
         row[f"finetune_{ds}"] = 0.4 + 0.1 * i + 0.02 * f + 0.01 * d
         for k in shots:
           row[f"fewshot{k}_{ds}"] = 0.2 + 0.05 * i + 0.03 * f + 0.01 * k
-      rows.append(sweep_report.add_averages(row, datasets, shots))
+      rows.append(vit_vs_resnet_report.add_averages(row, datasets, shots))
   path = str(tmp_path_factory.mktemp("sweep") / "results.csv")
-  sweep_report.write_csv(path, rows, datasets, shots)
+  vit_vs_resnet_report.write_csv(path, rows, datasets, shots)
   return path
 
 
 @pytest.fixture(scope="session")
 def synthetic_video_results_csv(tmp_path_factory) -> str:
   """A video sweep results.csv of three made-up models."""
-  from vit_video.train import video_sweep
+  from vit_video.studies import video_comparison
+  from vit_video.train.run_folder import RunFolder
   rows = [{"model": name, "model_name": name, "frames": 16, "params": 1000 * (i + 1), "gflop_per_clip": 0.1 * (i + 1),
            "train_clips_per_s": 100.0 / (i + 1), "motion_clip_top1": 0.1 + 0.3 * i, "motion_video_top1": 0.1 + 0.3 * i,
            "object_clip_top1": 0.8, "object_video_top1": 0.82} for i, name in enumerate(("single_frame", "c3d", "lrcn"))]
-  folder = str(tmp_path_factory.mktemp("video_sweep"))
-  video_sweep.write_report(folder, rows)
-  return os.path.join(folder, "results.csv")
+  folder = RunFolder(tmp_path_factory.mktemp("video_sweep"))
+  video_comparison.write_report(folder, rows, labels=("motion", "object"), title="Made-up video models")
+  return str(folder / "results.csv")
 
 
 def small_settings(name: str, fixture: Callable[[str], str], workdir: str) -> dict:

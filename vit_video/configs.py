@@ -120,6 +120,7 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
 
 
 MOVING_FMNIST_LABELS = {"motion": ("label", 10), "object": ("object_label", 10)}  # label -> (feature, classes)
+MOVING_FMNIST_LABEL_NOTES = "Motion: the 10 motions (chance 10%); object: the 10 Fashion-MNIST classes."
 
 
 def moving_fmnist_config(label: str, *, frames: int, stride: int, epochs: float, tiny: bool,

@@ -1,26 +1,25 @@
-"""A tiny ViT-vs-ResNet sweep (2 members per family, a few steps), run as a script or imported by the tests.
+"""A tiny ViT-vs-ResNet study (2 members per family, a few steps), run as a script or imported by the tests.
 
     python tests/studies/sweep_run.py FMNIST_DATA_DIR TRANSFER_DATA_DIR WORKDIR [MEMBER,MEMBER,...]
 
 The config is experiments/vit_vs_resnet.py:quick with tiny members, steps and transfer splits, so the real
-sweep code runs end to end in seconds; the sweep tests SIGKILL this script and resume in-process.
+study code runs end to end in seconds; the study tests SIGKILL this script and resume in-process.
 """
-import importlib.util
 import os
 import sys
 
 import ml_collections
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if ROOT not in sys.path:  # run as a script: make the `tests` package importable
+  sys.path.insert(0, ROOT)
+from tests.experiment_files import get_config  # noqa: E402
 
 
 def tiny_sweep_config(fmnist_dir: str, transfer_dir: str, members: list[str] | None = None
                       ) -> ml_collections.ConfigDict:
   """The tiny sweep; `members` keeps only those (in that order)."""
-  spec = importlib.util.spec_from_file_location("vit_vs_resnet", os.path.join(ROOT, "experiments", "vit_vs_resnet.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config("quick")
+  c = get_config("vit_vs_resnet", "quick")
   with c.unlocked():
     p = c.pretrain
     p.dataset.data_dir = fmnist_dir
@@ -63,6 +62,6 @@ def tiny_sweep_config(fmnist_dir: str, transfer_dir: str, members: list[str] | N
 
 
 if __name__ == "__main__":
-  from vit_video.train import sweep  # noqa: PLC0415
+  from vit_video.studies import vit_vs_resnet  # noqa: PLC0415
   fmnist, transfer, workdir, *members = sys.argv[1:]
-  sweep.run_sweep(tiny_sweep_config(fmnist, transfer, members[0].split(",") if members else None), workdir)
+  vit_vs_resnet.run(tiny_sweep_config(fmnist, transfer, members[0].split(",") if members else None), workdir)

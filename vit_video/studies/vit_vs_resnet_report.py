@@ -1,4 +1,4 @@
-"""Reporting for the ViT-vs-ResNet sweep: results CSV, markdown tables and the paper's Figure 5 in miniature.
+"""Reporting for the ViT-vs-ResNet study: results CSV, markdown tables and the paper's Figure 5 in miniature.
 
 Figure 5 of Dosovitskiy et al. (2020) plots transfer accuracy against total pre-training compute for three
 families: ViT, ResNet (BiT) and hybrids (a ResNet stem under a ViT). Here one row per sweep member holds
@@ -8,25 +8,27 @@ families: ViT, ResNet (BiT) and hybrids (a ResNet stem under a ViT). Here one ro
     then finetune_avg, fewshot{k}_avg (means over the datasets).
 
 Accuracies are fractions in [0, 1] (shown as percentages); `pretrain_gflop` is total pre-training GFLOP from
-XLA's cost analysis. Files are written atomically (temporary file in the same folder, then rename) with a fixed
-number format, so writing the same numbers twice gives byte-identical files. Plotting uses
+XLA's cost analysis. Files (local paths or any `etils.epath` URI) are written atomically (`run_folder.write_atomic`)
+with a fixed number format, so writing the same numbers twice gives byte-identical files. Plotting uses
 `matplotlib.figure.Figure` directly: no pyplot, no global state.
 
-    rows = [sweep_report.add_averages(r, datasets, shots) for r in raw_rows]
-    sweep_report.write_csv("results.csv", rows, datasets, shots)
-    rows, datasets, shots = sweep_report.read_csv("results.csv")
-    sweep_report.plot_figure5(rows, datasets, shots, path="figure5.png")
+    rows = [add_averages(r, datasets, shots) for r in raw_rows]
+    write_csv("results.csv", rows, datasets, shots)
+    rows, datasets, shots = read_csv("results.csv")
+    plot_figure5(rows, datasets, shots, path="figure5.png")
 """
 import csv
+import io
 import math
+import os
 import re
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from vit_video.train import atomic_files
+from vit_video.train.run_folder import as_path, write_atomic
 
 BASE_COLUMNS = ("member", "family", "model", "params", "epochs", "pretrain_steps", "pretrain_gflop",
                 "pretrain_top1")
@@ -97,7 +99,8 @@ def _check_rows(rows: Sequence[dict[str, Any]], cols: Sequence[str]) -> None:
       raise ValueError(f"row {row['member']!r} has family {row['family']!r}; expected one of {list(FAMILIES)}")
 
 
-def write_csv(path: str, rows: Sequence[dict[str, Any]], datasets: Sequence[str], shots: Sequence[int]) -> None:
+def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]], datasets: Sequence[str],
+              shots: Sequence[int]) -> None:
   """Writes `rows` to `path` atomically in `columns(datasets, shots)` order (extra keys are not written).
 
   Raises ValueError naming the member and the column when a row lacks one.
@@ -105,21 +108,19 @@ def write_csv(path: str, rows: Sequence[dict[str, Any]], datasets: Sequence[str]
   cols = columns(datasets, shots)
   _check_rows(rows, cols)
 
-  def write(f: IO) -> None:
-    writer = csv.writer(f, lineterminator="\n")
-    writer.writerow(cols)
-    for row in rows:
-      writer.writerow([_format(c, row[c]) for c in cols])
+  text = io.StringIO()
+  writer = csv.writer(text, lineterminator="\n")
+  writer.writerow(cols)
+  for row in rows:
+    writer.writerow([_format(c, row[c]) for c in cols])
+  write_atomic(path, text.getvalue())
 
-  atomic_files.write_atomic(path, write, suffix=".csv")
 
-
-def read_csv(path: str) -> tuple[list[dict[str, Any]], list[str], list[int]]:
+def read_csv(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[str], list[int]]:
   """The rows of a results CSV (numbers parsed back) and the datasets and shot counts named in its header."""
-  with open(path, newline="") as f:
-    reader = csv.reader(f)
-    header = next(reader, [])
-    body = list(reader)
+  reader = csv.reader(io.StringIO(as_path(path).read_text(), newline=""))
+  header = next(reader, [])
+  body = list(reader)
   missing = [c for c in BASE_COLUMNS if c not in header]
   if missing:
     raise ValueError(f"{path} lacks the column(s) {missing}; its header is {header}")
@@ -187,7 +188,7 @@ def markdown_table(rows: Sequence[dict[str, Any]], datasets: Sequence[str], shot
   return main + "\n\nFew-shot linear probes per dataset (top-1 %):\n\n" + _table(few_header, few_body, 2)
 
 
-def write_markdown(path: str, rows: Sequence[dict[str, Any]], datasets: Sequence[str], shots: Sequence[int], *,
+def write_markdown(path: str | os.PathLike, rows: Sequence[dict[str, Any]], datasets: Sequence[str], shots: Sequence[int], *,
                    title: str, command: str, notes: str = "") -> None:
   """Writes a markdown report (title, the command that reproduces it, notes, `markdown_table`) atomically."""
   parts = [f"# {title}", f"Reproduce with:\n\n```\n{command}\n```"]
@@ -195,7 +196,7 @@ def write_markdown(path: str, rows: Sequence[dict[str, Any]], datasets: Sequence
     parts.append(notes.strip())
   parts.append(markdown_table(rows, datasets, shots))
   text = "\n\n".join(parts) + "\n"
-  atomic_files.write_atomic(path, lambda f: f.write(text), suffix=".md")
+  write_atomic(path, text)
 
 
 def compute_ratios(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -230,7 +231,7 @@ def matched_compute(rows: Sequence[dict[str, Any]], key: str = "finetune_avg",
 
 
 def plot_figure5(rows: Sequence[dict[str, Any]], datasets: Sequence[str], shots: Sequence[int], *,
-                 path: str | None = None) -> Figure:
+                 path: str | os.PathLike | None = None) -> Figure:
   """Transfer accuracy (%) against pre-training compute (GFLOP, log axis), one colour and marker per family.
 
   Panels, as in the paper's Figure 5: "Average fine-tuning", fine-tuning on each dataset, and the average
@@ -260,5 +261,7 @@ def plot_figure5(rows: Sequence[dict[str, Any]], datasets: Sequence[str], shots:
     if i == 0:
       ax.legend(loc="lower right")
   if path is not None:
-    atomic_files.write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=120), mode="wb", suffix=".png")
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
+    write_atomic(path, png.getvalue())
   return fig

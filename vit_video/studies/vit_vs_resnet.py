@@ -1,38 +1,39 @@
-"""`run_sweep(sweep, workdir)`: pre-train every member of a sweep config, transfer each, write the report.
+"""The ViT-vs-ResNet study (ViT paper, Figure 5): pre-train every member, transfer each, write the report.
 
-A sweep config (e.g. experiments/vit_vs_resnet.py) holds `pretrain` (a full training config), `members` (per
-member: family, model_name, model attributes, epochs) and `transfer` (datasets with their splits, fine-tuning
-and few-shot settings). For every member, in order:
+    rows = run(config, workdir)      # python -m vit_video.study --config=experiments/vit_vs_resnet.py:quick ...
+
+Its config (experiments/vit_vs_resnet.py) holds `pretrain` (a full training config), `members` (per member:
+family, model_name, model attributes, epochs) and `transfer` (datasets with their splits, fine-tuning and
+few-shot settings). For every member, in order:
 
   workdir/<member>/                      pre-training: a normal `train_and_evaluate` run
   workdir/<member>/transfer/<dataset>/   fine-tuning from it (fresh head, SGD), another normal run
   workdir/<member>/fewshot.json          k-shot linear probes on its frozen features, per dataset
 
 then `workdir/results.csv`, `results.md` and `figure5.png` (rewritten after every member, so a long sweep
-can be read while it runs). Everything is resumable: a finished run (its summary.json written) is skipped,
-a half-finished one resumes from its newest checkpoint, few-shot results already in fewshot.json are kept;
-so killing the sweep at any point and re-running it ends with the same results. A run folder that holds
-another config raises instead of being mixed in.
+can be read while it runs). Everything is resumable: a finished run (`loop.train_once`) is skipped, a
+half-finished one resumes from its newest checkpoint, few-shot results already in fewshot.json are kept; so
+killing the study at any point and re-running it ends with the same results. A run folder that holds another
+config raises instead of being mixed in. The workdir may be any filesystem the run folder reaches (gs://...).
 """
 import copy
 import dataclasses
-import json
 import logging
-import os
 import time
 
-import flax
 import jax
 import ml_collections
 
+from vit_video import models
 from vit_video.data import augment as augment_lib
-from vit_video.data import pipeline
-from vit_video.models import bit, resnet, vit
-from vit_video.train import checkpointing, fewshot, loop, sweep_report, writers
+from vit_video.data import builders, pipeline
+from vit_video.studies import fewshot, vit_vs_resnet_report
+from vit_video.train import checkpointing, loop
+from vit_video.train.run_folder import RunFolder
 
 _LOG = logging.getLogger(__name__)
-# Config keys that may differ between two starts of the same run (paths, display).
-_VOLATILE_KEYS = ("dataset.data_dir", "init.checkpoint", "progress_bar")
+FEWSHOT, TIMINGS = "fewshot.json", "timings.json"  # in a member's folder, in the study's folder
+REPORT = ("results.csv", "results.md", "figure5.png")  # in the study's folder
 
 
 def member_config(sweep: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
@@ -56,7 +57,7 @@ def transfer_data_dir(sweep: ml_collections.ConfigDict) -> str:
 
 
 def finetune_config(sweep: ml_collections.ConfigDict, name: str, dataset: str,
-                    member_workdir: str) -> ml_collections.ConfigDict:
+                    member_folder: RunFolder) -> ml_collections.ConfigDict:
   """Fine-tuning member `name` on transfer set `dataset`: the paper's protocol (Appendix B.1.1) in small:
   every weight trained from the pre-trained ones with a fresh zero head, SGD with momentum 0.9, no weight
   decay, gradient clipping, warm-up then cosine decay; no augmentation; evaluated on the test split."""
@@ -70,7 +71,7 @@ def finetune_config(sweep: ml_collections.ConfigDict, name: str, dataset: str,
     c.dataset.train_split = d.train_split
     c.dataset.eval_split = d.test_split
     c.dataset.image_size = d.image_size
-    c.num_classes = pipeline.check_prepared(dataset, data_dir).info.features["label"].num_classes
+    c.num_classes = builders.num_classes(dataset, data_dir)
     c.augment = ml_collections.ConfigDict(dataclasses.asdict(augment_lib.AugmentConfig()))  # none
     c.batch_size = ft.batch_size
     c.total_steps = d.finetune_steps
@@ -87,60 +88,21 @@ def finetune_config(sweep: ml_collections.ConfigDict, name: str, dataset: str,
     c.ema_decay = 0.0
     c.eval_every_steps = 0
     c.checkpoint.save_every_steps = d.finetune_steps  # short runs: one checkpoint, at the end
-    c.init.checkpoint = os.path.abspath(member_workdir)
+    c.init.checkpoint = str(member_folder)
     c.init.reset_head = True
   return c
 
 
-def _flat(config: dict) -> dict:
-  flat = flax.traverse_util.flatten_dict(json.loads(json.dumps(config)), sep=".")  # tuples -> lists
-  return {k: v for k, v in flat.items() if k not in _VOLATILE_KEYS}
-
-
-def _finished(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
-  """The summary of a finished run of `config` in `workdir`, None if it has not finished; ValueError when
-  `workdir` holds a run of another config."""
-  config_path = os.path.join(workdir, "config.json")
-  if os.path.exists(config_path):
-    with open(config_path) as f:
-      saved = _flat(json.load(f))
-    wanted = _flat(config.to_dict())
-    differ = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
-    if differ:
-      raise ValueError(f"{workdir} holds a run of another config (it differs in {', '.join(differ[:6])}); "
-                       "use a new --workdir, or delete that folder to retrain it")
-  summary_path = os.path.join(workdir, "summary.json")
-  if not os.path.exists(summary_path):
-    return None
-  with open(summary_path) as f:
-    return json.load(f)
-
-
-def train_once(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """The run's summary: trains `config` in `workdir` unless a finished run of it is there (resuming a
-  half-finished one); ValueError if `workdir` holds another config's run."""
-  summary = _finished(config, workdir)
-  if summary is None:
-    loop.train_and_evaluate(config, workdir)
-    with open(os.path.join(workdir, "summary.json")) as f:
-      summary = json.load(f)
-  return summary
-
-
-def _fewshot(sweep: ml_collections.ConfigDict, name: str, member_workdir: str) -> dict[str, dict[str, float]]:
+def _fewshot(sweep: ml_collections.ConfigDict, name: str, member: RunFolder) -> dict[str, dict[str, float]]:
   """{dataset: {shots: accuracy}} of k-shot linear probes on the member's frozen features (fewshot.json keeps
   what was computed; a dataset whose settings changed is recomputed)."""
-  path = os.path.join(member_workdir, "fewshot.json")
-  done = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      done = json.load(f)
+  done = member.read_json(FEWSHOT) or {}
   config = member_config(sweep, name)
   with config.unlocked():
     config.num_classes = 0  # the model returns its pooled features (pre-logits) [B,D]
   model = loop.build_model(config)
-  variables = checkpointing.restore_params(member_workdir)
-  variables["params"] = {k: v for k, v in variables["params"].items() if k not in ("head", "fc")}
+  variables = checkpointing.restore_params(str(member))
+  variables["params"] = {k: v for k, v in variables["params"].items() if k != model.head}
   features_fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
   data_dir = transfer_data_dir(sweep)
   fs = sweep.transfer.fewshot
@@ -149,7 +111,7 @@ def _fewshot(sweep: ml_collections.ConfigDict, name: str, member_workdir: str) -
                 "val": d.fewshot_val_split, "test": d.test_split, "image_size": d.image_size}
     if done.get(dataset, {}).get("settings") == settings:
       continue
-    num_classes = pipeline.check_prepared(dataset, data_dir).info.features["label"].num_classes
+    num_classes = builders.num_classes(dataset, data_dir)
     split_features = {}
     for key in ("pool", "val", "test"):
       batches = pipeline.make_eval_iterator(dataset, settings[key], data_dir, global_batch_size=256,
@@ -160,7 +122,7 @@ def _fewshot(sweep: ml_collections.ConfigDict, name: str, member_workdir: str) -
                                                  seeds=fs.seeds) for k in fs.shots}
     done[dataset] = {"settings": settings, "accuracy": accuracy}
     if jax.process_index() == 0:
-      writers.write_json_atomic(path, done)
+      member.write_json(FEWSHOT, done)
   return {dataset: done[dataset]["accuracy"] for dataset in sweep.transfer.datasets}
 
 
@@ -168,22 +130,22 @@ def describe(config: ml_collections.ConfigDict) -> str:
   """A short name of a member's architecture, e.g. "ViT d4 w64 p4", "BiT R14x2 w16", "R5+ViT d4 w64 p1"
   ("Root+ViT ...": the hybrid whose trunk is the root block alone)."""
   m = loop.build_model(config)
-  if isinstance(m, vit.ViT):
+  if isinstance(m, models.vit.ViT):
     body = f"ViT d{m.depth} w{m.width} p{m.patch_size}"
     if m.stem_stage_sizes is None:
       return body
     stem = f"R{3 * sum(m.stem_stage_sizes) + 2}" if m.stem_stage_sizes else "Root"  # BiT's layer count
     return f"{stem}+{body}"
-  if isinstance(m, bit.BiT):
+  if isinstance(m, models.bit.BiT):
     return f"BiT R{3 * sum(m.stage_sizes) + 2}x{m.width_factor} w{m.width}"
-  if isinstance(m, resnet.ResNet):
+  if isinstance(m, models.resnet.ResNet):
     return f"ResNet {config.model_name}"
   return config.model_name
 
 
 def member_row(sweep: ml_collections.ConfigDict, name: str, summary: dict, finetuned: dict[str, dict],
                shots_accuracy: dict[str, dict[str, float]]) -> dict:
-  """One results.csv row (columns of sweep_report.columns)."""
+  """One results.csv row (columns of vit_vs_resnet_report.columns)."""
   row = {"member": name, "family": sweep.members[name].family, "model": describe(member_config(sweep, name)),
          "params": int(summary["params"]), "epochs": float(sweep.members[name].epochs),
          "pretrain_steps": int(summary["step"]), "pretrain_gflop": float(summary["train_gflop_total"]),
@@ -192,51 +154,53 @@ def member_row(sweep: ml_collections.ConfigDict, name: str, summary: dict, finet
     row[f"finetune_{dataset}"] = float(finetuned[dataset]["eval_top1"])
     for k in sweep.transfer.fewshot.shots:
       row[f"fewshot{k}_{dataset}"] = float(shots_accuracy[dataset][str(k)])
-  return sweep_report.add_averages(row, list(sweep.transfer.datasets), list(sweep.transfer.fewshot.shots))
+  return vit_vs_resnet_report.add_averages(row, list(sweep.transfer.datasets), list(sweep.transfer.fewshot.shots))
 
 
-def write_report(sweep: ml_collections.ConfigDict, workdir: str, rows: list[dict], *, command: str = "",
+def write_report(sweep: ml_collections.ConfigDict, folder: RunFolder, rows: list[dict], *, command: str = "",
                  notes: str = "") -> None:
+  """results.csv, results.md and figure5.png in the study's folder, each written atomically."""
   datasets, shots = list(sweep.transfer.datasets), list(sweep.transfer.fewshot.shots)
-  sweep_report.write_csv(os.path.join(workdir, "results.csv"), rows, datasets, shots)
-  sweep_report.write_markdown(os.path.join(workdir, "results.md"), rows, datasets, shots,
-                              title=f"{sweep.name}: transfer accuracy vs pre-training compute",
-                              command=command, notes=notes)
-  sweep_report.plot_figure5(rows, datasets, shots, path=os.path.join(workdir, "figure5.png"))
+  csv_name, markdown_name, figure_name = REPORT
+  vit_vs_resnet_report.write_csv(folder / csv_name, rows, datasets, shots)
+  vit_vs_resnet_report.write_markdown(folder / markdown_name, rows, datasets, shots,
+                                      title=f"{sweep.name}: transfer accuracy vs pre-training compute",
+                                      command=command, notes=notes)
+  vit_vs_resnet_report.plot_figure5(rows, datasets, shots, path=folder / figure_name)
 
 
-def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, command: str = "",
-              notes: str = "") -> list[dict]:
+def summary_table(sweep: ml_collections.ConfigDict, rows: list[dict]) -> str:
+  """The study's tables as the command line prints them."""
+  return vit_vs_resnet_report.markdown_table(rows, list(sweep.transfer.datasets), list(sweep.transfer.fewshot.shots))
+
+
+def run(sweep: ml_collections.ConfigDict, workdir: str, *, command: str = "", notes: str = "") -> list[dict]:
   """Runs (or resumes) every member and its transfer, writes the report, returns the rows in member order.
 
   Wall-clock seconds of every phase of this start are added to `workdir/timings.json` (not part of the
   results, which are deterministic).
   """
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  folder = RunFolder(workdir)
   if not sweep.members:
     raise ValueError("the sweep has no members")
   for dataset in sweep.transfer.datasets:  # fail before hours of pre-training, not after
-    pipeline.check_prepared(dataset, transfer_data_dir(sweep))
-  timings_path = os.path.join(workdir, "timings.json")
-  timings = {}
-  if os.path.exists(timings_path):
-    with open(timings_path) as f:
-      timings = json.load(f)
+    builders.check_prepared(dataset, transfer_data_dir(sweep))
+  folder.makedirs()
+  timings = folder.read_json(TIMINGS) or {}
   rows = []
   for index, name in enumerate(sweep.members):
-    member_dir = os.path.join(workdir, name)
-    phases = {"pretrain": lambda: train_once(member_config(sweep, name), member_dir)}
+    member = folder.child(name)
+    phases = {"pretrain": lambda: loop.train_once(member_config(sweep, name), str(member))}
     for dataset in sweep.transfer.datasets:
       phases[f"finetune/{dataset}"] = (
-          lambda dataset=dataset: train_once(finetune_config(sweep, name, dataset, member_dir),
-                                         os.path.join(member_dir, "transfer", dataset)))
-    phases["fewshot"] = lambda: _fewshot(sweep, name, member_dir)
+          lambda dataset=dataset: loop.train_once(finetune_config(sweep, name, dataset, member),
+                                                  str(member.child("transfer", dataset))))
+    phases["fewshot"] = lambda: _fewshot(sweep, name, member)
     results = {}
-    for phase, run in phases.items():
+    for phase, run_phase in phases.items():
       _LOG.info("sweep %s [%d/%d] %s: %s", sweep.name, index + 1, len(sweep.members), name, phase)
       start = time.perf_counter()
-      results[phase] = run()
+      results[phase] = run_phase()
       seconds = timings.setdefault(name, {})
       seconds[phase] = seconds.get(phase, 0.0) + time.perf_counter() - start
     finetuned = {dataset: results[f"finetune/{dataset}"] for dataset in sweep.transfer.datasets}
@@ -246,6 +210,6 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, command: str = 
               sweep.name, index + 1, len(sweep.members), name, rows[-1]["pretrain_gflop"],
               100 * rows[-1]["pretrain_top1"], 100 * rows[-1]["finetune_avg"], k, 100 * rows[-1][f"fewshot{k}_avg"])
     if jax.process_index() == 0:
-      writers.write_json_atomic(timings_path, timings)
-      write_report(sweep, workdir, rows, command=command, notes=notes)
+      folder.write_json(TIMINGS, timings)
+      write_report(sweep, folder, rows, command=command, notes=notes)
   return rows

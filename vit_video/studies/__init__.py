@@ -1,0 +1,11 @@
+"""Studies: the experiments' drivers and reports, built on the library (a study knows the library; the library
+knows no study). Each study module has `run(config, workdir, *, command, notes) -> rows`, `summary_table(config,
+rows)` and `REPORT` (the report files it writes into the workdir); `python -m vit_video.study --config=...` runs
+the one its config names in `config.study`:
+
+  vit_vs_resnet         the ViT paper's compute-scaling comparison (Figure 5) in miniature: pre-training, transfer
+                        by fine-tuning and few-shot linear probes (`fewshot`), results.csv/.md and figure5.png
+                        (`vit_vs_resnet_report`)
+  video_comparison      video models x labels on one recipe: results.csv/.md (the classic video classifiers and
+                        the video transformers)
+"""
