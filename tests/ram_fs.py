@@ -36,6 +36,13 @@ class RamPath(gpath.PosixGPath):
   def _path_str(self) -> str:
     return posixpath.join(_PREFIX, *self.parts[2:]) if self._uri_scheme else super()._path_str
 
+  def iterdir(self):
+    """The folder's entries. TensorFlow's RamFileSystem lists by string prefix (listing `run/1` also yields `0` of
+    `run/10/...`, listing `run/checkpoints` the `_corrupt` of `run/checkpoints_corrupt`): only real ones are kept."""
+    for child in super().iterdir():
+      if child.exists():
+        yield child
+
 
 def register() -> None:
   """Makes `epath.Path("ram://...")` a RamPath (idempotent)."""

