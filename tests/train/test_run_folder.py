@@ -6,10 +6,11 @@ import os
 import jax
 import numpy as np
 import pytest
+from etils import epath
 
 from tests import ram_fs
 from tests.train.test_loop import tiny_config
-from vit_video.train import loop, run_folder, writers
+from vit_video.train import checkpoint_mirror, loop, run_folder, writers
 from vit_video.train.run_folder import RunFolder
 
 
@@ -72,10 +73,12 @@ def test_paths_and_unknown_schemes(tmp_path, monkeypatch):
 
 
 def test_training_on_a_ram_workdir_resumes_to_the_uninterrupted_run(tiny_fmnist, tmp_path, monkeypatch):
-  """Every file of a run (config, metrics, TensorBoard, checkpoints, summary) on ram://; an exception after the
-  step-4 checkpoint ends the first start, the second resumes from step 4 and ends with the metrics, parameters and
-  summary of an uninterrupted run (and nothing lands on the local disk)."""
-  config = tiny_config(tiny_fmnist, total_steps=6, **{"checkpoint.save_every_steps": 2, "log_every_steps": 1})
+  """Every file of a run (config, metrics, TensorBoard, checkpoints, summary) and its tfds data_dir on ram://; an
+  exception after the step-4 checkpoint ends the first start, the second resumes from step 4 and ends with the
+  metrics, parameters and summary of an uninterrupted run (and nothing lands on the local disk)."""
+  data_dir = ram_fs.new_folder("tfds")
+  checkpoint_mirror.copy_tree(epath.Path(tiny_fmnist), epath.Path(data_dir))
+  config = tiny_config(data_dir, total_steps=6, **{"checkpoint.save_every_steps": 2, "log_every_steps": 1})
   monkeypatch.chdir(tmp_path)  # a stray local folder named "ram:" would appear here
   reference_workdir = ram_fs.new_folder("reference")
   reference_state, reference = loop.train_and_evaluate(config, reference_workdir)
