@@ -337,6 +337,21 @@ def test_bf16_compute_runs_in_bf16_and_logits_are_float32():
     assert block_inter(inter, name, block=1).dtype == jnp.bfloat16
 
 
+def test_sown_attention_weights_have_each_steps_groups():
+  """Divided attention sows temporal weights over the T frames of each of the B S positions and spatial weights over
+  each frame's S patches plus the class token's copy; every row is a distribution."""
+  model = timesformer.TimeSformer(**TINY, attention="divided", sow_attention_weights=True)
+  _, state = model.apply(random_variables(model, X), X, train=False, mutable=["intermediates"])
+  block = state["intermediates"]["Transformer"]["encoderblock_1"]
+  want = {"MultiHeadDotProductAttention_time": (B * S, HEADS, T, T),
+          "MultiHeadDotProductAttention_1": (B * T, HEADS, 1 + S, 1 + S)}
+  assert set(block) == set(want)
+  for module, shape in want.items():
+    weights = block[module]["attention_weights"][0]
+    assert weights.shape == shape, module
+    np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
+
+
 def test_stochastic_depth_acts_only_in_training():
   """Stochastic depth only: each dropout site costs seconds of compile time here (the dropout layers are flax's and
   take the same `deterministic` flag)."""

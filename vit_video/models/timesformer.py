@@ -51,8 +51,9 @@ import numpy as np
 from vit_video.layers.attention import Implementation, MultiHeadAttention
 from vit_video.layers.embed import AddPositionEmbedding, ClassToken, PatchEmbedding
 from vit_video.layers.mlp import DropPath, MlpBlock
-from vit_video.layers.remat import RematPolicy, maybe_remat
+from vit_video.layers.remat import maybe_remat
 from vit_video.models import vit
+from vit_video.models.vit import TransformerOptions
 
 Attention = Literal["space", "joint", "divided", "axial"]
 ATTENTIONS = ("space", "joint", "divided", "axial")
@@ -104,6 +105,7 @@ class TimeSformerBlock(nn.Module):
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
   attention_implementation: Implementation = "einsum"
+  sow_attention_weights: bool = False
   approximate_gelu: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
@@ -117,8 +119,8 @@ class TimeSformerBlock(nn.Module):
 
     def attend(name: str, y: jax.Array) -> jax.Array:  # [G,N,D] -> [G,N,D], with the projection's dropout
       y = MultiHeadAttention(num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
-                             implementation=self.attention_implementation, dtype=self.dtype,
-                             param_dtype=self.param_dtype, name=name)(y, deterministic=det)
+                             implementation=self.attention_implementation, sow_weights=self.sow_attention_weights,
+                             dtype=self.dtype, param_dtype=self.param_dtype, name=name)(y, deterministic=det)
       return nn.Dropout(self.dropout_rate)(y, deterministic=det)
 
     def drop_path(y: jax.Array) -> jax.Array:  # per example: y is [B,...]
@@ -162,7 +164,7 @@ class TimeSformerBlock(nn.Module):
     return tokens[:, :c], tokens[:, c:].reshape(b, t, h, w, d)
 
 
-class TimeSformerEncoder(nn.Module):
+class TimeSformerEncoder(TransformerOptions):
   """Position and time embeddings, `depth` blocks, the class-token readout and the final LayerNorm:
   `[B,T,1+S,D]` (each frame's class token and patches; `grid` = (H', W')) -> `[B,D]`.
 
@@ -171,17 +173,6 @@ class TimeSformerEncoder(nn.Module):
   attention: Attention
   num_frames: int
   depth: int
-  mlp_dim: int
-  num_heads: int
-  dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.0
-  stochastic_depth_rate: float = 0.0
-  attention_implementation: Implementation = "einsum"
-  approximate_gelu: bool = False
-  remat: bool = False
-  remat_policy: RematPolicy = "nothing_saveable"
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, grid: tuple[int, int], *, deterministic: bool) -> jax.Array:
@@ -197,31 +188,28 @@ class TimeSformerEncoder(nn.Module):
     rates = np.linspace(0.0, self.stochastic_depth_rate, self.depth) if self.depth > 1 else np.zeros(self.depth)
     block = maybe_remat(TimeSformerBlock, self.remat, self.remat_policy, static_argnums=(3,))  # drop_path_rate
     for i, rate in enumerate(rates):
-      cls, x = block(attention=self.attention, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
-                     deterministic=deterministic, dropout_rate=self.dropout_rate,
-                     attention_dropout_rate=self.attention_dropout_rate,
-                     attention_implementation=self.attention_implementation, approximate_gelu=self.approximate_gelu,
-                     dtype=self.dtype, param_dtype=self.param_dtype, name=f"encoderblock_{i}")(cls, x, float(rate))
+      cls, x = block(attention=self.attention, deterministic=deterministic, name=f"encoderblock_{i}",
+                     **self.block_options())(cls, x, float(rate))
     # "space": the frames' class tokens averaged (the official averages all tokens over frames, then reads the
     # class token: the same thing); otherwise the one class token.
     return nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype,
                         name="encoder_norm")(cls.mean(axis=1))
 
 
-class TimeSformer(nn.Module):
+class TimeSformer(TransformerOptions):
   """TimeSformer with space-only, joint, divided (T+S) or axial (T+W+H) attention (see the module docstring).
 
   Attributes:
     num_classes: K; 0 returns the class token's features `[B,D]` instead of logits.
     attention: "space", "joint", "divided" or "axial".
     patch_size: p; frame sides must be divisible by it.
-    width, depth, mlp_dim, num_heads: D, blocks, MLP hidden width, heads.
+    width, depth: D and the blocks.
     num_frames: F, rows of the time embedding (not used by "space"); clips of another length use it resampled
       (nearest neighbour, the official rule), so any T >= 1 runs.
     in_channels: C expected of the input.
-    attention_implementation: "einsum", "fused" or "chunked" (O(N) memory; vit_video.layers.attention).
-    remat: recompute each block's activations in the backward pass; remat_policy: what it keeps anyway
-      (vit_video.layers.remat).
+  And vit.TransformerOptions' (mlp_dim, num_heads, dropout rates, stochastic depth, attention_implementation,
+  remat, dtypes); sow_attention_weights stores every attention's weights `[B',h,N,N]` in 'intermediates' (the
+  temporal ones under `MultiHeadDotProductAttention_time`).
   """
   inputs: ClassVar[tuple[str, ...]] = ("video",)
   head: ClassVar[str] = "head"
@@ -231,19 +219,8 @@ class TimeSformer(nn.Module):
   patch_size: int = 16
   width: int = 768
   depth: int = 12
-  mlp_dim: int = 3072
-  num_heads: int = 12
   num_frames: int = 8
-  dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.0
-  stochastic_depth_rate: float = 0.0
   in_channels: int = 3
-  attention_implementation: Implementation = "einsum"
-  approximate_gelu: bool = False
-  remat: bool = False
-  remat_policy: RematPolicy = "nothing_saveable"
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
 
   def check_input(self, shape: Sequence[int]) -> None:
     """Raises ValueError naming the sizes if a `[B,T,H,W,C]` clip of `shape` does not fit this model."""
@@ -270,13 +247,9 @@ class TimeSformer(nn.Module):
     x = PatchEmbedding((p, p), d, dtype=self.dtype, param_dtype=self.param_dtype,
                        name="embedding")(x.astype(self.dtype).reshape(b * t, h, w, c))  # [B*T,H',W',D]
     x = ClassToken(param_dtype=self.param_dtype, name="cls")(x.reshape(b * t, -1, d))  # [B*T,1+S,D]
-    x = TimeSformerEncoder(
-        attention=self.attention, num_frames=self.num_frames, depth=self.depth, mlp_dim=self.mlp_dim,
-        num_heads=self.num_heads, dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate,
-        stochastic_depth_rate=self.stochastic_depth_rate, attention_implementation=self.attention_implementation,
-        approximate_gelu=self.approximate_gelu, remat=self.remat, remat_policy=self.remat_policy, dtype=self.dtype,
-        param_dtype=self.param_dtype,
-        name="Transformer")(x.reshape(b, t, -1, d), (h // p, w // p), deterministic=not train)  # [B,D]
+    x = TimeSformerEncoder(attention=self.attention, num_frames=self.num_frames, depth=self.depth, name="Transformer",
+                           **self.transformer_options())(x.reshape(b, t, -1, d), (h // p, w // p),
+                                                         deterministic=not train)  # [B,D]
     if not self.num_classes:
       return x.astype(jnp.float32)
     x = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=self.dtype,

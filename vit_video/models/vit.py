@@ -34,6 +34,50 @@ STEM_NUMERICS = {
 }
 
 
+class TransformerOptions(nn.Module, kw_only=True):
+  """The encoder options that ViT, ViViT, TimeSformer and their encoders share (keyword-only attributes).
+
+  Attributes:
+    mlp_dim, num_heads: MLP hidden width and attention heads of every block.
+    dropout_rate: dropout after the position embedding, the attention projection and in the MLP.
+    attention_dropout_rate: dropout on the attention weights.
+    stochastic_depth_rate: drop-path rate of the last block; block i of L uses rate * i / (L - 1).
+    attention_implementation: "einsum", "fused" or "chunked" (O(N) memory for long inputs; vit_video.layers.attention).
+    sow_attention_weights: store every attention's weights `[B',h,N,N]` in 'intermediates'.
+    approximate_gelu: tanh GELU in the MLPs instead of the exact erf one.
+    remat: recompute each block's activations in the backward pass (`nn.remat`), trading FLOPs for memory;
+      remat_policy: what a rematerialised block keeps anyway (vit_video.layers.remat.REMAT_POLICIES).
+    dtype, param_dtype: compute and parameter dtypes.
+  """
+  mlp_dim: int = 3072
+  num_heads: int = 12
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  stochastic_depth_rate: float = 0.0
+  attention_implementation: Implementation = "einsum"
+  sow_attention_weights: bool = False
+  approximate_gelu: bool = False
+  remat: bool = False
+  remat_policy: RematPolicy = "nothing_saveable"
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  def transformer_options(self) -> dict:
+    """These attributes, for an encoder: `Encoder(depth=L, **self.transformer_options())`."""
+    return {name: getattr(self, name) for name in TRANSFORMER_OPTIONS}
+
+  def block_options(self) -> dict:
+    """The attributes a single block takes (not stochastic depth or remat, which the encoder applies)."""
+    return {name: getattr(self, name) for name in BLOCK_OPTIONS}
+
+
+TRANSFORMER_OPTIONS = ("mlp_dim", "num_heads", "dropout_rate", "attention_dropout_rate", "stochastic_depth_rate",
+                       "attention_implementation", "sow_attention_weights", "approximate_gelu", "remat",
+                       "remat_policy", "dtype", "param_dtype")
+BLOCK_OPTIONS = ("mlp_dim", "num_heads", "dropout_rate", "attention_dropout_rate", "attention_implementation",
+                 "sow_attention_weights", "approximate_gelu", "dtype", "param_dtype")
+
+
 class EncoderBlock(nn.Module):
   """Pre-norm Transformer block: `[B,N,D] -> [B,N,D]`.
 
@@ -70,30 +114,15 @@ class EncoderBlock(nn.Module):
     return x + DropPath()(y, drop_path_rate, deterministic=det), None
 
 
-class Encoder(nn.Module):
+class Encoder(TransformerOptions):
   """Position embedding, `depth` encoder blocks and a final LayerNorm: `[B,N,D] -> [B,N,D]`.
 
-  Attributes:
+  Attributes (and TransformerOptions'):
     scan: run the blocks with `nn.scan` over one stacked set of parameters (`encoderblock`, leading axis
       `depth`), so compile time stops growing with depth. `scan_to_unscanned` / `unscanned_to_scan` convert.
-    remat: recompute each block's activations in the backward pass (`nn.remat`), trading FLOPs for memory.
-    remat_policy: what a rematerialised block keeps anyway (vit_video.layers.remat.REMAT_POLICIES).
-    stochastic_depth_rate: drop-path rate of the last block; block i uses rate * i / (depth - 1).
   """
   depth: int
-  mlp_dim: int
-  num_heads: int
-  dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.0
-  stochastic_depth_rate: float = 0.0
-  attention_implementation: Implementation = "einsum"
-  sow_attention_weights: bool = False
-  approximate_gelu: bool = False
   scan: bool = False
-  remat: bool = False
-  remat_policy: RematPolicy = "nothing_saveable"
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
@@ -103,11 +132,7 @@ class Encoder(nn.Module):
     # Unscanned, each block's drop-path rate is a Python float (static under remat); scanned, it is an array.
     block = maybe_remat(EncoderBlock, self.remat, self.remat_policy, static_argnums=() if self.scan else (2,),
                         prevent_cse=not self.scan)
-    kwargs = dict(
-        mlp_dim=self.mlp_dim, num_heads=self.num_heads, deterministic=deterministic,
-        dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate,
-        attention_implementation=self.attention_implementation, sow_attention_weights=self.sow_attention_weights,
-        approximate_gelu=self.approximate_gelu, dtype=self.dtype, param_dtype=self.param_dtype)
+    kwargs = dict(deterministic=deterministic, **self.block_options())
     if self.scan:
       scanned = nn.scan(block, variable_axes={"params": 0, "intermediates": 0},
                         split_rngs={"params": True, "dropout": True}, in_axes=0, length=self.depth)
@@ -118,13 +143,14 @@ class Encoder(nn.Module):
     return nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype, name="encoder_norm")(x)
 
 
-class ViT(nn.Module):
+class ViT(TransformerOptions):
   """Vision Transformer, optionally with a BiT ResNet trunk in front (hybrid).
 
-  Attributes:
+  Attributes (and TransformerOptions': mlp_dim, num_heads, dropout rates, stochastic depth, attention
+  implementation, remat, dtypes):
     num_classes: K; 0 returns the pooled (pre-logits) features `[B,D']` instead of logits.
     patch_size: P; image (or trunk feature map) sides must be divisible by it.
-    width, depth, mlp_dim, num_heads: D, number of blocks, MLP hidden width, attention heads.
+    width, depth: D and the number of blocks.
     pool: "token" (class token) or "gap" (mean of all tokens, no class token).
     representation_size: width of the tanh pre-logits layer; None for none.
     stem_stage_sizes: hybrid only: the BiT trunk's units per stage; () is the root block alone.
@@ -143,26 +169,14 @@ class ViT(nn.Module):
   patch_size: int = 16
   width: int = 768
   depth: int = 12
-  mlp_dim: int = 3072
-  num_heads: int = 12
   pool: Literal["token", "gap"] = "token"
   representation_size: int | None = None
-  dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.0
-  stochastic_depth_rate: float = 0.0
   stem_stage_sizes: tuple[int, ...] | None = None
   stem_width_factor: float = 1.0
   stem_numerics: Literal["vit_jax", "timm"] = "vit_jax"
   in_channels: int = 3
   head_bias_init: float = 0.0
-  attention_implementation: Implementation = "einsum"
-  sow_attention_weights: bool = False
-  approximate_gelu: bool = False
   scan: bool = False
-  remat: bool = False
-  remat_policy: RematPolicy = "nothing_saveable"
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -191,13 +205,8 @@ class ViT(nn.Module):
     x = x.reshape(x.shape[0], -1, x.shape[-1])  # [B,N,D]
     if self.pool == "token":
       x = ClassToken(param_dtype=self.param_dtype, name="cls")(x)  # [B,1+N,D]
-    x = Encoder(
-        depth=self.depth, mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
-        attention_dropout_rate=self.attention_dropout_rate, stochastic_depth_rate=self.stochastic_depth_rate,
-        attention_implementation=self.attention_implementation, sow_attention_weights=self.sow_attention_weights,
-        approximate_gelu=self.approximate_gelu, scan=self.scan, remat=self.remat, remat_policy=self.remat_policy,
-        dtype=self.dtype,
-        param_dtype=self.param_dtype, name="Transformer")(x, deterministic=not train)
+    x = Encoder(depth=self.depth, scan=self.scan, name="Transformer", **self.transformer_options())(
+        x, deterministic=not train)
     x = x[:, 0] if self.pool == "token" else x.mean(axis=1)  # [B,D]
     if self.representation_size is not None:
       x = nn.tanh(nn.Dense(self.representation_size, dtype=self.dtype, param_dtype=self.param_dtype,

@@ -36,19 +36,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_video.layers.attention import Implementation
 from vit_video.layers.embed import ClassToken, PatchEmbedding
-from vit_video.layers.remat import RematPolicy
 from vit_video.models import vit
-from vit_video.models.vit import Encoder
+from vit_video.models.vit import Encoder, TransformerOptions
 from vit_video.models.vivit_factorised import FactorisedEncoder
 
 Variant = Literal["st", "fe", "fsa", "fdp"]
 VARIANT_NAMES = get_args(Variant)
-TubeletInit = Literal["central_frame", "average", "repeat"]
 
 
-class ViViT(nn.Module):
+class ViViT(TransformerOptions):
   """Video Vision Transformer, Models 1-4 of Arnab et al. 2021 (see the module docstring).
 
   Attributes:
@@ -58,18 +55,14 @@ class ViViT(nn.Module):
       tubelet_depth 1).
     patch_size: p; frame sides must be divisible by it.
     tubelet_depth: t; the frame count must be divisible by it.
-    width, depth, mlp_dim, num_heads: D, blocks (Model 2: of the spatial encoder), MLP width, heads (Model 4:
-      an even number, half spatial and half temporal).
+    width, depth: D and the blocks (Model 2: of the spatial encoder).
     temporal_depth: Model 2 only: L_t, blocks of the temporal encoder (same width, MLP and heads).
     representation_size: width of the tanh pre-logits layer; None for none.
     in_channels: C expected of the input.
-    attention_implementation: "einsum", "fused" or "chunked" (O(N) memory for long clips;
-      vit_video.layers.attention).
-    remat: recompute each block's activations in the backward pass; remat_policy: what it keeps anyway
-      (vit_video.layers.remat).
-    sow_attention_weights: store every attention's weights in 'intermediates' (`attention_weights`
-      `[B',h,N,N]`; Model 3's temporal attention under `MultiHeadDotProductAttention_time`; Model 4
-      `spatial_attention_weights` and `temporal_attention_weights`).
+  And vit.TransformerOptions' (mlp_dim, num_heads (Model 4: an even number, half spatial and half temporal),
+  dropout rates, stochastic depth, attention_implementation, remat, dtypes); sow_attention_weights stores every
+  attention's weights in 'intermediates' (`attention_weights` `[B',h,N,N]`; Model 3's temporal attention under
+  `MultiHeadDotProductAttention_time`; Model 4 `spatial_attention_weights` and `temporal_attention_weights`).
   """
   inputs: ClassVar[tuple[str, ...]] = ("video",)
   head: ClassVar[str] = "head"
@@ -81,21 +74,9 @@ class ViViT(nn.Module):
   tubelet_depth: int = 2
   width: int = 768
   depth: int = 12
-  mlp_dim: int = 3072
-  num_heads: int = 12
   temporal_depth: int = 4
   representation_size: int | None = None
-  dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.0
-  stochastic_depth_rate: float = 0.0
   in_channels: int = 3
-  attention_implementation: Implementation = "einsum"
-  sow_attention_weights: bool = False
-  approximate_gelu: bool = False
-  remat: bool = False
-  remat_policy: RematPolicy = "nothing_saveable"
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
 
   def check_input(self, shape: Sequence[int]) -> None:
     """Raises ValueError naming the sizes if a `[B,T,H,W,C]` clip of `shape` does not fit this model."""
@@ -135,12 +116,7 @@ class ViViT(nn.Module):
                          name="embedding")(x.reshape(b * t, h, w, c))  # [B*T,H',W',D]
     nt, ns = t // self.tubelet_depth, (h // p) * (w // p)
     x = x.reshape(b, nt, ns, d)  # [B,T',S,D]
-    common = dict(mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
-                  attention_dropout_rate=self.attention_dropout_rate,
-                  stochastic_depth_rate=self.stochastic_depth_rate,
-                  attention_implementation=self.attention_implementation,
-                  sow_attention_weights=self.sow_attention_weights, approximate_gelu=self.approximate_gelu,
-                  remat=self.remat, remat_policy=self.remat_policy, dtype=self.dtype, param_dtype=self.param_dtype)
+    common = self.transformer_options()
     cls = lambda name: ClassToken(param_dtype=self.param_dtype, name=name)  # noqa: E731
     if self.variant == "st":
       x = cls("cls")(x.reshape(b, nt * ns, d))  # [B,1+T'S,D]

@@ -20,7 +20,8 @@ import numpy as np
 from vit_video.layers.attention import Implementation, MultiHeadAttention, dot_product_attention
 from vit_video.layers.embed import AddPositionEmbedding
 from vit_video.layers.mlp import DropPath, MlpBlock
-from vit_video.layers.remat import RematPolicy, maybe_remat
+from vit_video.layers.remat import maybe_remat
+from vit_video.models.vit import TransformerOptions
 
 
 class FactorisedDotProductAttention(nn.Module):
@@ -131,23 +132,11 @@ class FactorisedBlock(nn.Module):
     return x + DropPath()(y, drop_path_rate, deterministic=det)
 
 
-class FactorisedEncoder(nn.Module):
+class FactorisedEncoder(TransformerOptions):
   """`vit.Encoder` with factorised blocks: position embedding `[1,T'S,D]`, `depth` `FactorisedBlock`s and a final
   LayerNorm, `[B,T',S,D] -> [B,T',S,D]`. Stochastic depth rate grows linearly to `stochastic_depth_rate`."""
   variant: Literal["fsa", "fdp"]
   depth: int
-  mlp_dim: int
-  num_heads: int
-  dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.0
-  stochastic_depth_rate: float = 0.0
-  attention_implementation: Implementation = "einsum"
-  sow_attention_weights: bool = False
-  approximate_gelu: bool = False
-  remat: bool = False
-  remat_policy: RematPolicy = "nothing_saveable"
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
@@ -158,9 +147,6 @@ class FactorisedEncoder(nn.Module):
     rates = np.linspace(0.0, self.stochastic_depth_rate, self.depth) if self.depth > 1 else np.zeros(self.depth)
     block = maybe_remat(FactorisedBlock, self.remat, self.remat_policy, static_argnums=(2,))  # drop_path_rate
     for i, rate in enumerate(rates):
-      x = block(variant=self.variant, mlp_dim=self.mlp_dim, num_heads=self.num_heads, deterministic=deterministic,
-                dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate,
-                attention_implementation=self.attention_implementation,
-                sow_attention_weights=self.sow_attention_weights, approximate_gelu=self.approximate_gelu,
-                dtype=self.dtype, param_dtype=self.param_dtype, name=f"encoderblock_{i}")(x, float(rate))
+      x = block(variant=self.variant, deterministic=deterministic, name=f"encoderblock_{i}", **self.block_options())(
+          x, float(rate))
     return nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, param_dtype=self.param_dtype, name="encoder_norm")(x)
