@@ -35,13 +35,17 @@ def matmul_rate(n: int = 2048, repeats: int = 10) -> float:
 
 
 def bench(name: str, batch: int, repeats: int, **overrides) -> dict:
+  family = models.model_class(name)
+  if family.inputs != ("image",):
+    raise ValueError(f"{name} ({family.__name__}) takes {family.inputs}; this benchmark times image models "
+                     f"(benchmarks/video_steps.py times the video ones)")
   model = models.create_model(name, num_classes=1000, **overrides)
   x = jax.random.normal(jax.random.key(1), (batch, 224, 224, 3))
   labels = jnp.zeros((batch,), jnp.int32)
   variables = jax.jit(lambda k: model.init(k, x[:1], train=False))(jax.random.key(0))
   tx = optax.sgd(0.1, momentum=0.9)
   opt_state = tx.init(variables["params"])
-  has_bn = "batch_stats" in variables
+  has_bn = family.batch_norm
 
   def train_step(variables, opt_state, x, labels):
     def loss_fn(params):

@@ -35,7 +35,7 @@ def main() -> None:
     config = experiment.member_config(name)
     model = loop.build_model(config)
     shapes = loop.input_shapes(config)
-    keys = ("video", "flow")[:len(shapes)]  # two-stream members take the stored flow too
+    keys = type(model).inputs  # the model contract's batch keys: ("video",), or ("video", "flow") for two-stream
     batch = {key: jax.random.normal(jax.random.key(i), (args.batch, *shape))
              for i, (key, shape) in enumerate(zip(keys, shapes))}
     batch["label"] = jnp.zeros((args.batch,), jnp.int32)
