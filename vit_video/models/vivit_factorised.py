@@ -1,10 +1,4 @@
-"""ViViT's factorised encoders (Arnab et al. 2021), Models 3 and 4, on a token grid `[B,T',S,D]`.
-
-  "fsa" Model 3, factorised self-attention: each block is
-            y = x + MSA_space(LN(x));  z = y + MSA_time(LN(y));  out = z + MLP(LN(z)),
-        MSA_space over the S tokens of one temporal index, MSA_time over the T' tokens of one spatial position.
-  "fdp" Model 4, factorised dot-product attention: ViT blocks whose attention gives half of the heads the tokens
-        of the same temporal index as keys and the other half those of the same spatial position.
+"""ViViT's factorised encoders, Models 3 ("fsa") and 4 ("fdp"), on a token grid `[B,T',S,D]` (the models: vivit.py).
 
 Parameter names are the ViT block's (`LayerNorm_0`, `MultiHeadDotProductAttention_1`, `LayerNorm_2`, `MlpBlock_3`)
 plus Model 3's `LayerNorm_time` and `MultiHeadDotProductAttention_time`, so `checkpoints.inflate_vit.vivit_from_vit`
