@@ -151,7 +151,8 @@ def test_vivit_from_vit_rejects_other_checkpoints():
   hybrid = {**random_variables(vit.ViT(**TINY_VIT), image)["params"], "stem": {}}
   with pytest.raises(ValueError, match="hybrid"):
     vivit_from_vit(hybrid, template)
-  with pytest.raises(ValueError, match=r"inflation mode 'zeros' is not one of \['central_frame', 'average', 'repeat'\]"):
+  with pytest.raises(ValueError, match=r"inflation mode 'zeros' is not one of \['central_frame', 'average', "
+                                       r"'repeat'\]"):
     vivit_from_vit(random_variables(vit.ViT(**TINY_VIT), image)["params"], template, mode="zeros")
 
 
@@ -201,8 +202,10 @@ def test_timesformer_from_vit_joint_on_one_frame_is_the_vit(vit_model_and_params
   """A one-frame clip (the time embedding of T=3 resampled to 1 row, zero) through joint attention is the ViT."""
   vit_model, vit_params = vit_model_and_params
   model, template = timesformer_and_variables("joint")
-  logits, _ = forward_with_intermediates(model, {"params": timesformer_from_vit(vit_params, template["params"])}, X[:, :1])
-  np.testing.assert_allclose(logits, forward_with_intermediates(vit_model, {"params": vit_params}, X[:, 0])[0], rtol=1e-4, atol=1e-5)
+  params = timesformer_from_vit(vit_params, template["params"])
+  logits, _ = forward_with_intermediates(model, {"params": params}, X[:, :1])
+  expected, _ = forward_with_intermediates(vit_model, {"params": vit_params}, X[:, 0])
+  np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_timesformer_from_vit_errors_and_head_of_another_size():

@@ -1,4 +1,5 @@
-"""import_timm and import_torchvision (ResNet): tiny timm/torchvision models with random weights give the same outputs in our models.
+"""import_timm and import_torchvision (ResNet): tiny timm/torchvision models with random weights give the same
+outputs in our models.
 
 Every family (ViT, both hybrid trunks, ResNet basic/bottleneck from timm and torchvision, BiT) on 32x48 images,
 float32, compared with the reference's eval-mode outputs to 1e-4 of the logit scale; plus head replacement,

@@ -1,5 +1,5 @@
-"""import_torchvision (import_torchvision_video_swin): a tiny torchvision SwinTransformer3d with random weights gives the same outputs in
-our VideoSwin (eval mode, float32).
+"""import_torchvision (import_torchvision_video_swin): a tiny torchvision SwinTransformer3d with random weights gives
+the same outputs in our VideoSwin (eval mode, float32).
 
 torchvision's model is configured as `swin3d_*` (patch 2 x 4 x 4) at width 16, depths (2, 2), heads (1, 2), window
 2 x 3 x 3, K=5. Clips (T, H, W), tokens per stage:

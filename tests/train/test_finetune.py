@@ -4,7 +4,8 @@ from a ResNet), each checked by a property: the inflated kernels, and a clip of 
 model's logits; bad pairs refused naming both models; the loop starting a video run from an image run.
 
 Image run folders are written here with `Checkpointer` from random parameters (so every weight matters), and the
-video states are random too (`init_from` reads them as templates and keeps their head where it is replaced). Sizes: clips of T=4 frames of 20x20, C=3 channels, K=7 classes, patch 4.
+video states are random too (`init_from` reads them as templates and keeps their head where it is replaced).
+Sizes: clips of T=4 frames of 20x20, C=3 channels, K=7 classes, patch 4.
 """
 import flax
 import jax
