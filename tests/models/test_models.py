@@ -92,7 +92,7 @@ REFERENCE_COUNTS = {
     "swin_b_w12": ("timm swin_base_patch4_window12_384", 87_903_584),
     "swin_l_w12": ("timm swin_large_patch4_window12_384", 196_735_516),
     # Video Swin: torchvision's swin3d_t/s/b (28,158,070 / 49,816,678 / 88,048,984 at 400 classes,
-    # tests/checkpoints/test_torchvision_video_swin.py) with a 1000-class head: + 600 * (D + 1).
+    # tests/checkpoints/test_torchvision.py) with a 1000-class head: + 600 * (D + 1).
     "video_swin_t": ("formula: torchvision swin3d_t + 600 * 769", 28_619_470),
     "video_swin_s": ("formula: torchvision swin3d_s + 600 * 769", 50_278_078),
     "video_swin_b": ("formula: torchvision swin3d_b + 600 * 1,025", 88_663_984),

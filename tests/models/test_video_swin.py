@@ -3,7 +3,7 @@ their boundary, a planted token that moves exactly its displaced 3D window), tor
 reduced window, parameter counts pinned, layout, dtypes, stochastic depth, bad input. (Initialisation from a 2D
 Swin, where a clip of identical frames gives the 2D Swin's logits: tests/checkpoints/test_inflate.py.)
 
-Equality with torchvision itself (and its parameter counts) is in tests/checkpoints/test_torchvision_video_swin.py.
+Equality with torchvision itself (and its parameter counts) is in tests/checkpoints/test_torchvision.py.
 Tiny sizes, all different: B=2 clips of T=6 frames, 20 x 28 pixels, C=5 channels, patch 2 x 4 x 4 (tokens 3 x 5 x 7,
 padded to 4 x 6 x 9 by the 2 x 3 x 3 windows), width 16, heads (1, 2), K=7.
 """
@@ -25,7 +25,7 @@ TINY = dict(num_classes=K, width=16, depths=(2, 2), num_heads=(1, 2), window_siz
 X = noise((B, T, H, W, C))
 
 # name -> parameter count with 400 classes: torchvision 0.28's swin3d_t/s/b exactly (built on the meta device and
-# its weights' meta["num_params"], tests/checkpoints/test_torchvision_video_swin.py).
+# its weights' meta["num_params"], tests/checkpoints/test_torchvision.py).
 PARAM_COUNTS = {
     "video_swin_t": 28_158_070,
     "video_swin_s": 49_816_678,

@@ -16,7 +16,7 @@ i+1 is `features.{2i+1}`; Linear weights transposed, the Conv3d kernel [D,C,t,p,
   norm -> norm; head -> head.
 The buffer `relative_position_index` (persistent in torchvision's state dicts) is ignored. With
 `window_padding="torchvision"` outputs equal torchvision's at every size; with the default "masked", at sizes that
-pad nothing and reduce no window in space (tests/checkpoints/test_torchvision_video_swin.py).
+pad nothing and reduce no window in space (tests/checkpoints/test_torchvision.py).
 """
 import re
 

@@ -15,7 +15,7 @@ give `[B,K]`.
 
 Sizes that are not multiples of the window: `window_padding` "torchvision" (outputs equal torchvision 0.28's
 `swin3d_*`, the official SwinTransformer/Video-Swin-Transformer code, at any size; checked in
-tests/checkpoints/test_torchvision_video_swin.py) or "masked" (default; the paper's partition), as swin.py's
+tests/checkpoints/test_torchvision.py) or "masked" (default; the paper's partition), as swin.py's
 module docstring describes. At 32 x 224 x 224 with window 8 x 7 x 7 nothing is padded and only the last stage
 (7 x 7) fits one window exactly, so the two agree. Unlike torchvision, a clip whose size the 3D patch does not tile
 raises a ValueError (torchvision zero-pads it).
