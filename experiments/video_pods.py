@@ -19,7 +19,8 @@ Per model (the papers' recipes; what our pipeline does differently is said):
   nl_i3d_r50   224x224 crops, SGD momentum 0.9, weight decay 1e-4, lr 0.01 divided by 10 at 150k and 300k of
                400k iterations, batch 64; 5 non-local blocks (nl_i3d_r50), each the identity at initialisation;
                evaluation 10 clips x 3 crops of the full short side. Their ImageNet-inflated initialisation:
-               inflate_resnet_params from a 2D ResNet-50 checkpoint (config.init.checkpoint is 2D-to-2D only).
+               --config.init.checkpoint=<a ResNet-50 run or workdir> --config.init.model_name=resnet50
+               (checkpoints.inflate.i3d_from_resnet, kernels averaged over time).
   two_stream   Simonyan & Zisserman 2014: 224x224, L = 10 flow fields (T = 11 frames), SGD momentum 0.9,
                batch 256, lr 0.01 -> 0.001 at 50k of 80k iterations (from scratch); average fusion. Their flow
                is TV-L1; ours (needed beside the frames, uint8) is computed with flow.compute_flow when the

@@ -21,20 +21,22 @@ Recipes (the papers' and their released configs'; what ours cannot do is said):
               and label smoothing 0.3); evaluation 4 clips x 3 crops. Their scale jitter (0.9-1.33) is
               approximated by crops of 45-100% area; their colour augmentation (Kinetics) and mixup and
               RandAugment (SSv2) are image-path options here and are left out. Initialise from a ViT image
-              checkpoint with `vivit.init_from_vit` (central-frame tubelets): config.init.checkpoint loads 2D-to-2D.
+              checkpoint: --config.init.checkpoint=<ViT-B/16 run or .npz> --config.init.model_name=vit_b16
+              (central-frame tubelets; checkpoints.inflate_vit.vivit_from_vit).
   timesformer Bertasius et al. 2021 (divided space-time; their configs TimeSformer_divST_8x32_224 and the SSv2
               one): 8 frames at 224, sampled 1 in 32 on Kinetics (1 in 4 here on SSv2, where they spread the 8
               over the whole video by segments); SGD momentum 0.9, lr 0.005 divided by 10 at epochs 11 and 14 of 15,
               global batch 8, no gradient clipping; their coupled weight decay 1e-4 under momentum 0.9 is about
               decoupled 1e-3 here; crops of 50-100% area (their short side 256-320, crop 224); evaluation 1 clip x
               3 crops. Their head dropout 0.5 has no counterpart (dropout_rate acts in every block). Initialise
-              with `timesformer.init_from_vit`.
+              from a ViT-B/16 the same way (init.model_name=vit_b16; checkpoints.inflate_vit.timesformer_from_vit).
   video_swin_* Liu et al. 2022: 32 frames at stride 2, 224, AdamW lr 1e-3 (their backbone's is 0.1x: no per-layer
               rates here), weight decay 0.05, 2.5 epochs of warm-up then cosine, batch 64, 30 epochs, no
               gradient clipping, drop path 0.1 / 0.2 / 0.3 for T / S / B (a port of the official configs uses
               0.1 for S: check before relying on it), random resized crops (8-100% area); evaluation 4 x 3. On
               SSv2 (their Swin-B recipe, from Kinetics-400 weights): 60 epochs, lr 3e-4, drop path 0.4, windows
-              16 x 7 x 7, label smoothing 0.1, 1 x 3 views. Initialise with `video_swin.init_from_swin_2d`.
+              16 x 7 x 7, label smoothing 0.1, 1 x 3 views. Initialise from a
+              2D Swin run (init.model_name=swin_b; checkpoints.inflate.video_swin_from_swin).
 """
 import ml_collections
 

@@ -116,41 +116,6 @@ def test_end_to_end_train_eval_checkpoint_resume(tiny_fmnist, tmp_path, monkeypa
   assert RunFolder(workdir).read_metrics() == records
 
 
-def test_finetune_from_another_run_resamples_position_embedding_and_replaces_head(tiny_fmnist, tmp_path):
-  from vit_video.train import finetune  # noqa: PLC0415
-  source = str(tmp_path / "source")
-  src = jax.device_get(loop.train_and_evaluate(tiny_config(tiny_fmnist, total_steps=3), source)[0].params)
-  # Fine-tune at 35x35: a 5x5 patch grid instead of 4x4.
-  config = tiny_config(tiny_fmnist, total_steps=2, **{"init.checkpoint": source, "dataset.image_size": 35,
-                                                      "optimizer.warmup_steps": 0})
-  trainer = loop.Trainer(config, total_steps=2)
-  tuned = finetune.init_from(trainer.host_state(trainer.init(config.seed)), config).params
-  np.testing.assert_array_equal(tuned["Transformer"]["encoderblock_0"]["MlpBlock_3"]["Dense_0"]["kernel"],
-                                src["Transformer"]["encoderblock_0"]["MlpBlock_3"]["Dense_0"]["kernel"])
-  pe, src_pe = (p["Transformer"]["posembed_input"]["pos_embedding"] for p in (tuned, src))
-  assert pe.shape == (1, 26, 16) and src_pe.shape == (1, 17, 16)
-  np.testing.assert_array_equal(pe[0, 0], src_pe[0, 0])  # the class token's embedding is kept
-  # A head of another shape (new classes) stays fresh; everything else must fit.
-  fresh = jax.tree.map(np.zeros_like, src)
-  fresh["head"] = {"kernel": np.ones((16, 3), np.float32), "bias": np.ones((3,), np.float32)}
-  merged = finetune.merge_params(fresh, src, source="src")
-  np.testing.assert_array_equal(merged["head"]["kernel"], 1.0)
-  np.testing.assert_array_equal(merged["cls"]["token"], src["cls"]["token"])
-  # A head of the same shape is loaded, unless reset_head (transfer to another 10-class dataset).
-  same = {**fresh, "head": jax.tree.map(lambda a: np.full_like(a, 7.0), src["head"])}
-  np.testing.assert_array_equal(finetune.merge_params(same, src, source="src")["head"]["kernel"], src["head"]["kernel"])
-  np.testing.assert_array_equal(finetune.merge_params(same, src, source="src", reset_head=True)["head"]["kernel"], 7.0)
-  with pytest.raises(ValueError, match=r"has extra \['pre_logits/bias'"):  # a key the model lacks is not dropped
-    finetune.merge_params(src, {**src, "pre_logits": {"kernel": np.ones((16, 16)), "bias": np.ones(16)}},
-                          source="src")
-  resnet_fresh = {"conv1": {"kernel": np.zeros((3, 3, 1, 4))}, "fc": {"kernel": np.ones((4, 3)), "bias": np.ones(3)}}
-  resnet_src = {"conv1": {"kernel": np.full((3, 3, 1, 4), 2.0)}, "fc": {"kernel": np.zeros((4, 10)), "bias": np.zeros(10)}}
-  merged = finetune.merge_params(resnet_fresh, resnet_src, source="resnet")
-  np.testing.assert_array_equal(merged["fc"]["kernel"], 1.0)  # ResNet's head is "fc"
-  np.testing.assert_array_equal(merged["conv1"]["kernel"], 2.0)
-  # The loop runs from it.
-  state, _ = loop.train_and_evaluate(config, str(tmp_path / "tuned"))
-  assert int(state.step) == 2
 
 
 def test_checkpoint_of_another_model_is_refused_and_kept(tiny_fmnist, tmp_path):

@@ -188,8 +188,8 @@ def markdown_table(rows: Sequence[dict[str, Any]], datasets: Sequence[str], shot
   return main + "\n\nFew-shot linear probes per dataset (top-1 %):\n\n" + _table(few_header, few_body, 2)
 
 
-def write_markdown(path: str | os.PathLike, rows: Sequence[dict[str, Any]], datasets: Sequence[str], shots: Sequence[int], *,
-                   title: str, command: str, notes: str = "") -> None:
+def write_markdown(path: str | os.PathLike, rows: Sequence[dict[str, Any]], datasets: Sequence[str],
+                   shots: Sequence[int], *, title: str, command: str, notes: str = "") -> None:
   """Writes a markdown report (title, the command that reproduces it, notes, `markdown_table`) atomically."""
   parts = [f"# {title}", f"Reproduce with:\n\n```\n{command}\n```"]
   if notes:

@@ -262,12 +262,13 @@ def restore_params(path: str | os.PathLike, abstract_variables: dict | None = No
   """Model variables from another run's checkpoint, for fine-tuning: `{"params": ..., "batch_stats": ...}`.
 
   `path` (local or any `etils.epath` URI) is a run's workdir (its `checkpoints/` folder's newest step is used),
-  a checkpoints folder, or one step's folder; a damaged checkpoint raises (nothing is moved in another run's folder: name a step's folder
-  to use an older one). Only the variables are read, not the optimizer state. With `abstract_variables` None, every
-  non-empty collection among params and batch_stats comes back as host numpy arrays of the checkpoint's own
-  shapes (the caller adapts heads and position embeddings). With `abstract_variables` (a dict of
-  `jax.ShapeDtypeStruct` trees, e.g. `{"params": ...}`), exactly those collections come back, placed by their
-  shardings, and a different name, shape or dtype raises ValueError naming it. Nothing is written.
+  a checkpoints folder, or one step's folder; a damaged checkpoint raises (nothing is moved in another run's
+  folder: name a step's folder to use an older one). Only the variables are read, not the optimizer state.
+  With `abstract_variables` None, every non-empty collection among params and batch_stats comes back as host
+  numpy arrays of the checkpoint's own shapes (the caller adapts heads and position embeddings). With
+  `abstract_variables` (a dict of `jax.ShapeDtypeStruct` trees, e.g. `{"params": ...}`), exactly those
+  collections come back, placed by their shardings, and a different name, shape or dtype raises ValueError
+  naming it. Nothing is written (a run on a filesystem orbax cannot read is copied to a temporary folder).
   """
   step_dir = _resolve_step_dir(as_path(path))
   if checkpoint_mirror.orbax_native(step_dir):

@@ -65,10 +65,3 @@ def _check_pair(target_name: str, target: type, source_name: str, source: type, 
   if stem is not None:
     raise ValueError(f"{source_name} is a hybrid ViT (a ResNet stem before the patches): it cannot initialise "
                      f"{target_name} ({target.__name__}), which embeds pixels directly; use a plain ViT")
-
-
-def merge_params(fresh: dict, loaded: dict, *, source: str, reset_head: bool = False) -> dict:
-  """Deprecated: `checkpoints.surgery.merge_params` with the head guessed ("fc" if present, else "head"). Kept
-  only for tests/train/test_loop.py's fine-tuning test until it moves to tests/train/test_finetune.py."""
-  head = "fc" if "fc" in fresh else "head"
-  return surgery.merge_params(fresh, loaded, source=source, head=head, reset_head=reset_head)
