@@ -34,7 +34,8 @@ def main(argv: list[str]) -> None:
   logging.getLogger().setLevel(logging.WARNING)  # the members' step logs go to their metrics.jsonl
   logging.getLogger(study.__name__).setLevel(logging.INFO)  # one line per member and phase
   start = time.perf_counter()
-  command = f"python -m {sys.modules['__main__'].__spec__.name} " + " ".join(sys.argv[1:])
+  spec = getattr(sys.modules["__main__"], "__spec__", None)  # None when run as a script, not with -m
+  command = f"python -m {spec.name if spec else 'vit_video.study'} " + " ".join(sys.argv[1:])
   rows = study.run(config, _WORKDIR.value, command=command, notes=versions.versions())
   if jax.process_index() != 0:
     return

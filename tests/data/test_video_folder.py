@@ -14,11 +14,11 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from vit_video.data import prepare
+from vit_video.data import builders, prepare
 from vit_video.data import video_folder as vf
 from vit_video.data import video_io
 from vit_video.data import video_pipeline as vp
-from vit_video.data.pipeline import normalize
+from vit_video.data.common import normalize
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 CONFIG = vf.VideoFolder.builder_configs["tiny"]
@@ -213,7 +213,7 @@ def test_prepare_needs_manual_dir_unless_prepared(built, tmp_path):
   with pytest.raises(ValueError, match="missing is not a folder"):
     prepare.prepare(NAME, str(tmp_path / "tfds"), str(tmp_path / "missing"))
   assert prepare.prepare(NAME, built[0]).info.splits["train"].num_examples == 4  # prepared: no sources needed
-  assert prepare.prepare_command(NAME, "/d") == (
+  assert builders.prepare_command(NAME, "/d") == (
       f"python -m vit_video.data.prepare {NAME} --data_dir /d --manual_dir DIR")
 
 

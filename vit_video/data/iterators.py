@@ -21,6 +21,15 @@ from vit_video.data import builders, pipeline, video_pipeline
 _IMAGE_AUGMENTATIONS = ("crop_padding", "flip", "randaugment_layers", "mixup_alpha", "cutmix_alpha")
 
 
+def input_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The model inputs the config's batches carry (beside 'label', and 'mask' in evaluation): ("image",),
+  ("video",), or ("video", "flow") with `config.video.flow` (the model contract's input names)."""
+  v = config.video
+  if v.flow and v.num_frames < 2:
+    raise ValueError(f"video.flow needs num_frames >= 2 (2(T-1) flow channels); got {v.num_frames}")
+  return ("video", "flow") if v.flow else ("video",) if v.num_frames > 0 else ("image",)
+
+
 @dataclasses.dataclass(frozen=True)
 class Iterators:
   """A run's input: the size of its training split, and iterators over it and over any evaluation split."""
@@ -29,7 +38,7 @@ class Iterators:
 
   @property
   def video(self) -> bool:
-    return self.config.video.num_frames > 0
+    return "video" in input_keys(self.config)
 
   def train(self, start_step: int, stop_step: int | None) -> Iterator[dict[str, np.ndarray]]:
     """Shuffled, augmented batches `start_step` to `stop_step` (None: endless), the same for any restart."""
@@ -64,10 +73,11 @@ def make_iterators(config: ml_collections.ConfigDict) -> Iterators:
   """The run's input; ValueError before any reading when the dataset is not prepared, a split is unknown, the
   config's class count differs from the dataset's, or image augmentations are set on a video config."""
   ds, v = config.dataset, config.video
-  if v.num_frames > 0 and any(config.augment[k] for k in _IMAGE_AUGMENTATIONS):
+  video = "video" in input_keys(config)
+  if video and any(config.augment[k] for k in _IMAGE_AUGMENTATIONS):
     raise ValueError("the image augmentations (config.augment) do not apply to video; clips are cropped and "
                      "flipped by config.video.min_crop_area and config.video.flip")
-  label_key = v.label_key if v.num_frames > 0 else "label"
+  label_key = v.label_key if video else "label"
   classes = builders.num_classes(ds.name, ds.data_dir, label_key)
   if config.num_classes != classes:
     raise ValueError(f"num_classes {config.num_classes} differs from the {classes} classes of {ds.name}'s "

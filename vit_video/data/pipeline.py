@@ -55,8 +55,6 @@ def _as_hw(image_size: int | tuple[int, int]) -> tuple[int, int]:
   return hw
 
 
-
-
 def _read_encoded(builder: tfds.core.DatasetBuilder, split) -> tf.data.Dataset:
   """The split in file order, {'image': encoded bytes, 'label': int64} (decoding is deferred)."""
   features = builder.info.features
@@ -73,10 +71,6 @@ def _decode_resize(builder: tfds.core.DatasetBuilder, encoded: tf.Tensor, hw: tu
   if tuple(feature.shape[:2]) != hw:
     image = tf.image.resize(image, hw, method="bilinear", antialias=True)
   return tf.ensure_shape(image, (*hw, feature.shape[2]))
-
-
-
-
 
 
 def make_train_iterator(
@@ -176,8 +170,6 @@ def make_train_iterator(
     # Mixing commutes with `normalize` (an affine map; the mixing weights sum to one).
     ds = ds.enumerate(start=start_step).map(mix, num_parallel_calls=tf.data.AUTOTUNE)
   return deterministic(ds.prefetch(tf.data.AUTOTUNE)).as_numpy_iterator()
-
-
 
 
 def num_eval_batches(name: str, split: str, data_dir: str, *, global_batch_size: int, process_count: int) -> int:

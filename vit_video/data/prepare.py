@@ -20,7 +20,7 @@ import time
 import tensorflow_datasets as tfds
 
 from vit_video.data import builders
-from vit_video.data.builders import DEFAULT_DATA_DIR, prepare_command  # noqa: F401  (the command's defaults)
+from vit_video.data.builders import DEFAULT_DATA_DIR
 
 
 def prepare(name: str, data_dir: str, manual_dir: str | None = None) -> tfds.core.DatasetBuilder:

@@ -103,11 +103,11 @@ def decode_video(path: str | os.PathLike, *, num_frames: int, size: tuple[int, i
   stderr = result.stderr.decode("utf-8", errors="replace")
   if result.returncode != 0:
     raise ValueError(f"cannot decode video file {path!r}: ffmpeg exited with status {result.returncode}: "
-                     f"{video_io._ffmpeg_error(stderr)}")
+                     f"{video_io.ffmpeg_error(stderr)}")
   frame_bytes = size[0] * size[1] * 3
   if not result.stdout or len(result.stdout) % frame_bytes:
     raise ValueError(f"cannot decode video file {path!r}: ffmpeg wrote {len(result.stdout)} bytes, not a "
-                     f"positive multiple of one {size[0]}x{size[1]} rgb24 frame: {video_io._ffmpeg_error(stderr)}")
+                     f"positive multiple of one {size[0]}x{size[1]} rgb24 frame: {video_io.ffmpeg_error(stderr)}")
   return np.frombuffer(result.stdout, np.uint8).reshape(-1, *size, 3).copy()  # [V,H,W,3]; writable copy
 
 

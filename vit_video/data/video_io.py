@@ -22,7 +22,7 @@ import numpy as np
 _OUTPUT_SIZE = re.compile(r"Output #0.*?Video: rawvideo.*?, (\d+)x(\d+)[ ,\n]", re.DOTALL)
 
 
-def _ffmpeg_error(stderr: str) -> str:
+def ffmpeg_error(stderr: str) -> str:
   """The last few non-empty lines of ffmpeg's stderr, joined: where ffmpeg says what went wrong."""
   lines = [line.strip() for line in stderr.splitlines() if line.strip()]
   return " | ".join(lines[-3:]) if lines else "(ffmpeg wrote nothing to stderr)"
@@ -52,10 +52,10 @@ def read_video_frames(path: str | os.PathLike, *, max_frames: int,
   stderr = result.stderr.decode("utf-8", errors="replace")
   if result.returncode != 0:
     raise ValueError(f"cannot decode video file {path!r}: ffmpeg exited with status {result.returncode}: "
-                     f"{_ffmpeg_error(stderr)}")
+                     f"{ffmpeg_error(stderr)}")
   match = _OUTPUT_SIZE.search(stderr)
   if match is None or not result.stdout:
-    raise ValueError(f"cannot decode video file {path!r}: ffmpeg decoded no video frame: {_ffmpeg_error(stderr)}")
+    raise ValueError(f"cannot decode video file {path!r}: ffmpeg decoded no video frame: {ffmpeg_error(stderr)}")
   height, width = int(match.group(2)), int(match.group(1))
   frame_bytes = height * width * 3
   if len(result.stdout) % frame_bytes:

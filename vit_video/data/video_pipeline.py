@@ -313,8 +313,8 @@ def make_clip_eval_iterator(
   """Multi-view evaluation: num_clips x num_crops views of every video of this host's shard, each once.
 
   Yields {'video': float32 [B,T,S,S,C] in [-1, 1], 'label': int32 [B], 'mask': bool [B] (False: padding),
-  'video_index': int32 [B]} (and with `flow` 'flow' float32 [B,S,S,2(T-1)], module docstring). Host p reads its `tfds.even_splits` shard in file order and numbers its videos
-  from the total size of shards 0..p-1 (so indices are unique across hosts: 0..N-1 for a plain split); the views
+  'video_index': int32 [B]} (and with `flow` 'flow' float32 [B,S,S,2(T-1)], module docstring). Host p reads its
+  `tfds.even_splits` shard in file order and numbers its videos from the total size of shards 0..p-1 (so indices are unique across hosts: 0..N-1 for a plain split); the views
   of a video follow each other, clip-major: view j num_crops + k is window j (start even_offsets(delta,
   num_clips)[j]) and crop k (see the module docstring). Every host yields `num_clip_eval_batches(...)` batches:
   padding views (zero video, label 0, video_index -1, mask False) fill the rest. Average the views' softmax

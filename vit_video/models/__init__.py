@@ -64,6 +64,14 @@ def model_class(name: str) -> type:
   return MODELS[name].func
 
 
+def input_shapes(family: type, *, frames: int, height: int, width: int, channels: int) -> tuple[tuple[int, ...], ...]:
+  """Per-example shapes of a family's positional inputs, in the order of its `inputs`: "image" (H, W, C), "video"
+  (T, H, W, C), "flow" (H, W, 2(T-1)) (frames is unused for image families)."""
+  shapes = {"image": (height, width, channels), "video": (frames, height, width, channels),
+            "flow": (height, width, 2 * (frames - 1))}
+  return tuple(shapes[name] for name in family.inputs)
+
+
 def create_model(name: str, *, num_classes: int, **overrides) -> nn.Module:
   """Builds the named model with `num_classes` outputs (0: pooled features); overrides set module attributes.
 

@@ -6,7 +6,9 @@ local mirror: the complete steps are downloaded into a temporary folder once, or
 after each save `sync` uploads the new step (every file, then the `UPLOADED` marker last) and deletes the steps
 orbax retired. A step counts as complete on the remote side only with its marker, so a kill during an upload
 leaves a partial folder that is never read and is replaced at the next sync. Single-process only: on several
-hosts each would mirror its own shards (use a local, shared or gs:// folder there).
+hosts each would mirror its own shards (use a local, shared or gs:// folder there). The local copy is deleted when
+the checkpointer closes (the loop closes it on any exception); a SIGKILLed process leaves it in the temporary
+folder.
 """
 import logging
 import shutil
@@ -36,7 +38,8 @@ def copy_tree(src: epath.Path, dst: epath.Path, *, skip: tuple[str, ...] = ()) -
     if child.is_dir():
       copy_tree(child, dst / child.name, skip=skip)
     else:
-      (dst / child.name).write_bytes(child.read_bytes())
+      with child.open("rb") as source, (dst / child.name).open("wb") as target:
+        shutil.copyfileobj(source, target, length=16 << 20)  # 16 MiB at a time, not the whole array file
 
 
 def complete_steps(remote: epath.Path) -> list[epath.Path]:
@@ -62,10 +65,15 @@ class Mirror:
                        "shared or gs:// workdir")
     self.remote = remote
     self.local = epath.Path(tempfile.mkdtemp(prefix="vit_video_checkpoints_"))
-    for step in complete_steps(remote):
-      download_step(step, self.local / step.name)
-    if complete_steps(remote):
-      _log.info("mirrored %d checkpoint(s) of %s into %s", len(complete_steps(remote)), remote, self.local)
+    try:
+      steps = complete_steps(remote)
+      for step in steps:
+        download_step(step, self.local / step.name)
+    except BaseException:
+      self.close()
+      raise
+    if steps:
+      _log.info("mirrored %d checkpoint(s) of %s into %s", len(steps), remote, self.local)
 
   def sync(self) -> None:
     """Uploads the local steps that `remote` lacks whole, then deletes the remote steps no longer kept."""

@@ -23,8 +23,8 @@ save leaves its tmp folder, which is never read and is removed at this process's
 Corruption: a complete-looking step can still be damaged later (a truncated or overwritten file). orbax does
 not notice every such damage: garbage in an array file can restore as wrong numbers without an error. So
 every save also stores a 32-bit checksum of each array (a sum of mixed words, exact whatever the
-sharding; about 0.04 s per 100 MB on a 2-core CPU), and a restore that fails, or whose sums differ, is skipped with a warning naming it; the previous
-checkpoint is tried. Once an older one restores, the skipped newer ones are moved (never deleted) to
+sharding; about 0.04 s per 100 MB on a 2-core CPU), and a restore that fails, or whose sums differ, is skipped
+with a warning naming it; the previous checkpoint is tried. Once an older one restores, the skipped newer ones are moved (never deleted) to
 `<directory>_corrupt/<step>-<UTC time>/`, out of orbax's sight, so that the resumed run can save those steps
 again. If no checkpoint restores, nothing is moved and a RuntimeError lists every failure (a systematic
 failure, e.g. a wrong `abstract_state`, is not mistaken for corruption).
@@ -50,7 +50,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from vit_video.train import checkpoint_mirror
-from vit_video.train.run_folder import CHECKPOINTS, RunFolder, as_path
+from vit_video.train.run_folder import CHECKPOINTS, as_path
 
 # orbax 0.12.8 `atomicity_types.TMP_DIR_SUFFIX`: the folder of a save that has not committed yet.
 _TMP_MARKER = ".orbax-checkpoint-tmp"
@@ -80,13 +80,23 @@ class Checkpointer:
     if best_mode not in ("max", "min"):
       raise ValueError(f"best_mode must be 'max' or 'min'; got {best_mode!r}")
     self.directory = as_path(directory)  # what messages name; orbax works on self._local
-    self._mirror = None if checkpoint_mirror.orbax_native(self.directory) else checkpoint_mirror.Mirror(
-        self.directory)
-    self._local = self.directory if self._mirror is None else self._mirror.local
     self.save_every_steps = save_every_steps
     self.total_steps = total_steps
     self.best_metric = best_metric if keep_best else None
     self._partial_saves_removed = False
+    self._mirror = None if checkpoint_mirror.orbax_native(self.directory) else checkpoint_mirror.Mirror(
+        self.directory)
+    self._local = self.directory if self._mirror is None else self._mirror.local
+    try:
+      self._manager = self._start(max_to_keep, keep_best, best_metric, best_mode, async_save)
+    except BaseException:
+      if self._mirror is not None:
+        self._mirror.close()
+      raise
+
+  def _start(self, max_to_keep: int, keep_best: bool, best_metric: str, best_mode: str,
+             async_save: bool) -> ocp.CheckpointManager:
+    """Moves aside steps orbax cannot start on, then opens orbax's manager on the (local) folder."""
     self._move_aside_corrupt_metrics()
     policies = [ocp.checkpoint_managers.LatestN(n=max_to_keep)]
     best_fn = None
@@ -99,7 +109,7 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         best_fn=best_fn, best_mode=best_mode, enable_async_checkpointing=async_save and self._mirror is None,
         preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies))
-    self._manager = ocp.CheckpointManager(self._local, options=options, item_handlers={
+    return ocp.CheckpointManager(self._local, options=options, item_handlers={
         "state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler(),
         "checksums": ocp.JsonCheckpointHandler()})
 

@@ -16,9 +16,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vit_video import models
+from vit_video import configs, models
 from vit_video.data import video_pipeline
-from vit_video.data.iterators import make_iterators
+from vit_video.data import iterators
 from vit_video.train import checkpointing, finetune, flops, optim, parallel, steps, writers
 from vit_video.train.run_folder import RunFolder
 
@@ -42,19 +42,15 @@ def input_shapes(config: ml_collections.ConfigDict) -> tuple[tuple[int, ...], ..
   """Per-example shapes of the model's inputs, in the order of its family's `inputs`: "image" (S, S, C), "video"
   (T, S, S, C), "flow" (S, S, 2(T-1)). ValueError when the config feeds other inputs than the model takes."""
   ds, v = config.dataset, config.video
-  inputs = models.model_class(config.model_name).inputs
-  fed = ("video", "flow") if v.flow else ("video",) if v.num_frames > 0 else ("image",)
-  if v.flow and v.num_frames < 2:
-    raise ValueError(f"video.flow needs num_frames >= 2 (2(T-1) flow channels); got {v.num_frames}")
+  family = models.model_class(config.model_name)
+  inputs, fed = family.inputs, iterators.input_keys(config)
   if tuple(inputs) != fed:
     want = ("set video.num_frames > 0" if "video" in inputs and v.num_frames <= 0 else
             "set video.num_frames = 0" if "image" in inputs else f"video.flow must be {'flow' in inputs}")
     raise ValueError(f"model {config.model_name} takes {len(inputs)} input(s) ({', '.join(inputs)}), but the "
                      f"config feeds {', '.join(fed)}: {want} for it")
-  image = (ds.image_size, ds.image_size, ds.channels)
-  shapes = {"image": image, "video": (v.num_frames, *image),
-            "flow": (ds.image_size, ds.image_size, 2 * (v.num_frames - 1))}
-  return tuple(shapes[name] for name in inputs)
+  return models.input_shapes(family, frames=v.num_frames, height=ds.image_size, width=ds.image_size,
+                             channels=ds.channels)
 
 
 def _total_steps(config, num_train: int) -> int:
@@ -95,12 +91,12 @@ class Trainer:
                                        label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
                                        schedule=self.schedule, grad_accum_steps=opt.grad_accum_steps,
                                        axis_name=axis)
+    ema = config.ema_decay > 0
     if self.video:
-      eval_step = steps.make_view_eval_step(self.model, use_ema=config.ema_decay > 0, axis_name=axis)
+      eval_step = steps.make_view_eval_step(self.model, use_ema=ema, axis_name=axis)
     else:
-      eval_step = steps.make_eval_step(self.model, num_classes=config.num_classes, use_ema=config.ema_decay > 0,
-                                       axis_name=axis)
-    init = lambda rng: steps.init_state(self.model, self.tx, rng, self.input_shapes, ema=config.ema_decay > 0)  # noqa: E731
+      eval_step = steps.make_eval_step(self.model, num_classes=config.num_classes, use_ema=ema, axis_name=axis)
+    init = lambda rng: steps.init_state(self.model, self.tx, rng, self.input_shapes, ema=ema)  # noqa: E731
     self.abstract_state = jax.eval_shape(init, jax.random.key(0))
     self.state_shardings = self.layout.state_shardings(self.abstract_state)  # None under pmap
     self._init = self.layout.compile_init(init, self.state_shardings)
@@ -188,8 +184,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
   parallel.maybe_initialize_distributed(initialize=d.initialize, coordinator_address=d.coordinator_address,
                                         num_processes=d.num_processes, process_id=d.process_id)
   folder = RunFolder(workdir)
-  iterators = make_iterators(config)
-  total_steps = _total_steps(config, iterators.num_train_examples)
+  data = iterators.make_iterators(config)
+  total_steps = _total_steps(config, data.num_train_examples)
   trainer = Trainer(config, total_steps)
   if config.log_every_steps < 1:
     raise ValueError(f"log_every_steps must be >= 1; got {config.log_every_steps}")
@@ -202,13 +198,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
       folder.checkpoints, save_every_steps=ckpt.save_every_steps, total_steps=total_steps,
       max_to_keep=ckpt.max_to_keep, keep_best=ckpt.keep_best, async_save=ckpt.async_save)
   try:
-    return _train(config, folder, trainer, checkpointer, iterators, total_steps)
+    return _train(config, folder, trainer, checkpointer, data, total_steps)
   finally:
     checkpointer.close()  # waits for a save in flight, also when training failed
 
 
-def _train(config, folder: RunFolder, trainer: Trainer, checkpointer: checkpointing.Checkpointer, iterators,
-           total_steps: int) -> tuple[steps.TrainState, dict]:
+def _train(config, folder: RunFolder, trainer: Trainer, checkpointer: checkpointing.Checkpointer,
+           data: iterators.Iterators, total_steps: int) -> tuple[steps.TrainState, dict]:
   expected_meta = {"model": config.model_name}
   restored = checkpointer.restore_latest(trainer.abstract_placed_state(), expected_meta=expected_meta)
   if restored is not None:
@@ -227,7 +223,7 @@ def _train(config, folder: RunFolder, trainer: Trainer, checkpointer: checkpoint
   if jax.process_index() == 0:  # only once the workdir's checkpoints were accepted
     folder.write_config(config.to_dict())
 
-  train_iter = iterators.train(start_step, stop_step=total_steps + 1)  # +1: a finished run's FLOP count
+  train_iter = data.train(start_step, stop_step=total_steps + 1)  # +1: a finished run's FLOP count
   bar = {"auto": None, "on": True, "off": False}[config.progress_bar]
   writer = writers.RunWriter(folder, total_steps=total_steps, start_step=start_step,
                              global_batch_size=config.batch_size, progress_bar=bar)
@@ -249,13 +245,13 @@ def _train(config, folder: RunFolder, trainer: Trainer, checkpointer: checkpoint
       _check_finite(step, metrics, checkpointer)
       writer.write(step, _host_scalars(metrics, trainer.layout), kind="train")
     if last or (config.eval_every_steps and step % config.eval_every_steps == 0):
-      eval_metrics, evaluated_at = trainer.evaluate(state, iterators.eval(eval_split)), step
+      eval_metrics, evaluated_at = trainer.evaluate(state, data.eval(eval_split)), step
       writer.write(step, eval_metrics, kind="eval")
     if checkpointer.should_save(step):
       _check_finite(step, metrics, checkpointer)
+      writer.flush()  # every record up to this checkpoint is in metrics.jsonl before the checkpoint exists
       # Keep-best ranks only checkpoints evaluated at their own step (align save and eval schedules).
-      checkpointer.save(step, jax.device_get(trainer.host_state(state)) if config.parallelism == "pmap"
-                        else state, meta={**expected_meta, "step": step},
+      checkpointer.save(step, trainer.layout.host_copy(state), meta={**expected_meta, "step": step},
                         metrics={"top1": eval_metrics["top1"]} if evaluated_at == step else None)
     writer.advance(step)
   checkpointer.wait()
@@ -264,7 +260,7 @@ def _train(config, folder: RunFolder, trainer: Trainer, checkpointer: checkpoint
     batch = parallel.host_batch_to_global(next(train_iter), trainer.layout)
     step_gflop, eval_gflop = (f / 1e9 for f in trainer.compile(state, batch))
   if not eval_metrics:
-    eval_metrics = trainer.evaluate(state, iterators.eval(eval_split))
+    eval_metrics = trainer.evaluate(state, data.eval(eval_split))
   summary = {
       "step": total_steps, "name": config.name or config.model_name, "model": config.model_name,
       **{f"eval_{k}": v for k, v in eval_metrics.items()},
@@ -295,12 +291,15 @@ def train_once(config: ml_collections.ConfigDict, workdir: str) -> dict:
   half-finished run resumes). For the members of a study: re-running the study skips what is done.
 
   Raises ValueError, touching nothing, when `workdir` holds a run of another config (paths and display
-  settings aside: `dataset.data_dir`, `init.checkpoint`, `progress_bar`).
+  settings aside: `dataset.data_dir`, `init.checkpoint`, `progress_bar`; a field added to `configs.base_config`
+  since the run was written counts as its default).
   """
   folder = RunFolder(workdir)
   saved = folder.read_config()
   if saved is not None:
-    saved, wanted = _flat(saved), _flat(config.to_dict())
+    # A key the saved config lacks (a run written before the key existed) counts as its base_config default.
+    saved = {**_flat(configs.base_config().to_dict()), **_flat(saved)}
+    wanted = _flat(config.to_dict())
     differ = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
     if differ:
       raise ValueError(f"{folder} holds a run of another config (it differs in {', '.join(differ[:6])}); "

@@ -115,6 +115,11 @@ class Layout:
     """A pytree the steps returned as one global copy (the first device's under pmap)."""
     return unreplicate(tree) if self.parallelism == "pmap" else tree
 
+  def host_copy(self, state: Any) -> Any:
+    """The state as a checkpoint wants it: global arrays under jit (each host writes its shards), one host copy
+    under pmap (whose per-device replicas are not one global array)."""
+    return jax.device_get(unreplicate(state)) if self.parallelism == "pmap" else state
+
 
 def make_layout(parallelism: Parallelism, *, fsdp: bool = False, devices: list | None = None) -> Layout:
   if parallelism not in ("jit", "pmap"):

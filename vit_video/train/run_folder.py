@@ -160,7 +160,8 @@ class RunFolder:
     kept = [r for r in self.read_metrics() if r["step"] <= step]
     write_atomic(self.path / METRICS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
 
-  def append_metrics(self, record: dict) -> None:
-    """Appends one record to metrics.jsonl (on object stores an append rewrites the object)."""
-    with (self.path / METRICS).open("a") as f:
-      f.write(json.dumps(record, sort_keys=True) + "\n")
+  def append_metrics(self, records: list[dict]) -> None:
+    """Appends records to metrics.jsonl, one line each (on object stores an append rewrites the object)."""
+    if records:
+      with (self.path / METRICS).open("a") as f:
+        f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))

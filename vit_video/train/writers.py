@@ -2,7 +2,9 @@
 
 All files are written by process 0 only, through the run folder (`train/run_folder.py`, any filesystem);
 `metrics.jsonl` is cut back to the restored step on resume, so a resumed run's file equals an uninterrupted
-run's.
+run's. On a local disk every record is appended as it comes; on other filesystems, where an append rewrites the
+whole object, records wait for `flush()`, which the loop calls before every checkpoint (so the file always holds
+every record up to the newest checkpoint) and `close()` calls last.
 """
 import logging
 import sys
@@ -13,7 +15,7 @@ import tqdm
 
 from clu import metric_writers
 
-from vit_video.train.run_folder import RunFolder
+from vit_video.train.run_folder import RunFolder, is_uri
 
 
 class RunWriter:
@@ -24,6 +26,8 @@ class RunWriter:
     self.is_main = jax.process_index() == 0
     self.folder = folder
     self.global_batch_size = global_batch_size
+    self._buffered = is_uri(folder.path)
+    self._pending: list[dict] = []
     if self.is_main:
       folder.keep_metrics_until(start_step)
     self.tb = metric_writers.create_default_writer(
@@ -43,7 +47,9 @@ class RunWriter:
         scalars["examples_per_second"] = steps * self.global_batch_size / seconds
       self._last = (now, step)
     if self.is_main:
-      self.folder.append_metrics({"step": step, "kind": kind, **scalars})
+      self._pending.append({"step": step, "kind": kind, **scalars})
+      if not self._buffered:
+        self.flush()
     self.tb.write_scalars(step, {f"{kind}/{k}": v for k, v in scalars.items()})
     if self.bar.disable:
       if self.is_main:
@@ -55,7 +61,14 @@ class RunWriter:
   def advance(self, step: int) -> None:
     self.bar.update(step - self.bar.n)
 
+  def flush(self) -> None:
+    """Appends the records not yet in metrics.jsonl."""
+    if self.is_main:
+      self.folder.append_metrics(self._pending)
+    self._pending = []
+
   def close(self) -> None:
+    self.flush()
     self.bar.close()
     self.tb.flush()
     self.tb.close()
