@@ -165,3 +165,23 @@ def test_bad_input_fails_early_with_clear_errors(tiny_fmnist, tmp_path):
     tiny_config(tiny_fmnist).optimizer.learning_rat = 1.0
   with pytest.raises(ValueError, match="dtype must be one of"):
     loop.train_and_evaluate(tiny_config(tiny_fmnist, dtype="float16"), str(tmp_path / "c"))
+
+
+def test_a_failure_after_a_save_waits_for_the_checkpoint_in_flight(tiny_fmnist, tmp_path, monkeypatch):
+  """An exception right after an async save started (here raised where the loop advances past step 4) surfaces
+  only once that checkpoint committed: no `4.orbax-checkpoint-tmp` is left for the next start to discard."""
+  from vit_video.train import writers  # noqa: PLC0415
+  config = tiny_config(tiny_fmnist, total_steps=6, **{"checkpoint.save_every_steps": 4,
+                                                      "checkpoint.async_save": True})
+  advance = writers.RunWriter.advance
+
+  def fail_after_the_save(self, step):
+    advance(self, step)
+    if step == 4:
+      raise RuntimeError("failed right after the save of step 4")
+
+  monkeypatch.setattr(writers.RunWriter, "advance", fail_after_the_save)
+  workdir = tmp_path / "run"
+  with pytest.raises(RuntimeError, match="right after the save of step 4"):
+    loop.train_and_evaluate(config, str(workdir))
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["4"]
