@@ -159,9 +159,9 @@ def test_missing_key_unknown_name_and_attribute(reference):
   del sd["features.1.norm.bias"]
   with pytest.raises(ValueError, match=r"missing from the checkpoint: params/stage_1/downsample/norm/bias"):
     import_torchvision_video_swin("video_swin_t", sd, **OVERRIDES)
-  with pytest.raises(ValueError, match=r"unknown Video Swin model 'video_swin_l'; valid names: video_swin_b, "
-                                       r"video_swin_s, video_swin_t"):
-    import_torchvision_video_swin("video_swin_l", sd)
+  with pytest.raises(ValueError, match=r"no torchvision importer for unknown model 'video_swin_l'; supported: .*"
+                                       r"video_swin_b, video_swin_s, video_swin_t"):
+    import_torchvision("video_swin_l", sd)
   with pytest.raises(ValueError, match=r"unknown attribute\(s\) \['embed_dim'\]"):
     import_torchvision_video_swin("video_swin_t", sd, embed_dim=16)
 

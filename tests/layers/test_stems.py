@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from vit_video.layers.stems import ResNetStem
+from vit_video.layers.stems import BiTRoot, ResNetStem
 
 B, H, W, C = 2, 36, 44, 5
 
@@ -145,3 +145,12 @@ def test_stem_units_start_as_identity(stem_params):
 def test_stem_bad_rank_raises():
   with pytest.raises(ValueError, match=r"input shape \(2, 36, 44\) is not \[B,H,W,C\]"):
     tiny_stem(()).init(jax.random.key(0), jnp.zeros((B, H, W)))
+
+
+def test_bit_root_has_one_kernel_and_quarters_the_size():
+  """BiTRoot keeps its conv's `kernel` as its own parameter (BiT's `stem_conv/kernel`); odd sides round up."""
+  root = BiTRoot(6)
+  x = images(h=H + 1)  # 37 x 44
+  variables = root.init(jax.random.key(0), x)
+  assert jax.tree.map(jnp.shape, variables) == {"params": {"kernel": (7, 7, C, 6)}}
+  assert root.apply(variables, x).shape == (B, 10, 11, 6)  # ceil(37/4), ceil(44/4)

@@ -1,9 +1,11 @@
 """The model contract (vit_video/models/__init__.py) for every name in MODELS, through `jax.eval_shape` only.
 
 For each name: the declared ClassVars (`inputs`, `head`, `batch_norm`) are well formed; inputs built from `inputs`
-(sizes from the FRAMES table below, small and all different) give float32 logits [B,K] with K=7 under bfloat16
-compute and a classifier `params[head]` of 7 outputs; K=0 gives float32 features [B,D] and no classifier;
-`batch_stats` is kept exactly when `batch_norm` says so; `train` is keyword-only without a default.
+(`models.input_shapes`, with sizes from the FRAMES table below, small and all different) give float32 logits [B,K]
+with K=7 under bfloat16 compute and a classifier `params[head]` of 7 outputs; K=0 gives float32 features [B,D] and
+no classifier; `batch_stats` is kept exactly when `batch_norm` says so; `train` is keyword-only without a default;
+an image or clip with another channel count than `in_channels` raises ValueError. LRCN, whose `batch_norm` is True
+for its ResNet backbones only, is checked with one; its default backbone, which keeps no `batch_stats`, separately.
 """
 import dataclasses
 import inspect
@@ -33,7 +35,7 @@ FRAMES = {
     video_cnn.SlowFusion: ({}, lambda m: (m.num_frames, *m.image_size)),
     c3d.C3D: ({}, lambda m: tuple(m.input_size)),
     i3d.I3DResNet: ({}, lambda m: (4, 20, 28)),
-    # The ResNet backbone: the configuration that keeps batch_stats (the convnet backbone has no BatchNorm).
+    # The ResNet backbone, which keeps batch_stats (the default convnet keeps none: the LRCN test below).
     lrcn.LRCN: (dict(backbone="resnet18", resnet_width=8), lambda m: (3, 20, 28)),
     two_stream.TwoStream: ({}, lambda m: (m.num_frames, *m.image_size)),
     vivit.ViViT: (dict(depth=1, temporal_depth=1), lambda m: (2 * m.tubelet_depth, 2 * m.patch_size, 3 * m.patch_size)),
@@ -48,11 +50,11 @@ def _vit_patch(model) -> int:
   return model.patch_size * (1 if stages is None else 4 * 2 ** max(len(stages) - 1, 0))
 
 
-def _inputs(cls, model) -> list[jax.ShapeDtypeStruct]:
+def _inputs(cls, model, channels: int | None = None) -> list[jax.ShapeDtypeStruct]:
+  """A batch of the model's inputs, with `channels` (default `in_channels`) in its images or clips."""
   t, h, w = FRAMES[cls][1](model)
-  shapes = {"image": (B, h, w, model.in_channels), "video": (B, t, h, w, model.in_channels),
-            "flow": (B, h, w, 2 * (t - 1))}
-  return [jax.ShapeDtypeStruct(shapes[name], jnp.float32) for name in cls.inputs]
+  shapes = models.input_shapes(cls, frames=t, height=h, width=w, channels=channels or model.in_channels)
+  return [jax.ShapeDtypeStruct((B, *shape), jnp.float32) for shape in shapes]
 
 
 def _init(model, inputs, **kwargs):
@@ -92,3 +94,17 @@ def test_every_model_keeps_the_contract(name):
 
   with pytest.raises(TypeError, match="train"):
     _init(model, inputs)
+  with pytest.raises(ValueError):  # in_channels is checked against the input
+    _init(model, _inputs(cls, model, channels=model.in_channels + 1), train=False)
+
+
+def test_lrcn_keeps_batch_stats_only_with_a_resnet_backbone():
+  """The contract's one exception to `batch_norm` (stated in its docstring): the default convnet backbone has no
+  BatchNorm, and keeps no `batch_stats`."""
+  assert "LRCN only with a ResNet backbone" in " ".join(models.__doc__.split())
+  model = models.create_model("lrcn", num_classes=K)
+  assert model.backbone == "convnet" and lrcn.LRCN.batch_norm
+  (clip,) = models.input_shapes(lrcn.LRCN, frames=3, height=model.image_size[0], width=model.image_size[1],
+                                channels=model.in_channels)
+  _, variables = _init(model, [jax.ShapeDtypeStruct((B, *clip), jnp.float32)], train=False)
+  assert "batch_stats" not in variables, sorted(variables)

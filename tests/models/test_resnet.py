@@ -183,4 +183,3 @@ def test_bad_block_and_stages_raise():
   with pytest.raises(ValueError, match="stage_sizes is empty"):
     ResNet(num_classes=K, stage_sizes=(), block="basic", in_channels=C).init(
         jax.random.key(0), images(), train=False)
-

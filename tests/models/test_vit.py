@@ -1,10 +1,12 @@
-"""ViT: scan equivalence, dtypes, pooling, stochastic depth, bad input. Tiny sizes, all different."""
+"""ViT: scan equivalence, dtypes, pooling, stochastic depth, bad input, every TransformerOptions attribute reaching the
+blocks (of ViT, ViViT and TimeSformer). Tiny sizes, all different."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vit_video.models import vit
+from vit_video.models import timesformer, vit, vivit, vivit_factorised
 
 TINY = dict(num_classes=5, patch_size=4, width=12, depth=3, mlp_dim=20, num_heads=2)
 X = jax.random.normal(jax.random.key(0), (2, 8, 12, 3))  # 2 x 3 patches
@@ -131,3 +133,37 @@ def test_stochastic_depth_alone_changes_training_outputs(scan):
   off = vit.ViT(**TINY, dropout_rate=0.0, stochastic_depth_rate=0.0, scan=scan)
   np.testing.assert_array_equal(off.apply(variables, X, train=True, rngs={"dropout": jax.random.key(0)}),
                                 off.apply(variables, X, train=False))
+
+
+# A value other than the default for every TransformerOptions attribute; a new attribute fails the test until listed.
+OPTIONS = dict(mlp_dim=20, num_heads=2, dropout_rate=0.1, attention_dropout_rate=0.2, stochastic_depth_rate=0.3,
+               attention_implementation="chunked", sow_attention_weights=True, approximate_gelu=True, remat=True,
+               remat_policy="dots_saveable", dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
+BLOCKS = (vit.EncoderBlock, timesformer.TimeSformerBlock, vivit_factorised.FactorisedBlock)
+
+
+@pytest.mark.parametrize("model, shape", [
+    (vit.ViT(num_classes=5, patch_size=4, width=12, depth=2, **OPTIONS), (1, 8, 12, 3)),
+    *[(vivit.ViViT(num_classes=5, patch_size=4, width=12, depth=2, temporal_depth=1, tubelet_depth=2, variant=v,
+                   **OPTIONS), (1, 4, 8, 12, 3)) for v in vivit.VARIANT_NAMES],
+    (timesformer.TimeSformer(num_classes=5, patch_size=4, width=12, depth=2, num_frames=3, **OPTIONS),
+     (1, 3, 8, 12, 3)),
+])
+def test_every_transformer_option_reaches_the_encoders_and_blocks(model, shape):
+  assert set(OPTIONS) == set(vit.TRANSFORMER_OPTIONS), "give every TransformerOptions attribute a value in OPTIONS"
+  built = []
+
+  def record(next_fun, args, kwargs, context):
+    built.append(context.module)
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), jax.ShapeDtypeStruct(shape, jnp.float32))
+  encoders = [m for m in built if isinstance(m, vit.TransformerOptions) and type(m) is not type(model)]
+  blocks = [m for m in built if isinstance(m, BLOCKS)]
+  assert encoders and blocks, (encoders, blocks)
+  for encoder in encoders:
+    assert {k: getattr(encoder, k) for k in OPTIONS} == OPTIONS, type(encoder).__name__
+  block_options = {k: v for k, v in OPTIONS.items() if k not in vit.ENCODER_ONLY_OPTIONS}
+  for block in blocks:
+    assert {k: getattr(block, k) for k in block_options} == block_options, type(block).__name__

@@ -1,12 +1,15 @@
 """train/finetune.py: `init_from(state, config)` from another run of the same family (a new resolution, a .npz) and
 video models from image checkpoints as the papers do (ViViT and TimeSformer from a ViT, Video Swin from a Swin, I3D
 from a ResNet), each checked by a property: the inflated kernels, and a clip of identical frames giving the image
-model's logits; bad pairs refused naming both models; the loop starting a video run from an image run.
+model's logits; bad pairs refused naming both models, a hybrid ViT's parameters when read; the model whose attributes
+the inflation reads built as the loop builds it; the loop starting a video run from an image run.
 
 Image run folders are written here with `Checkpointer` from random parameters (so every weight matters), and the
 video states are random too (`init_from` reads them as templates and keeps their head where it is replaced).
 Sizes: clips of T=4 frames of 20x20, C=3 channels, K=7 classes, patch 4.
 """
+import dataclasses
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -14,6 +17,7 @@ import numpy as np
 import pytest
 
 from tests.models.helpers import noise, random_variables
+from tests.train.test_loop import tiny_config
 from vit_video import configs, models
 from vit_video.layers.embed import resample_pos_embedding
 from vit_video.train import checkpointing, finetune, loop, steps
@@ -142,8 +146,6 @@ def test_i3d_from_a_resnet_run_central_frame_kernels_copy_batch_norm_and_give_th
 @pytest.mark.parametrize("name, source, message", [
     ("vivit_b16x2_fsa", "resnet18", r"a resnet18 checkpoint \(ResNet, init.model_name\) cannot initialise "
                                     r"vivit_b16x2_fsa \(ViViT\): it starts from a ViT checkpoint or one of its own"),
-    ("timesformer_b16_divided", "r_vit_ti16", r"r_vit_ti16 is a hybrid ViT .* cannot initialise "
-                                              r"timesformer_b16_divided \(TimeSformer\), which embeds pixels"),
     ("i3d_r50", "swin_t", r"a swin_t checkpoint \(Swin, init.model_name\) cannot initialise i3d_r50 \(I3DResNet\): "
                           r"it starts from a ResNet checkpoint"),
     ("vit_ti16", "vivit_b16x2_st", r"cannot initialise vit_ti16 \(ViT\): it starts only from its own family"),
@@ -155,20 +157,30 @@ def test_bad_pairs_are_refused_naming_both_models(name, source, message):
     finetune.init_from(None, c)  # refused before anything is read
 
 
+def test_a_hybrid_vit_run_is_refused_by_the_vit_inflation(tmp_path):
+  """A hybrid is a ViT (the right family), but its parameters start with a ResNet trunk: refused when read."""
+  _, hybrid_vars = image_model("r_vit_ti16", dict(TINY_VIT, patch_size=1))  # the root's stride 4 x patch 1
+  c = config("timesformer_b16_divided", dict(TINY_VIT, num_frames=T), model_name="r_vit_ti16",
+             checkpoint=write_run(tmp_path, "r_vit_ti16", hybrid_vars))
+  _, state = video_start(c)
+  with pytest.raises(ValueError, match=r"a hybrid ViT \(ResNet 'stem' \+ ViT\) cannot initialise a TimeSformer"):
+    finetune.init_from(state, c)
+
+
+def test_the_model_init_from_inflates_for_is_the_loops():
+  """Built from the config as `loop.build_model` builds it: the dataset's channels, the compute dtype."""
+  c = config("vivit_b16x2_fsa", dict(TINY_VIT, tubelet_depth=2), channels=1).unlock()
+  c.dtype = "bfloat16"
+  ours, loops = finetune._run_model(c), loop.build_model(c)
+  assert (ours.in_channels, ours.dtype) == (1, jnp.bfloat16)
+  fields = [f.name for f in dataclasses.fields(ours) if f.name not in ("parent", "name")]
+  assert {f: getattr(ours, f) for f in fields} == {f: getattr(loops, f) for f in fields}
+
+
 def tiny_fmnist_config(data_dir: str, **overrides):
-  c = configs.base_config()
-  c.model_name, c.model = "vit_ti16", dict(patch_size=7, width=16, depth=1, num_heads=2, mlp_dim=24)
-  c.dataset.data_dir, c.dataset.image_size = data_dir, 28
-  c.batch_size, c.total_steps, c.log_every_steps, c.progress_bar = 16, 3, 1, "off"
-  c.checkpoint.save_every_steps, c.checkpoint.async_save = 3, False
-  c.optimizer.warmup_steps, c.optimizer.learning_rate = 1, 1e-2
-  for key, value in overrides.items():
-    target = c
-    *path, leaf = key.split(".")
-    for p in path:
-      target = target[p]
-    target[leaf] = value
-  return c.lock()
+  """test_loop's tiny ViT run on Fashion-MNIST (28x28, 1 channel), 3 steps and one checkpoint, locked."""
+  base = {"total_steps": 3, "checkpoint.save_every_steps": 3, "optimizer.warmup_steps": 1}
+  return tiny_config(data_dir, **{**base, **overrides}).lock()
 
 
 def test_same_family_from_a_run_or_its_npz_resamples_the_position_embedding(tiny_fmnist, tmp_path):

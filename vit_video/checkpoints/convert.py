@@ -51,7 +51,7 @@ def unflatten(flat: dict[str, object]) -> dict:
   return tree
 
 
-def model_class(name: str, families: tuple[type, ...], source: str) -> type:
+def supported_family(name: str, families: tuple[type, ...], source: str) -> type:
   """The family of model `name` when `source`'s importer takes it; else ValueError listing the names it takes."""
   if name not in models.MODELS or models.model_class(name) not in families:
     supported = sorted(n for n in models.MODELS if models.model_class(n) in families)

@@ -17,7 +17,8 @@ def _vit_encoder(vit_params: dict, target: str) -> tuple[dict, dict]:
   """(the ViT's params, its encoder unscanned); ValueError for another family or a hybrid."""
   vit_params, _ = unwrap(vit_params)
   if "stem" in vit_params:
-    raise ValueError(f"a hybrid ViT (ResNet 'stem' + ViT) cannot initialise a {target}, which embeds pixels directly")
+    raise ValueError(f"a hybrid ViT (ResNet 'stem' + ViT) cannot initialise a {target}, which embeds pixels "
+                     "directly; start from a plain ViT")
   if set(vit_params) - _VIT_KEYS or not {"embedding", "Transformer"} <= set(vit_params):
     raise ValueError(f"vit_params are not a vit_video ViT's parameters (expected top-level {sorted(_VIT_KEYS)}, "
                      f"with 'embedding' and 'Transformer'); got {sorted(vit_params)}")

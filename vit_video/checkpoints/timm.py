@@ -25,9 +25,9 @@ import re
 import numpy as np
 
 from vit_video.checkpoints import convert, timm_swin
-from vit_video.checkpoints.torch_keys import (Rule, assemble, batch_norm, conv_kernel, convert_keys, dense_kernel,
-                                              head_conv, norm, same)
-from vit_video.models import bit, create_model, resnet, swin, vit
+from vit_video.checkpoints.torch_keys import (Rule, batch_norm, conv_kernel, dense_kernel, head_conv, import_state_dict,
+                                              norm, same)
+from vit_video.models import bit, resnet, swin, vit
 
 _BLOCK = r"blocks\.(\d+)\."
 _ENC = "Transformer/encoderblock_{}"
@@ -121,26 +121,22 @@ def import_timm(name: str, state_dict: dict[str, np.ndarray], *, num_classes: in
       checkpoint), a missing model variable, or a shape that differs (naming the model, the checkpoint key and
       both shapes).
   """
-  family = convert.model_class(name, (*FAMILIES, swin.Swin), "timm")
+  family = convert.supported_family(name, (*FAMILIES, swin.Swin), "timm")
   if scan and family is not vit.ViT:
     raise ValueError(f"{name}: scan=True applies to ViT models only")
   if family is swin.Swin:
     return timm_swin.import_timm_swin(name, state_dict, num_classes=num_classes, **overrides)
-  rules, head_key = FAMILIES[family]
-  head_bias = state_dict.get(head_key)
-  num_classes, replace = convert.head_classes(name, num_classes, head_bias.shape[-1] if head_bias is not None else 0)
-  model = create_model(name, num_classes=num_classes, **overrides)
+  rules, head_bias = FAMILIES[family]
   if family is vit.ViT:
-    pos = state_dict.get("pos_embed")
-    n = pos.shape[1] - int(model.pool == "token") if pos is not None and pos.ndim == 3 else 1
-    expected = convert.expected_variables(model, convert.vit_image_shape(model, n))
+    pos = state_dict.get("pos_embed")  # [1, prefix + grid tokens, D]
+    input_size = lambda m: convert.vit_image_shape(  # noqa: E731
+        m, pos.shape[1] - int(m.pool == "token") if pos is not None and pos.ndim == 3 else 1)
+    attention = (_BLOCK, lambda m: f"params/{_ENC.format(m[1])}/MultiHeadDotProductAttention_1")
   else:
-    expected = convert.expected_variables(model, (64, 64))  # CNN parameter shapes do not depend on H, W.
-  attention = (_BLOCK, lambda m: f"params/{_ENC.format(m[1])}/MultiHeadDotProductAttention_1")
-  converted = convert_keys(name, state_dict, expected, rules=rules, attention=attention if family is vit.ViT else None,
-                           ignored=re.compile(r".*num_batches_tracked"))
-  variables = assemble(name, converted, expected, head=family.head, num_classes=num_classes, replace_head=replace)
+    input_size, attention = lambda m: (64, 64), None  # CNN parameter shapes do not depend on H, W.
+  variables = import_state_dict(name, state_dict, num_classes=num_classes, overrides=overrides, head_bias=head_bias,
+                                input_size=input_size, rules=rules, attention=attention,
+                                ignored=re.compile(r".*num_batches_tracked"))
   if scan:
     variables["params"] = vit.unscanned_to_scan(variables["params"])
   return variables
-

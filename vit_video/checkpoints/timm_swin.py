@@ -3,7 +3,7 @@
     import timm
     sd = {k: v.numpy() for k, v in timm.create_model("swin_tiny_patch4_window7_224", pretrained=True)
           .state_dict().items()}
-    variables = import_timm_swin("swin_t", sd)
+    variables = import_timm("swin_t", sd)  # vit_video.checkpoints.import_timm, which calls import_timm_swin
 
 Names (timm 1.0.31, `swin_*_patch4_window*`; i, j 0-based; Linear weights transposed, the conv OIHW -> HWIO):
   patch_embed.proj -> embedding; patch_embed.norm -> embedding_norm;
@@ -17,16 +17,15 @@ The buffers `relative_position_index` and `attn_mask` (persistent in older check
 the official (microsoft/Swin-Transformer) layout, whose stage i ends with the merging that timm puts at the start
 of stage i+1 and whose head is `head`, are renamed first, as timm's own checkpoint filter does.
 """
+import functools
 import logging
 import math
 import re
 
 import numpy as np
 
-from vit_video.checkpoints import convert
-from vit_video.checkpoints.torch_keys import Rule, assemble, conv_kernel, convert_keys, dense_kernel, norm, same
+from vit_video.checkpoints.torch_keys import Rule, conv_kernel, dense_kernel, import_state_dict, norm, same
 from vit_video.layers import windows
-from vit_video.models import swin
 
 _LOG = logging.getLogger(__name__)
 
@@ -82,53 +81,34 @@ def official_to_timm_names(state_dict: dict[str, np.ndarray]) -> dict[str, np.nd
 
 def import_timm_swin(name: str, state_dict: dict[str, np.ndarray], *, num_classes: int | None = None,
                      **overrides) -> dict:
-  """Converts a timm (or official) Swin state dict `{key: tensor.numpy()}` into variables for `swin.MODELS[name]`.
+  """`import_timm` for a Swin name (`swin_t`, ..., `swin_l_w12`; import_timm checks that it is one): a timm (or
+  official) Swin state dict `{key: tensor.numpy()}` -> `{'params': ...}` for `create_model(name, num_classes=K,
+  **overrides)`.
 
-  Args:
-    name: a key of `vit_video.models.swin.MODELS` (`swin_t`, ..., `swin_l_w12`).
-    state_dict: parameter (and buffer) names -> numpy arrays.
-    num_classes: K of the model to build. None keeps the checkpoint's (0 when it has no head). A different K
-      drops the head (logged at INFO), to be initialised afresh and merged as
-      `{"params": {**fresh["params"], **imported["params"]}}`.
-    **overrides: module attributes of `swin.Swin` (e.g. `window_size=12` to fine-tune a window-7 checkpoint at
-      window 12: its relative-position tables are resampled; dtypes; a custom size).
-
-  Returns:
-    `{'params': ...}` for `swin.MODELS[name](num_classes=K, **overrides).apply`.
-
-  Raises:
-    ValueError: an unknown name or attribute, a checkpoint key that is not Swin's (another family's checkpoint),
-      a missing model variable, or a shape that differs (naming the model, the checkpoint key and both shapes).
+  num_classes: K; None keeps the checkpoint's (0 when it has no head), another K drops its head (logged at INFO),
+  to be initialised afresh. overrides: Swin's attributes, e.g. `window_size=12` to fine-tune a window-7 checkpoint at
+  window 12 (its relative-position tables are resampled). Raises ValueError as `import_timm`.
   """
-  if name not in swin.MODELS:
-    raise ValueError(f"unknown Swin model {name!r}; valid names: {', '.join(sorted(swin.MODELS))}")
-  fields = set(swin.Swin.__dataclass_fields__) - {"parent", "name", "num_classes"}
-  unknown = sorted(set(overrides) - fields)
-  if unknown:
-    raise ValueError(f"unknown attribute(s) {unknown} for model {name!r} (Swin); valid: {', '.join(sorted(fields))}")
-  state_dict = official_to_timm_names(state_dict)
-  head_bias = state_dict.get("head.fc.bias")
-  num_classes, replace = convert.head_classes(name, num_classes, head_bias.shape[-1] if head_bias is not None else 0)
-  model = swin.MODELS[name](num_classes=num_classes, **overrides)
-  side = model.patch_size * 2 ** (len(model.depths) - 1)  # Any size does: parameter shapes do not depend on it.
-  expected = convert.expected_variables(model, (side, side))
-
-  def adapt(ours: str, key: str, value: np.ndarray) -> np.ndarray:
-    if ours.endswith("relative_position_bias_table") and ours in expected:
-      return _resize_table(name, key, value, expected[ours].shape, model.window_size)
-    return value
-
-  converted = convert_keys(name, state_dict, expected, rules=SWIN_RULES, ignored=_IGNORED,
-                           attention=(_BLOCK, lambda m: f"params/{_block(m)}/attn"), adapt=adapt)
-  return assemble(name, converted, expected, head=swin.Swin.head, num_classes=num_classes, replace_head=replace)
+  return import_state_dict(name, official_to_timm_names(state_dict), num_classes=num_classes, overrides=overrides,
+                           head_bias="head.fc.bias", input_size=_any_size, rules=SWIN_RULES, ignored=_IGNORED,
+                           attention=(_BLOCK, lambda m: f"params/{_block(m)}/attn"),
+                           adapt=functools.partial(_resize_table, name))
 
 
-def _resize_table(name: str, key: str, table: np.ndarray, want: tuple[int, ...], window) -> np.ndarray:
-  """A table of another (square) window, same heads, resampled to the model's window; others left to `assemble`."""
-  if table.shape == tuple(want) or table.ndim != 2 or table.shape[1] != want[1]:
+def _any_size(model) -> tuple[int, int]:
+  """An image size the model takes; its parameter shapes do not depend on it."""
+  side = model.patch_size * 2 ** (len(model.depths) - 1)
+  return side, side
+
+
+def _resize_table(name: str, model, expected: dict, ours: str, key: str, table: np.ndarray) -> np.ndarray:
+  """A relative-position table of another (square) window, same heads, resampled to the model's window; other
+  arrays, and tables of other shapes, as they are (`assemble` reports the shapes)."""
+  want = expected[ours].shape if ours.endswith("relative_position_bias_table") and ours in expected else None
+  if want is None or table.shape == tuple(want) or table.ndim != 2 or table.shape[1] != want[1]:
     return table
   side = math.isqrt(table.shape[0])
   if side * side != table.shape[0] or side % 2 == 0:
-    return table  # Not a square window's table: `assemble` reports the shapes.
-  _LOG.info("%s: resampling %r from window %d to %s", name, key, (side + 1) // 2, window)
-  return windows.resize_relative_position_bias_table(table, window)
+    return table
+  _LOG.info("%s: resampling %r from window %d to %s", name, key, (side + 1) // 2, model.window_size)
+  return windows.resize_relative_position_bias_table(table, model.window_size)

@@ -1,15 +1,19 @@
 """What the PyTorch importers (timm.py, timm_swin.py, torchvision.py) share: key rules, layouts, attention splits.
 
 A family's importer is a list of `Rule`s (regex on the state-dict key -> our flat variable path, plus an array
-transform) and `convert_keys`, which applies them and splits the fused attention projections that every
-transformer family stores the same way (timm's and torchvision's `attn.qkv` [3hd,D] and `attn.proj` [D,hd]).
-Paths start with the collection ("params/...", "batch_stats/..."); see `convert.assemble` for the checks.
+transform) given to `import_state_dict` (the head's classes, the model, its expected variables, `convert_keys`, the
+checks), whose `convert_keys` applies them and splits the fused attention projections that every transformer family
+stores the same way (timm's and torchvision's `attn.qkv` [3hd,D] and `attn.proj` [D,hd]). Paths start with the
+collection ("params/...", "batch_stats/..."); see `convert.assemble` for the checks.
 """
+import functools
 import re
 from collections.abc import Callable, Sequence
 
+import flax.linen as nn
 import numpy as np
 
+from vit_video import models
 from vit_video.checkpoints import convert
 
 Rule = tuple[str, Callable[[re.Match], str], Callable[[np.ndarray], np.ndarray]]
@@ -116,13 +120,28 @@ def convert_keys(name: str, state_dict: dict[str, np.ndarray], expected: dict, *
   return converted
 
 
-def assemble(name: str, converted: dict[str, convert.Converted], expected: dict, *, head: str, num_classes: int,
-             replace_head: bool) -> dict:
-  """`convert.assemble`, first dropping the checkpoint's head (top-level params key `head`) when `replace_head`
-  (the model's classes differ from the checkpoint's), to be initialised afresh."""
+def import_state_dict(name: str, state_dict: dict[str, np.ndarray], *, num_classes: int | None, overrides: dict,
+                      head_bias: str, input_size: Callable[[nn.Module], tuple[int, ...]], rules: Sequence[Rule],
+                      attention: tuple[str, Callable[[re.Match], str]] | None = None,
+                      ignored: re.Pattern | None = None,
+                      adapt: Callable[[nn.Module, dict, str, str, np.ndarray], np.ndarray] | None = None) -> dict:
+  """What every torch importer does, given its family's rules: variables for `create_model(name, num_classes=K,
+  **overrides)` (which checks the name and the attributes).
+
+  K is `num_classes`, or with None the checkpoint's (the length of `state_dict[head_bias]`, 0 without it); another K
+  drops the checkpoint's head (logged), which the model then initialises afresh. `input_size(model)`: the (H, W) or
+  (T, H, W) of an input at which the model has the checkpoint's parameter shapes. `rules`, `attention`, `ignored`:
+  as in `convert_keys`; `adapt(model, expected, ours, key, value) -> value` its `adapt` with the model and its
+  expected variables. The names and shapes are checked by `convert.assemble`.
+  """
+  bias = state_dict.get(head_bias)
+  num_classes, replace_head = convert.head_classes(name, num_classes, bias.shape[-1] if bias is not None else 0)
+  model = models.create_model(name, num_classes=num_classes, **overrides)
+  expected = convert.expected_variables(model, input_size(model))
+  converted = convert_keys(name, state_dict, expected, rules=rules, attention=attention, ignored=ignored,
+                           adapt=None if adapt is None else functools.partial(adapt, model, expected))
   left_to_init = ()
   if replace_head:
-    prefix = f"params/{head}/"
-    convert.drop_head(name, converted, (prefix,), f"the model has {num_classes} classes")
-    left_to_init = (prefix,)
+    left_to_init = (f"params/{type(model).head}/",)
+    convert.drop_head(name, converted, left_to_init, f"the model has {num_classes} classes")
   return convert.assemble(name, converted, expected, left_to_init=left_to_init)

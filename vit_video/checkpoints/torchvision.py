@@ -23,7 +23,7 @@ import re
 import numpy as np
 
 from vit_video.checkpoints import convert, timm
-from vit_video.checkpoints.torch_keys import Rule, assemble, conv3d_kernel, convert_keys, dense_kernel, norm, same
+from vit_video.checkpoints.torch_keys import Rule, conv3d_kernel, dense_kernel, import_state_dict, norm, same
 from vit_video.models import resnet, video_swin
 
 # Our name -> torchvision's builder of the same configuration (`torchvision.models.video.<name>`).
@@ -73,7 +73,7 @@ def import_torchvision(name: str, state_dict: dict[str, np.ndarray], *, num_clas
   `swin3d_*`); another name raises ValueError listing these. `num_classes` and `**overrides` as in
   `timm.import_timm`: None keeps the checkpoint's classes, another K drops its head (to initialise afresh).
   """
-  family = convert.model_class(name, (resnet.ResNet, video_swin.VideoSwin), "torchvision")
+  family = convert.supported_family(name, (resnet.ResNet, video_swin.VideoSwin), "torchvision")
   if family is resnet.ResNet:
     return timm.import_timm(name, state_dict, num_classes=num_classes, **overrides)
   return import_torchvision_video_swin(name, state_dict, num_classes=num_classes, **overrides)
@@ -81,41 +81,22 @@ def import_torchvision(name: str, state_dict: dict[str, np.ndarray], *, num_clas
 
 def import_torchvision_video_swin(name: str, state_dict: dict[str, np.ndarray], *, num_classes: int | None = None,
                                   **overrides) -> dict:
-  """Converts a torchvision `swin3d_*` state dict `{key: tensor.numpy()}` into variables for
-  `video_swin.MODELS[name]`.
+  """`import_torchvision` for a Video Swin name (`video_swin_t`, `_s`, `_b`; import_torchvision checks that it is
+  one): a torchvision `swin3d_*` state dict `{key: tensor.numpy()}` -> `{'params': ...}` for `create_model(name,
+  num_classes=K, **overrides)`.
 
-  Args:
-    name: a key of `vit_video.models.video_swin.MODELS` (`video_swin_t`, `video_swin_s`, `video_swin_b`).
-    state_dict: parameter (and buffer) names -> numpy arrays.
-    num_classes: K of the model to build. None keeps the checkpoint's (400 for the Kinetics-400 weights). A
-      different K drops the head (logged at INFO), to be initialised afresh and merged as
-      `{"params": {**fresh["params"], **imported["params"]}}`.
-    **overrides: module attributes of `video_swin.VideoSwin` (dtypes, `window_padding`, a custom size). The
-      relative-position tables fix the window: a different `window_size` is reported as a shape mismatch.
-
-  Returns:
-    `{'params': ...}` for `video_swin.MODELS[name](num_classes=K, **overrides).apply`.
-
-  Raises:
-    ValueError: an unknown name or attribute, a checkpoint key that is not torchvision Video Swin's (another
-      family's checkpoint), a missing model variable, or a shape that differs (naming the model, the checkpoint
-      key and both shapes).
+  num_classes: K; None keeps the checkpoint's (400 for the Kinetics-400 weights), another K drops its head (logged
+  at INFO), to be initialised afresh. overrides: VideoSwin's attributes (dtypes, `window_padding`, a custom size);
+  the relative-position tables fix the window: a different `window_size` is reported as a shape mismatch. Raises
+  ValueError as `import_timm`.
   """
-  if name not in video_swin.MODELS:
-    raise ValueError(f"unknown Video Swin model {name!r}; valid names: {', '.join(sorted(video_swin.MODELS))}")
-  fields = set(video_swin.VideoSwin.__dataclass_fields__) - {"parent", "name", "num_classes"}
-  unknown = sorted(set(overrides) - fields)
-  if unknown:
-    raise ValueError(f"unknown attribute(s) {unknown} for model {name!r} (VideoSwin); "
-                     f"valid: {', '.join(sorted(fields))}")
-  head_bias = state_dict.get("head.bias")
-  num_classes, replace = convert.head_classes(name, num_classes, head_bias.shape[-1] if head_bias is not None else 0)
-  model = video_swin.MODELS[name](num_classes=num_classes, **overrides)
-  pt, ph, pw = model.patch_size
-  scale = 2 ** (len(model.depths) - 1)  # Any tiled size does: parameter shapes do not depend on it.
-  expected = convert.expected_variables(model, (pt, ph * scale, pw * scale))
-
-  converted = convert_keys(name, state_dict, expected, rules=VIDEO_SWIN_RULES, ignored=_IGNORED,
+  return import_state_dict(name, state_dict, num_classes=num_classes, overrides=overrides, head_bias="head.bias",
+                           input_size=_any_size, rules=VIDEO_SWIN_RULES, ignored=_IGNORED,
                            attention=(_BLOCK, lambda m: f"params/{_block(m)}/attn"))
-  return assemble(name, converted, expected, head=video_swin.VideoSwin.head, num_classes=num_classes,
-                  replace_head=replace)
+
+
+def _any_size(model) -> tuple[int, int, int]:
+  """A clip size (T, H, W) the model takes; its parameter shapes do not depend on it."""
+  pt, ph, pw = model.patch_size
+  scale = 2 ** (len(model.depths) - 1)
+  return pt, ph * scale, pw * scale

@@ -17,7 +17,7 @@ from vit_video.layers.feature_attention import FeatureSelfAttention
 from vit_video.layers.mlp import DropPath, MlpBlock, drop_path
 from vit_video.layers.scores import (AdditiveScores, AttentionPool, BilinearScores, attention_weights, dot_scores,
                                      weighted_sum)
-from vit_video.layers.stems import ResNetStem, bit_root
+from vit_video.layers.stems import BiTRoot, ResNetStem
 from vit_video.layers.windows import (RelativePositionBias, attention_mask, cyclic_shift, padded_size,
                                       relative_position_index, resize_relative_position_bias_table,
                                       reverse_cyclic_shift, window_and_shift, window_partition, window_reverse)

@@ -159,4 +159,3 @@ class MultiHeadAttention(nn.Module):
     return nn.DenseGeneral(  # [B,Nq,h,d] -> [B,Nq,D_out]
         self.out_features or inputs_q.shape[-1], axis=(-2, -1), use_bias=self.use_bias,
         kernel_init=self.kernel_init, dtype=self.dtype, param_dtype=self.param_dtype, name="out")(out)
-

@@ -1,6 +1,6 @@
 """Stems: BiT's root and the ViT hybrids' ResNet trunk (the layers before the patches or the stages).
 
-`bit_root`: BiT's (Kolesnikov et al. 2020) root as timm's `resnetv2_*_bit` runs it: StdConv 7x7/2 (padding 3), zero
+`BiTRoot`: BiT's (Kolesnikov et al. 2020) root as timm's `resnetv2_*_bit` runs it: StdConv 7x7/2 (padding 3), zero
 padding 1, then a 3x3/2 max pool without padding (BiT's "fixed" padding: the conv is not followed by a relu, so zero
 padding differs from max-pool's -inf padding).
 
@@ -19,13 +19,21 @@ import jax.numpy as jnp
 from vit_video.layers.conv import StdConv
 
 
-def bit_root(x: jax.Array, width: int, *, std_eps: float, dtype: jnp.dtype, param_dtype: jnp.dtype) -> jax.Array:
-  """BiT's root: `[B,H,W,C] -> [B,ceil(H/4),ceil(W/4),width]`. Call it inside a compact method: it creates the
-  caller's `stem_conv` (timm's `stem.conv`)."""
-  x = StdConv(width, (7, 7), (2, 2), padding=((3, 3), (3, 3)), eps=std_eps, dtype=dtype, param_dtype=param_dtype,
-              name="stem_conv")(x)  # [B,ceil(H/2),ceil(W/2),width]
-  x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))  # Zeros, not -inf: BiT's "fixed" padding.
-  return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")  # [B,ceil(H/4),ceil(W/4),width]
+class BiTRoot(StdConv):
+  """BiT's root: `[B,H,W,C] -> [B,ceil(H/4),ceil(W/4),features]`: the StdConv 7x7/2 (padding 3), zero padding 1,
+  3x3/2 max pool.
+
+  A StdConv subclass rather than a module holding one, so that its only parameter is its own `kernel`: BiT names
+  the root `stem_conv`, and `stem_conv/kernel` stays timm's `stem.conv.weight` and big_transfer's root conv.
+  """
+  kernel_size: tuple[int, int] = (7, 7)
+  strides: tuple[int, int] = (2, 2)
+  padding: str | Sequence[tuple[int, int]] = ((3, 3), (3, 3))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = super().__call__(x)  # [B,ceil(H/2),ceil(W/2),features]
+    x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))  # Zeros, not -inf: BiT's "fixed" padding.
+    return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")  # [B,ceil(H/4),ceil(W/4),features]
 
 
 class ResidualUnit(nn.Module):

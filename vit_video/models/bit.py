@@ -1,7 +1,7 @@
 """BiT (Big Transfer, Kolesnikov et al. 2020): ResNet-v2 with weight standardisation and GroupNorm.
 
 `BiT`, the pre-activation ResNet-v2 classifier of the BiT paper, matches timm's `resnetv2_{50x1,...}_bit` forward:
-BiT's root (vit_video.layers.stems.bit_root: StdConv 7x7/2, zero padding, 3x3/2 max pool); stages of
+BiT's root (vit_video.layers.stems.BiTRoot: StdConv 7x7/2, zero padding, 3x3/2 max pool); stages of
 pre-activation bottlenecks `relu(GN(x))` -> 1x1 -> relu(GN) -> 3x3 (stride) -> relu(GN) -> 1x1 (4x), the
 projection shortcut (first unit of every stage) taking the pre-activated input; then relu(GN) -> global
 average pool -> zero-initialised Dense head. Convs are weight-standardised (vit_video.layers.conv.StdConv, timm's
@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from vit_video.layers.conv import StdConv
-from vit_video.layers.stems import bit_root
+from vit_video.layers.stems import BiTRoot
 
 
 class PreActBottleneck(nn.Module):
@@ -109,8 +109,8 @@ class BiT(nn.Module):
     if x.ndim != 4 or x.shape[-1] != self.in_channels:
       raise ValueError(f"input shape {x.shape} is not [B,H,W,C] with C = in_channels = {self.in_channels}")
     width = self.width * self.width_factor
-    x = bit_root(x, width, std_eps=self.std_eps, dtype=self.dtype,
-                 param_dtype=self.param_dtype)  # stem_conv: [B,ceil(H/4),ceil(W/4),width]
+    x = BiTRoot(width, eps=self.std_eps, dtype=self.dtype, param_dtype=self.param_dtype,
+                name="stem_conv")(x)  # [B,ceil(H/4),ceil(W/4),width]
     for i, num_blocks in enumerate(self.stage_sizes):
       x = BiTStage(num_blocks, width * 2**i, strides=1 if i == 0 else 2, num_groups=self.num_groups,
                    gn_epsilon=self.gn_epsilon, std_eps=self.std_eps, dtype=self.dtype,

@@ -13,7 +13,8 @@ by floor(M/2) (SW-MSA), computed as in the paper: cyclic shift of the token map 
 regular windows with a mask that keeps tokens from different parts of the map apart, and the reverse shift
 (vit_video.layers.windows). A final LayerNorm, a global average pool and a linear head give `[B,K]`. Stochastic
 depth grows linearly from 0 over all blocks. `SwinBlock` and `SwinStage` take token maps of any rank: Video Swin
-(video_swin.py) runs them on `[B,T,H,W,D]` maps with 3D windows.
+(video_swin.py) runs them on `[B,T,H,W,D]` maps with 3D windows, and shares `SwinBase`'s attributes and its call from
+the embedded tokens to the logits.
 
 Sizes that are not multiples of the window, per `window_padding` (the reference codes' conventions):
   - Each block zero-pads its normalised token map at the end of every axis to a multiple of the window, attends,
@@ -94,7 +95,7 @@ class SwinBlock(nn.Module):
 
   x = x + DropPath(proj(W-MSA(LN(x)))); x = x + DropPath(MLP(LN(x))), W-MSA in windows of `window_size` (one entry
   per axis of S, clipped per axis to the map), displaced by floor(M/2) when `shifted`; `window_padding` (the module
-  docstring) decides how sizes that are not multiples of the window are handled.
+  docstring) decides how sizes that are not multiples of the window are handled (Swin and VideoSwin check it).
   """
   num_heads: int
   window_size: tuple[int, ...]
@@ -112,8 +113,6 @@ class SwinBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, *, deterministic: bool) -> jax.Array:
     b, *spatial, d = x.shape
-    if self.window_padding not in ("timm", "torchvision", "masked"):
-      raise ValueError(f"window_padding must be 'timm', 'torchvision' or 'masked'; got {self.window_padding!r}")
     if len(self.window_size) != len(spatial):
       raise ValueError(f"window_size {tuple(self.window_size)} needs one entry per axis of the token map {spatial}")
     window, shift = window_and_shift(spatial, self.window_size, self.shifted)
@@ -180,60 +179,52 @@ class SwinStage(nn.Module):
     return x
 
 
-class Swin(nn.Module):
-  """Swin Transformer classifier.
+class SwinBase(nn.Module, kw_only=True):
+  """What Swin and Video Swin share: their attributes but the patch and window sizes (keyword-only), and their call
+  after the patch embedding (`stages_to_logits`).
 
   Attributes:
     num_classes: K; 0 returns the pooled features `[B, width * 2**(S-1)]` instead of logits.
-    patch_size: P; image sides must be divisible by it.
     width: C of the first stage; stage i has width * 2**i channels.
     depths, num_heads: blocks and attention heads per stage (as many stages as entries).
-    window_size: M, an int or (M_h, M_w); the relative-position tables are (2M-1)^2 rows whatever the input size.
     mlp_ratio: MLP hidden width / block width.
-    dropout_rate: dropout after the attention projection and in the MLP.
+    dropout_rate: dropout after the attention projection and in the MLP (Video Swin: also after the patch embedding).
+    attention_dropout_rate: dropout on the attention weights.
     stochastic_depth_rate: drop-path rate of the last block; block n of L (over all stages) uses rate * n / (L-1).
-    window_padding: "timm" or "masked": how sizes that are not multiples of the window are handled (module doc).
+    window_padding: one of the family's `window_paddings`: how sizes that are not multiples of the window are
+      handled (the module docstring).
     in_channels: C expected of the input.
+    attention_implementation: "einsum", "fused" or "chunked" (vit_video.layers.attention).
     sow_attention_weights: store each block's weights `[B*nW,h,N,N]` in 'intermediates'.
+    dtype, param_dtype: compute and parameter dtypes.
   """
-  inputs: ClassVar[tuple[str, ...]] = ("image",)
-  head: ClassVar[str] = "head"
-  batch_norm: ClassVar[bool] = False
+  window_paddings: ClassVar[tuple[str, ...]]  # The family's `window_padding` values: the references it matches.
   num_classes: int
-  patch_size: int = 4
   width: int = 96
   depths: tuple[int, ...] = (2, 2, 6, 2)
   num_heads: tuple[int, ...] = (3, 6, 12, 24)
-  window_size: int | tuple[int, int] = 7
   mlp_ratio: float = 4.0
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
   stochastic_depth_rate: float = 0.0
-  window_padding: Literal["timm", "masked"] = "masked"
+  window_padding: WindowPadding = "masked"
   in_channels: int = 3
   attention_implementation: Implementation = "einsum"
   sow_attention_weights: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
-  @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    """`[B,H,W,C] -> [B,K]` float32 logits (or `[B,D']` features when num_classes == 0)."""
-    if x.ndim != 4 or x.shape[-1] != self.in_channels:
-      raise ValueError(f"Swin expects images [B,H,W,{self.in_channels}]; got shape {x.shape}")
-    if x.shape[1] % self.patch_size or x.shape[2] % self.patch_size:
-      raise ValueError(f"image size {x.shape[1:3]} is not divisible by patch size {self.patch_size}")
+  def check_options(self) -> None:
+    """ValueError unless there is one head count per stage and `window_padding` is one of the family's."""
     if len(self.depths) != len(self.num_heads):
       raise ValueError(f"depths {self.depths} and num_heads {self.num_heads} must have one entry per stage")
-    if self.window_padding not in ("timm", "masked"):
-      raise ValueError(f"window_padding must be 'timm' or 'masked'; got {self.window_padding!r}")
-    window = (self.window_size,) * 2 if isinstance(self.window_size, int) else tuple(self.window_size)
-    if len(window) != 2 or min(window) < 1:
-      raise ValueError(f"window_size must be a positive int or (M_h, M_w); got {self.window_size!r}")
-    x = x.astype(self.dtype)
-    x = PatchEmbedding((self.patch_size, self.patch_size), self.width, dtype=self.dtype,
-                       param_dtype=self.param_dtype, name="embedding")(x)  # [B,H/P,W/P,D]
-    x = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, param_dtype=self.param_dtype, name="embedding_norm")(x)
+    if self.window_padding not in self.window_paddings:
+      raise ValueError(f"window_padding must be {' or '.join(map(repr, self.window_paddings))}; "
+                       f"got {self.window_padding!r}")
+
+  def stages_to_logits(self, x: jax.Array, window: tuple[int, ...], *, train: bool) -> jax.Array:
+    """The stages in windows of `window`, the final LayerNorm, the average over the token map and the head:
+    `[B,*S,D] -> [B,K]` float32 logits (or `[B,D']` features when num_classes == 0). Call it from `__call__`."""
     rates = np.linspace(0.0, self.stochastic_depth_rate, sum(self.depths))
     starts = np.cumsum((0,) + tuple(self.depths))
     for i, (depth, heads) in enumerate(zip(self.depths, self.num_heads)):
@@ -243,14 +234,46 @@ class Swin(nn.Module):
           mlp_ratio=self.mlp_ratio, dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate,
           window_padding=self.window_padding, attention_implementation=self.attention_implementation,
           sow_attention_weights=self.sow_attention_weights, dtype=self.dtype, param_dtype=self.param_dtype,
-          name=f"stage_{i}")(x, deterministic=not train)  # [B,H_i,W_i,D_i]
+          name=f"stage_{i}")(x, deterministic=not train)  # [B,*S_i,D_i]
     x = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, param_dtype=self.param_dtype, name="norm")(x)
-    x = x.mean(axis=(1, 2))  # [B,D']
+    x = x.mean(axis=tuple(range(1, x.ndim - 1)))  # [B,D']
     if not self.num_classes:
       return x.astype(jnp.float32)
     x = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=self.dtype,
                  param_dtype=self.param_dtype, name="head")(x)
     return x.astype(jnp.float32)
+
+
+class Swin(SwinBase):
+  """Swin Transformer classifier.
+
+  Attributes (and SwinBase's; window_padding "timm" or "masked"):
+    patch_size: P; image sides must be divisible by it.
+    window_size: M, an int or (M_h, M_w); the relative-position tables are (2M-1)^2 rows whatever the input size.
+  """
+  inputs: ClassVar[tuple[str, ...]] = ("image",)
+  head: ClassVar[str] = "head"
+  batch_norm: ClassVar[bool] = False
+  window_paddings: ClassVar[tuple[str, ...]] = ("timm", "masked")
+  patch_size: int = 4
+  window_size: int | tuple[int, int] = 7
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    """`[B,H,W,C] -> [B,K]` float32 logits (or `[B,D']` features when num_classes == 0)."""
+    if x.ndim != 4 or x.shape[-1] != self.in_channels:
+      raise ValueError(f"Swin expects images [B,H,W,{self.in_channels}]; got shape {x.shape}")
+    if x.shape[1] % self.patch_size or x.shape[2] % self.patch_size:
+      raise ValueError(f"image size {x.shape[1:3]} is not divisible by patch size {self.patch_size}")
+    self.check_options()
+    window = (self.window_size,) * 2 if isinstance(self.window_size, int) else tuple(self.window_size)
+    if len(window) != 2 or min(window) < 1:
+      raise ValueError(f"window_size must be a positive int or (M_h, M_w); got {self.window_size!r}")
+    x = x.astype(self.dtype)
+    x = PatchEmbedding((self.patch_size, self.patch_size), self.width, dtype=self.dtype,
+                       param_dtype=self.param_dtype, name="embedding")(x)  # [B,H/P,W/P,D]
+    x = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, param_dtype=self.param_dtype, name="embedding_norm")(x)
+    return self.stages_to_logits(x, window, train=train)
 
 
 # Sizes from the paper's Section 3.3 / Table 1; the window-12 models are the 384 x 384 ones. Training drop-path

@@ -20,7 +20,7 @@ concatenated features of the two streams (the paper trains an SVM on the stacked
 "rgb" or "flow" builds and runs one stream alone (its own head), to train the streams separately; the other
 input is ignored and may be None. Parameter names: rgb_stream/..., flow_stream/... (conv{l}, fc{i}); the classifier
 is the top-level `head`: head/{rgb,flow} (a Dense per stream: "average", or one stream alone) or head/{kernel,bias}
-("learned"). (Before issue 12 the per-stream heads were the top-level rgb_head and flow_head.)
+("learned").
 """
 import functools
 from typing import ClassVar, Sequence

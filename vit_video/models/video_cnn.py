@@ -34,7 +34,6 @@ import jax.numpy as jnp
 from vit_video.layers.conv import RELU_INIT
 
 
-
 def tower_sizes(size: tuple[int, ...], kernel_sizes: Sequence[int], strides: Sequence[int],
                 pools: Sequence[bool], temporal_kernels: Sequence[int] = (),
                 temporal_strides: Sequence[int] = ()) -> list[tuple[int, ...]]:

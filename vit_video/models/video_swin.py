@@ -27,60 +27,32 @@ to one: `embedding` (kernel `[2,4,4,C,D]`), `embedding_norm`, `stage_{i}/downsam
 """
 import functools
 from collections.abc import Sequence
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
-import numpy as np
 
-from vit_video.layers.attention import Implementation
 from vit_video.layers.embed import PatchEmbedding
-from vit_video.models.swin import LN_EPS, SwinStage
+from vit_video.models.swin import LN_EPS, SwinBase
 
 
-class VideoSwin(nn.Module):
+class VideoSwin(SwinBase):
   """Video Swin Transformer classifier.
 
-  Attributes:
-    num_classes: K; 0 returns the pooled features `[B, width * 2**(S-1)]` instead of logits.
+  Attributes (and swin.SwinBase's; window_padding "torchvision" or "masked"):
     patch_size: (p_t, p_h, p_w); T, H, W must be divisible by it.
-    width: C of the first stage; stage i has width * 2**i channels.
-    depths, num_heads: blocks and attention heads per stage (as many stages as entries).
     window_size: (Wt, Wh, Ww); the tables have (2Wt-1)(2Wh-1)(2Ww-1) rows whatever the input size.
-    mlp_ratio: MLP hidden width / block width.
-    dropout_rate: dropout after the patch embedding, after the attention projection and in the MLP.
-    stochastic_depth_rate: drop-path rate of the last block; block n of L (over all stages) uses rate * n / (L-1).
-    window_padding: "torchvision" or "masked": sizes that are not multiples of the window (module docstring).
-    in_channels: C expected of the input.
-    sow_attention_weights: store each block's weights `[B*nW,h,N,N]` in 'intermediates'.
   """
   inputs: ClassVar[tuple[str, ...]] = ("video",)
   head: ClassVar[str] = "head"
   batch_norm: ClassVar[bool] = False
-  num_classes: int
+  window_paddings: ClassVar[tuple[str, ...]] = ("torchvision", "masked")
   patch_size: tuple[int, int, int] = (2, 4, 4)
-  width: int = 96
-  depths: tuple[int, ...] = (2, 2, 6, 2)
-  num_heads: tuple[int, ...] = (3, 6, 12, 24)
   window_size: tuple[int, int, int] = (8, 7, 7)
-  mlp_ratio: float = 4.0
-  dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.0
-  stochastic_depth_rate: float = 0.0
-  window_padding: Literal["torchvision", "masked"] = "masked"
-  in_channels: int = 3
-  attention_implementation: Implementation = "einsum"
-  sow_attention_weights: bool = False
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
 
   def check_input(self, shape: Sequence[int]) -> None:
     """Raises ValueError naming the sizes if a `[B,T,H,W,C]` clip of `shape` does not fit this model."""
-    if len(self.depths) != len(self.num_heads):
-      raise ValueError(f"depths {self.depths} and num_heads {self.num_heads} must have one entry per stage")
-    if self.window_padding not in ("torchvision", "masked"):
-      raise ValueError(f"window_padding must be 'torchvision' or 'masked'; got {self.window_padding!r}")
+    self.check_options()
     for name, size in (("patch_size", self.patch_size), ("window_size", self.window_size)):
       if len(tuple(size)) != 3 or min(size) < 1:
         raise ValueError(f"{name} must be three positive ints (T, H, W); got {size!r}")
@@ -99,23 +71,7 @@ class VideoSwin(nn.Module):
                        name="embedding")(x)  # [B,T/p_t,H/p_h,W/p_w,D]
     x = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, param_dtype=self.param_dtype, name="embedding_norm")(x)
     x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
-    rates = np.linspace(0.0, self.stochastic_depth_rate, sum(self.depths))
-    starts = np.cumsum((0,) + tuple(self.depths))
-    for i, (depth, heads) in enumerate(zip(self.depths, self.num_heads)):
-      x = SwinStage(
-          width=self.width * 2**i, num_heads=heads, window_size=tuple(self.window_size),
-          drop_path_rates=tuple(float(r) for r in rates[starts[i]:starts[i] + depth]), downsample=i > 0,
-          mlp_ratio=self.mlp_ratio, dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate,
-          window_padding=self.window_padding, attention_implementation=self.attention_implementation,
-          sow_attention_weights=self.sow_attention_weights, dtype=self.dtype, param_dtype=self.param_dtype,
-          name=f"stage_{i}")(x, deterministic=not train)  # [B,T',H_i,W_i,D_i]
-    x = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, param_dtype=self.param_dtype, name="norm")(x)
-    x = x.mean(axis=(1, 2, 3))  # [B,D']
-    if not self.num_classes:
-      return x.astype(jnp.float32)
-    x = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=self.dtype,
-                 param_dtype=self.param_dtype, name="head")(x)
-    return x.astype(jnp.float32)
+    return self.stages_to_logits(x, tuple(self.window_size), train=train)
 
 
 # torchvision's swin3d_t/s/b (the paper's Kinetics-400 models): patch 2 x 4 x 4 and window 8 x 7 x 7 (the module
@@ -128,4 +84,3 @@ VARIANTS = {
 }
 
 MODELS = {name: functools.partial(VideoSwin, **kwargs) for name, kwargs in VARIANTS.items()}
-

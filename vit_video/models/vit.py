@@ -13,6 +13,7 @@ Parameter names follow google-research/vision_transformer (`embedding`, `Transfo
 `Transformer/encoderblock_{i}`, `Transformer/encoder_norm`, `pre_logits`, `head`), so published .npz
 checkpoints load with few renames (see `vit_video.checkpoints`).
 """
+import dataclasses
 import functools
 from typing import ClassVar, Literal
 
@@ -67,15 +68,15 @@ class TransformerOptions(nn.Module, kw_only=True):
     return {name: getattr(self, name) for name in TRANSFORMER_OPTIONS}
 
   def block_options(self) -> dict:
-    """The attributes a single block takes (not stochastic depth or remat, which the encoder applies)."""
-    return {name: getattr(self, name) for name in BLOCK_OPTIONS}
+    """The attributes a single block takes: all but those the encoder applies (ENCODER_ONLY_OPTIONS)."""
+    return {name: getattr(self, name) for name in TRANSFORMER_OPTIONS if name not in ENCODER_ONLY_OPTIONS}
 
 
-TRANSFORMER_OPTIONS = ("mlp_dim", "num_heads", "dropout_rate", "attention_dropout_rate", "stochastic_depth_rate",
-                       "attention_implementation", "sow_attention_weights", "approximate_gelu", "remat",
-                       "remat_policy", "dtype", "param_dtype")
-BLOCK_OPTIONS = ("mlp_dim", "num_heads", "dropout_rate", "attention_dropout_rate", "attention_implementation",
-                 "sow_attention_weights", "approximate_gelu", "dtype", "param_dtype")
+# Every TransformerOptions attribute goes to the encoders, and to each block except these, which the encoder applies
+# (stochastic depth as each block's drop_path_rate; remat by wrapping the block): a new attribute reaches the blocks,
+# whose constructors then take it or raise.
+TRANSFORMER_OPTIONS = tuple(f.name for f in dataclasses.fields(TransformerOptions) if f.name not in ("parent", "name"))
+ENCODER_ONLY_OPTIONS = ("stochastic_depth_rate", "remat", "remat_policy")
 
 
 class EncoderBlock(nn.Module):

@@ -7,9 +7,11 @@ Two cases, by the checkpoint's family (`init.model_name`, "" for model_name's ow
   its image family a video model initialised from an image checkpoint as its paper does: ViViT and TimeSformer from
                    a ViT, Video Swin from a Swin, I3D from a ResNet (checkpoints.surgery.from_image_model), at the
                    run's frame size and window, with `init.inflation`'s kernel mode.
-Any other pair raises ValueError naming both models. The optimizer state and the EMA start afresh.
+Any other pair raises ValueError naming both models (a hybrid ViT's parameters are refused by the ViT inflations,
+checkpoints/inflate_vit.py). The optimizer state and the EMA start afresh.
 """
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from vit_video import checkpoints, models
@@ -28,7 +30,7 @@ def init_from(state: TrainState, config) -> TrainState:
   source = models.model_class(source_name)
   same = source is target
   if not same:
-    _check_pair(target_name, target, source_name, source, dict(init.model))
+    _check_pair(target_name, target, source_name, source)
   if path.endswith(".npz"):
     overrides = {"in_channels": config.dataset.channels, **dict(config.model if same else init.model)}
     loaded = checkpoints.import_vit_npz(source_name, path, image_size=config.dataset.image_size if same else None,
@@ -43,9 +45,8 @@ def init_from(state: TrainState, config) -> TrainState:
     if batch_stats and "batch_stats" in loaded:
       batch_stats = surgery.merge_params(batch_stats, loaded["batch_stats"], source=path, head=None)
   else:
-    model = models.create_model(target_name, num_classes=config.num_classes, **dict(config.model))
     template = {"params": state.params, **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
-    variables = surgery.from_image_model(model, loaded, template, mode=init.inflation or None,
+    variables = surgery.from_image_model(_run_model(config), loaded, template, mode=init.inflation or None,
                                          image_size=config.dataset.image_size)
     params, batch_stats = variables["params"], variables.get("batch_stats", state.batch_stats)
     if init.reset_head and target.head in params:
@@ -54,14 +55,18 @@ def init_from(state: TrainState, config) -> TrainState:
   return state.replace(params=params, batch_stats=batch_stats, ema_params=ema)
 
 
-def _check_pair(target_name: str, target: type, source_name: str, source: type, source_overrides: dict) -> None:
-  """ValueError naming both models unless `source` is `target`'s image family (a plain ViT for the ViTs)."""
+def _run_model(config):
+  """The run's model as `loop.build_model` builds it: its input channels are the dataset's unless `config.model` sets
+  them, its compute dtype `config.dtype` (which the loop has checked)."""
+  overrides = {"in_channels": config.dataset.channels, **config.model}
+  return models.create_model(config.model_name, num_classes=config.num_classes, dtype=jnp.dtype(config.dtype),
+                             **overrides)
+
+
+def _check_pair(target_name: str, target: type, source_name: str, source: type) -> None:
+  """ValueError naming both models unless `source` is `target`'s image family."""
   image = surgery.IMAGE_FAMILY.get(target)
   if image is not source:
     allowed = f"from a {image.__name__} checkpoint or one of its own family" if image else "only from its own family"
     raise ValueError(f"a {source_name} checkpoint ({source.__name__}, init.model_name) cannot initialise "
                      f"{target_name} ({target.__name__}): it starts {allowed}")
-  stem = getattr(models.create_model(source_name, num_classes=0, **source_overrides), "stem_stage_sizes", None)
-  if stem is not None:
-    raise ValueError(f"{source_name} is a hybrid ViT (a ResNet stem before the patches): it cannot initialise "
-                     f"{target_name} ({target.__name__}), which embeds pixels directly; use a plain ViT")
