@@ -1,15 +1,13 @@
-"""train/finetune.py: `init_from(state, config)` from another run of the same family (a new resolution, a .npz) and
-video models from image checkpoints as the papers do (ViViT and TimeSformer from a ViT, Video Swin from a Swin, I3D
-from a ResNet), each checked by a property: the inflated kernels, and a clip of identical frames giving the image
-model's logits; bad pairs refused naming both models, a hybrid ViT's parameters when read; the model whose attributes
-the inflation reads built as the loop builds it; the loop starting a video run from an image run.
+"""train/finetune.py: `init_from(state, config, model)` from another run of the same family (a new resolution, a
+.npz) and video models from image checkpoints as the papers do (ViViT and TimeSformer from a ViT, Video Swin from a
+Swin, I3D from a ResNet), each checked by a property: the inflated kernels, and a clip of identical frames giving the
+image model's logits; bad pairs refused naming both models, a hybrid ViT's parameters when read; the loop starting a
+video run from an image run.
 
 Image run folders are written here with `Checkpointer` from random parameters (so every weight matters), and the
 video states are random too (`init_from` reads them as templates and keeps their head where it is replaced).
 Sizes: clips of T=4 frames of 20x20, C=3 channels, K=7 classes, patch 4.
 """
-import dataclasses
-
 import flax
 import jax
 import jax.numpy as jnp
@@ -79,7 +77,7 @@ def test_vivit_from_a_vit_run_central_frame_tubelets_and_identical_frames_give_t
   c = config("vivit_b16x2_fsa", dict(TINY_VIT, tubelet_depth=2), checkpoint=write_run(tmp_path, "vit_ti16", vit_vars),
              model_name="vit_ti16")
   model, state = video_start(c)
-  params = finetune.init_from(state, c).params
+  params = finetune.init_from(state, c, model).params
   kernel, kernel_2d = np.asarray(params["embedding"]["kernel"]), vit_vars["params"]["embedding"]["kernel"]
   assert kernel.shape == (2, 4, 4, C, 16)
   np.testing.assert_array_equal(kernel[1], kernel_2d)  # t // 2 = 1: the central frame of a 2-frame tubelet
@@ -100,7 +98,7 @@ def test_timesformer_from_a_vit_npz_resamples_the_grid_and_identical_frames_give
   c = config("timesformer_b16_divided", dict(TINY_VIT, num_frames=T), checkpoint=path, model_name="vit_ti16",
              model=TINY_VIT)
   model, state = video_start(c)
-  params = finetune.init_from(state, c).params
+  params = finetune.init_from(state, c, model).params
   pos = vit_vars["params"]["Transformer"]["posembed_input"]["pos_embedding"]  # [1,1+49,D]
   resampled = resample_pos_embedding(pos, (5, 5), num_prefix_tokens=1)  # [1,1+25,D]
   np.testing.assert_allclose(params["Transformer"]["posembed_input"]["pos_embedding"], resampled, rtol=1e-6)
@@ -119,7 +117,7 @@ def test_video_swin_from_a_swin_run_averages_the_patch_kernel_and_identical_fram
   c = config("video_swin_t", dict(TINY_SWIN, window_size=(2, 3, 3)),
              checkpoint=write_run(tmp_path, "swin_t", swin_vars), model_name="swin_t")
   model, state = video_start(c)
-  params = finetune.init_from(state, c).params
+  params = finetune.init_from(state, c, model).params
   kernel_2d = swin_vars["params"]["embedding"]["kernel"]  # [4,4,C,D]
   np.testing.assert_allclose(params["embedding"]["kernel"], np.stack([kernel_2d / 2] * 2), rtol=1e-6)
   expected = logits(swin_model, swin_vars, FRAME)
@@ -132,7 +130,7 @@ def test_i3d_from_a_resnet_run_central_frame_kernels_copy_batch_norm_and_give_th
   c = config("i3d_r50", dict(TINY_RESNET, inflate=((1,), (1,)), nonlocal_after=((), ())),
              checkpoint=write_run(tmp_path, "resnet50", resnet_vars), model_name="resnet50", inflation="central_frame")
   model, state = video_start(c)
-  tuned = finetune.init_from(state, c)
+  tuned = finetune.init_from(state, c, model)
   kernel = np.asarray(tuned.params["conv1"]["kernel"])  # [5,7,7,C,4]
   np.testing.assert_array_equal(kernel[2], resnet_vars["params"]["conv1"]["kernel"])
   np.testing.assert_array_equal(kernel[[0, 1, 3, 4]], 0.0)
@@ -154,7 +152,7 @@ def test_i3d_from_a_resnet_run_central_frame_kernels_copy_batch_norm_and_give_th
 def test_bad_pairs_are_refused_naming_both_models(name, source, message):
   c = config(name, {}, checkpoint="/nonexistent/run", model_name=source)
   with pytest.raises(ValueError, match=message):
-    finetune.init_from(None, c)  # refused before anything is read
+    finetune.init_from(None, c, None)  # refused before anything is read
 
 
 def test_a_hybrid_vit_run_is_refused_by_the_vit_inflation(tmp_path):
@@ -162,19 +160,9 @@ def test_a_hybrid_vit_run_is_refused_by_the_vit_inflation(tmp_path):
   _, hybrid_vars = image_model("r_vit_ti16", dict(TINY_VIT, patch_size=1))  # the root's stride 4 x patch 1
   c = config("timesformer_b16_divided", dict(TINY_VIT, num_frames=T), model_name="r_vit_ti16",
              checkpoint=write_run(tmp_path, "r_vit_ti16", hybrid_vars))
-  _, state = video_start(c)
+  model, state = video_start(c)
   with pytest.raises(ValueError, match=r"a hybrid ViT \(ResNet 'stem' \+ ViT\) cannot initialise a TimeSformer"):
-    finetune.init_from(state, c)
-
-
-def test_the_model_init_from_inflates_for_is_the_loops():
-  """Built from the config as `loop.build_model` builds it: the dataset's channels, the compute dtype."""
-  c = config("vivit_b16x2_fsa", dict(TINY_VIT, tubelet_depth=2), channels=1).unlock()
-  c.dtype = "bfloat16"
-  ours, loops = finetune._run_model(c), loop.build_model(c)
-  assert (ours.in_channels, ours.dtype) == (1, jnp.bfloat16)
-  fields = [f.name for f in dataclasses.fields(ours) if f.name not in ("parent", "name")]
-  assert {f: getattr(ours, f) for f in fields} == {f: getattr(loops, f) for f in fields}
+    finetune.init_from(state, c, model)
 
 
 def tiny_fmnist_config(data_dir: str, **overrides):
@@ -191,7 +179,7 @@ def test_same_family_from_a_run_or_its_npz_resamples_the_position_embedding(tiny
   src = jax.device_get(loop.train_and_evaluate(tiny_fmnist_config(tiny_fmnist), source)[0].params)
   c = tiny_fmnist_config(tiny_fmnist, total_steps=2, **{"init.checkpoint": source, "dataset.image_size": 35})
   trainer = loop.Trainer(c, total_steps=2)
-  tuned = finetune.init_from(trainer.host_state(trainer.init(c.seed)), c).params
+  tuned = finetune.init_from(trainer.host_state(trainer.init(c.seed)), c, trainer.model).params
   block = lambda p: p["Transformer"]["encoderblock_0"]["MlpBlock_3"]["Dense_0"]["kernel"]  # noqa: E731
   np.testing.assert_array_equal(block(tuned), block(src))
   pe, src_pe = (p["Transformer"]["posembed_input"]["pos_embedding"] for p in (tuned, src))
@@ -202,10 +190,11 @@ def test_same_family_from_a_run_or_its_npz_resamples_the_position_embedding(tiny
   flat = flax.traverse_util.flatten_dict(src, sep="/")
   np.savez(npz, **{("cls" if k == "cls/token" else k): np.asarray(v) for k, v in flat.items()})
   from_npz = finetune.init_from(trainer.host_state(trainer.init(c.seed)), tiny_fmnist_config(
-      tiny_fmnist, **{"init.checkpoint": npz, "dataset.image_size": 35})).params
+      tiny_fmnist, **{"init.checkpoint": npz, "dataset.image_size": 35}), trainer.model).params
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), from_npz, tuned)
   reset = tiny_fmnist_config(tiny_fmnist, **{"init.checkpoint": source, "init.reset_head": True})
-  assert not np.any(finetune.init_from(trainer.host_state(trainer.init(c.seed)), reset).params["head"]["kernel"])
+  assert not np.any(finetune.init_from(trainer.host_state(trainer.init(c.seed)), reset, trainer.model).params[
+      "head"]["kernel"])
   state, _ = loop.train_and_evaluate(c, str(tmp_path / "tuned"))
   assert int(state.step) == 2
 

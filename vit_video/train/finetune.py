@@ -10,8 +10,8 @@ Two cases, by the checkpoint's family (`init.model_name`, "" for model_name's ow
 Any other pair raises ValueError naming both models (a hybrid ViT's parameters are refused by the ViT inflations,
 checkpoints/inflate_vit.py). The optimizer state and the EMA start afresh.
 """
+import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from vit_video import checkpoints, models
@@ -20,9 +20,10 @@ from vit_video.train import checkpointing
 from vit_video.train.steps import TrainState
 
 
-def init_from(state: TrainState, config) -> TrainState:
+def init_from(state: TrainState, config, model: nn.Module) -> TrainState:
   """`state` (one host copy, as `Trainer.host_state` gives it) with its parameters (and BatchNorm statistics)
-  replaced by those of `config.init.checkpoint` (see the module docstring)."""
+  replaced by those of `config.init.checkpoint` (see the module docstring); `model` is the run's model
+  (`Trainer.model`), whose shapes an inflation fits."""
   init, target_name = config.init, config.model_name
   path = str(init.checkpoint)
   target = models.model_class(target_name)
@@ -46,21 +47,13 @@ def init_from(state: TrainState, config) -> TrainState:
       batch_stats = surgery.merge_params(batch_stats, loaded["batch_stats"], source=path, head=None)
   else:
     template = {"params": state.params, **({"batch_stats": state.batch_stats} if state.batch_stats else {})}
-    variables = surgery.from_image_model(_run_model(config), loaded, template, mode=init.inflation or None,
+    variables = surgery.from_image_model(model, loaded, template, mode=init.inflation or None,
                                          image_size=config.dataset.image_size)
     params, batch_stats = variables["params"], variables.get("batch_stats", state.batch_stats)
     if init.reset_head and target.head in params:
       params = {**params, target.head: state.params[target.head]}
   ema = jax.tree.map(np.copy, params) if state.ema_params else state.ema_params
   return state.replace(params=params, batch_stats=batch_stats, ema_params=ema)
-
-
-def _run_model(config):
-  """The run's model as `loop.build_model` builds it: its input channels are the dataset's unless `config.model` sets
-  them, its compute dtype `config.dtype` (which the loop has checked)."""
-  overrides = {"in_channels": config.dataset.channels, **config.model}
-  return models.create_model(config.model_name, num_classes=config.num_classes, dtype=jnp.dtype(config.dtype),
-                             **overrides)
 
 
 def _check_pair(target_name: str, target: type, source_name: str, source: type) -> None:

@@ -218,7 +218,7 @@ def _train(config, folder: RunFolder, trainer: Trainer, checkpointer: checkpoint
   else:
     state = trainer.init(config.seed)
     if config.init.checkpoint:
-      state = trainer.place(finetune.init_from(trainer.host_state(state), config))
+      state = trainer.place(finetune.init_from(trainer.host_state(state), config, trainer.model))
     start_step = 0
   if jax.process_index() == 0:  # only once the workdir's checkpoints were accepted
     folder.write_config(config.to_dict())
