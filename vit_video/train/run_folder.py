@@ -42,7 +42,7 @@ def as_path(path: str | os.PathLike) -> epath.Path:
   if not text:
     raise ValueError("a workdir path must not be empty")
   if not is_uri(text):
-    return epath.Path(text).resolve()  # absolute (epath's resolve, like os.path.abspath, follows no links)
+    return epath.Path(text).resolve()  # absolute; epath's resolve follows no links
   try:
     return epath.Path(text)
   except KeyError as e:
