@@ -1,8 +1,26 @@
-"""Test set-up: 8 forced CPU devices so that sharding code is exercised.
+"""Test set-up: 8 forced CPU devices so that sharding code is exercised, and one persistent XLA compilation cache
+per run of the suite.
 
-The flag must be set before jax is first imported, hence here and not in a fixture.
+Both are environment variables set before jax is first imported (hence here and not in a fixture), so the
+pytest-xdist workers and the subprocesses the tests start (`python -m vit_video.main ...`) inherit them. The tests
+train the same tiny models many times (every resumed, repeated or fine-tuned run compiles the programs of an
+earlier one): with the cache XLA compiles each program once per run of the suite. The cache is a new temporary
+folder, made by the first process (the xdist controller) and deleted when its session ends; a cache folder the
+caller set is used and left alone.
 """
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="vit_video_xla_cache_")
+  os.environ["VIT_VIDEO_TEST_CACHE_OWNER"] = str(os.getpid())
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+def pytest_sessionfinish(session):
+  if os.environ.get("VIT_VIDEO_TEST_CACHE_OWNER") == str(os.getpid()):  # the process that made the folder
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
