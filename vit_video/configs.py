@@ -5,6 +5,7 @@ locked, so a typo in a file or on the command line (`--config.optimizer.lr=...`)
 ignored. This module is data: it imports nothing from the training code.
 """
 import ml_collections
+from ml_collections import config_dict
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -23,8 +24,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.eval_split = "test"  # tfds split to evaluate on; every example counted once (padded batches).
   c.dataset.image_size = 28  # Side the images are resized to.
   c.dataset.channels = 1  # C of the images; checked against the model's in_channels.
-  c.dataset.shuffle_buffer_size = 0  # 0 shuffles the whole host shard exactly; else a local buffer size.
-  c.dataset.cache = True  # Keep the encoded split in memory after the first epoch.
+  c.dataset.shuffle_buffer_size = 0  # 0 shuffles what a host reads (split or shard) exactly each epoch, holding
+  #   its encoded records in memory; else a local buffer of this many records.
+  c.dataset.cache = config_dict.FieldReference("auto", field_type=object)  # "auto", True or False (so untyped):
+  #   keep the encoded records a host reads in memory after the first epoch; "auto": only if tfds's recorded size
+  #   of the host's share (the split, or its 1/P shard under "split") is at most 1 GiB (common.cache_records).
   c.dataset.host_sharding = "global"  # "global": the same global batches for any number of hosts (each host
   #   reads every record, decodes its rows); "split": each host reads only its 1/P slice (for pod-sized data).
 

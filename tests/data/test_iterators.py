@@ -5,7 +5,7 @@ import pytest
 
 from tests.experiment_files import load_module
 from tests.train.test_loop import tiny_config
-from vit_video.data import iterators
+from vit_video.data import iterators, pipeline, video_pipeline
 
 
 def _video_config(data_dir, name="single_frame", **overrides):
@@ -44,7 +44,7 @@ def test_clips_and_flow(tiny_moving_fmnist):
   assert len(np.unique(np.concatenate([b["video_index"][b["mask"]] for b in views]))) == 30
 
 
-def test_config_errors_are_named_before_reading(tiny_fmnist, tiny_moving_fmnist):
+def test_config_errors_are_named_before_reading(tiny_fmnist, tiny_moving_fmnist, tmp_path):
   with pytest.raises(ValueError, match=r"num_classes 5 differs from the 10 classes of fashion_mnist_local's 'label'"):
     iterators.make_iterators(tiny_config(tiny_fmnist, num_classes=5))
   with pytest.raises(ValueError, match=r"num_classes 2 differs from the 10 classes of moving_fmnist_actions/tiny's "
@@ -54,5 +54,26 @@ def test_config_errors_are_named_before_reading(tiny_fmnist, tiny_moving_fmnist)
     iterators.make_iterators(tiny_config(tiny_fmnist, **{"dataset.eval_split": "validation"}))
   with pytest.raises(ValueError, match="do not apply to video"):
     iterators.make_iterators(_video_config(tiny_moving_fmnist, **{"augment.flip": True}))
+  missing = str(tmp_path / "no_data")  # the config's values are checked before the data_dir is read
+  with pytest.raises(ValueError, match="host_sharding 'hosts' is not one of 'global', 'split'"):
+    iterators.make_iterators(_video_config(missing, **{"dataset.host_sharding": "hosts"}))
+  with pytest.raises(ValueError, match="cache 'yes' is not one of 'auto', True, False"):
+    iterators.make_iterators(tiny_config(missing, **{"dataset.cache": "yes"}))
   with pytest.raises(ValueError, match="video.flow needs num_frames >= 2"):
     iterators.input_keys(_video_config(tiny_moving_fmnist, **{"video.flow": True, "video.num_frames": 1}))
+
+
+@pytest.mark.parametrize("video", [False, True])
+def test_train_passes_the_configs_host_sharding_shuffle_and_cache(tiny_fmnist, tiny_moving_fmnist, monkeypatch, video):
+  """Images and clips alike: dataset.host_sharding, shuffle_buffer_size (0 -> None: exact) and cache reach the
+  pipeline."""
+  module, function = (video_pipeline, "make_clip_train_iterator") if video else (pipeline, "make_train_iterator")
+  calls = []
+  monkeypatch.setattr(module, function, lambda *args, **kwargs: calls.append(kwargs))
+  for sharding, buffer, cache in (("split", 0, "auto"), ("global", 5, False)):
+    over = {"dataset.host_sharding": sharding, "dataset.shuffle_buffer_size": buffer, "dataset.cache": cache}
+    config = _video_config(tiny_moving_fmnist, **over) if video else tiny_config(tiny_fmnist, **over)
+    iterators.make_iterators(config).train(start_step=0, stop_step=1)
+  assert [(c["host_sharding"], c["shuffle_buffer_size"], c["cache"]) for c in calls] == [
+      ("split", None, "auto"), ("global", 5, False)]
+

@@ -48,11 +48,11 @@ def _keys(images):
 
 
 def _train(data_dir, *, start_step=0, seed=3, process_index=0, process_count=2, augment=AugmentConfig(),
-           global_batch_size=8, image_size=28, host_sharding="global", stop_step=None):
+           global_batch_size=8, image_size=28, host_sharding="global", stop_step=None, **kwargs):
   return pipeline.make_train_iterator(
       NAME, "train", data_dir, global_batch_size=global_batch_size, image_size=image_size, seed=seed,
       start_step=start_step, process_index=process_index, process_count=process_count, augment=augment,
-      num_classes=10, host_sharding=host_sharding, stop_step=stop_step)
+      num_classes=10, host_sharding=host_sharding, stop_step=stop_step, **kwargs)
 
 
 def _take(iterator, n):
@@ -99,6 +99,10 @@ def test_bad_arguments_raise(data_dir):
                                  num_classes=7)
   with pytest.raises(ValueError, match="host_sharding 'hosts' is not one of 'global', 'split'"):
     _train(data_dir, host_sharding="hosts")
+  with pytest.raises(ValueError, match="shuffle_buffer_size -1 must be None"):
+    _train(data_dir, shuffle_buffer_size=-1)
+  with pytest.raises(ValueError, match="cache 'yes' is not one of 'auto', True, False"):
+    _train(data_dir, cache="yes")
   with pytest.raises(ValueError, match="images must be uint8"):
     pipeline.make_array_iterator(np.zeros((3, 4, 5, 1)), np.zeros(3), global_batch_size=2, process_index=0,
                                  process_count=1)
@@ -121,6 +125,16 @@ def test_split_train_batches_shapes_values_and_epochs(data_dir):
   assert set(epoch0) == shard and set(epoch1) == shard  # each epoch: the whole shard, each example once
   assert epoch0 != epoch1  # reshuffled
   assert epoch0 != list(_keys(common.normalize(images[19:].astype(np.float32))))  # shuffled at all
+
+
+def test_cache_rule_is_applied_to_what_this_host_reads(data_dir, monkeypatch):
+  """common.cache_records (tested in test_video_pipeline.py) decides on the split, or the host's shard."""
+  calls = []
+  monkeypatch.setattr(pipeline, "cache_records", lambda cache, builder, split: calls.append((cache, split)) or False)
+  for host_sharding in ("split", "global"):
+    next(_train(data_dir, process_index=1, host_sharding=host_sharding, stop_step=1))
+  next(_train(data_dir, cache=False, stop_step=1))
+  assert calls == [("auto", tfds.even_splits("train", 2)[1]), ("auto", "train"), (False, "train")]
 
 
 def test_train_order_depends_on_seed_only(data_dir):

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from vit_video.data import common
 from vit_video.data import video_pipeline as vp
 from vit_video.data.common import normalize
 
@@ -141,6 +142,95 @@ def test_train_batches_are_deterministic_resumable_and_host_independent(tiny_mov
   for step in range(2):
     np.testing.assert_array_equal(
         np.concatenate([hosts[0][step]["video"], hosts[1][step]["video"]]), full[7 + step]["video"])
+
+
+# Whole videos (T = V = 6 frames at stride 1, S = 20, no crop or flip): each clip is its record's video.
+WHOLE = dict(num_frames=6, frame_stride=1, image_size=20, flip=False, scale_range=(1.0, 1.0))
+
+
+def _video_ids(data_dir, split="train"):
+  """The uint8 bytes of each video of `split` -> its index in file order."""
+  return {e["video"].tobytes(): i for i, e in enumerate(_decoded(MOVING, split, data_dir))}
+
+
+def _records(batches, ids):
+  """The file indices of the whole-video clips of `batches` (float32 [B,T,S,S,C] in [-1, 1]), in stream order."""
+  return [ids[np.round((clip + 1.0) * 127.5).astype(np.uint8).tobytes()] for b in batches for clip in b["video"]]
+
+
+def test_split_sharding_streams_each_hosts_shard_once_per_epoch(tiny_moving_fmnist):
+  """3 hosts of batches of 4 (12 global): each streams its 20-clip even_splits shard, 5 batches an epoch; the
+  shards are disjoint and cover the 60 clips. With one process 'split' is 'global'."""
+  ids = _video_ids(tiny_moving_fmnist)
+  epochs = []
+  for p in range(3):
+    batches = list(_train(tiny_moving_fmnist, global_batch_size=12, process_index=p, process_count=3,
+                          host_sharding="split", stop_step=10, **WHOLE))
+    assert [b["video"].shape for b in batches] == [(4, 6, 20, 20, 1)] * 10
+    records = _records(batches, ids)
+    assert sorted(records[:20]) == sorted(records[20:]) == list(range(20 * p, 20 * p + 20))
+    assert records[:20] != records[20:]  # each epoch in its own order
+    epochs += records[:20]
+  assert sorted(epochs) == list(range(60))
+  for split, whole in zip(_train(tiny_moving_fmnist, host_sharding="split", stop_step=2), _train(tiny_moving_fmnist)):
+    np.testing.assert_array_equal(split["video"], whole["video"])
+
+
+@pytest.mark.parametrize("host_sharding, shuffle_buffer_size", [("split", None), ("split", 5), ("global", 5)])
+def test_a_resumed_iterator_yields_the_uninterrupted_batches(tiny_moving_fmnist, host_sharding, shuffle_buffer_size):
+  """Host 1 of 2, 4 clips per host and step: the 30-clip shard ('split') or 60-clip split ('global') ends an epoch
+  in step 7; starting at steps 3 and 7 gives the same batches as the run from step 0."""
+  args = dict(process_index=1, process_count=2, host_sharding=host_sharding, shuffle_buffer_size=shuffle_buffer_size,
+              stop_step=10)
+  full = list(_train(tiny_moving_fmnist, **args))
+  assert len(full) == 10
+  for start in (3, 7):
+    resumed = list(_train(tiny_moving_fmnist, start_step=start, **args))
+    assert len(resumed) == 10 - start
+    for got, want in zip(resumed, full[start:]):
+      np.testing.assert_array_equal(got["video"], want["video"])
+      np.testing.assert_array_equal(got["label"], want["label"])
+
+
+def test_a_bounded_shuffle_buffer_is_local_and_still_covers_each_epoch(tiny_moving_fmnist):
+  """Buffer 4: the clip at position i of an epoch is one of the first i + 4 records read; an epoch is still
+  every record once. The exact shuffle (None) is not local."""
+  ids = _video_ids(tiny_moving_fmnist)
+  local = _records(_train(tiny_moving_fmnist, global_batch_size=10, shuffle_buffer_size=4, stop_step=6, **WHOLE), ids)
+  assert sorted(local) == list(range(60))
+  assert all(record < position + 4 for position, record in enumerate(local))
+  exact = _records(_train(tiny_moving_fmnist, global_batch_size=10, stop_step=6, **WHOLE), ids)
+  assert sorted(exact) == list(range(60)) and any(record >= position + 4 for position, record in enumerate(exact))
+
+
+def test_memory_rule_caches_only_what_fits_and_warns_of_a_big_exact_shuffle(tiny_moving_fmnist, caplog):
+  builder = tfds.builder(MOVING, data_dir=tiny_moving_fmnist)
+  size, test_size = (int(builder.info.splits[s].num_bytes) for s in ("train", "test"))
+  assert 0 < common.split_bytes(builder, "train") == size < common.MEMORY_LIMIT_BYTES
+  thirds = [common.split_bytes(builder, s) for s in tfds.even_splits("train", 3)]  # a host's share: tfds's
+  assert abs(sum(thirds) - size) <= 2 and max(thirds) - min(thirds) <= 1  # bytes per example times 20 examples
+  assert abs(common.split_bytes(builder, "train[:10]+test") - (size / 6 + test_size)) <= 1
+  assert common.cache_records("auto", builder, "train")  # the tiny split: cached
+  assert not common.cache_records("auto", builder, "train", limit_bytes=0)
+  assert not common.cache_records("auto", builder, "train", limit_bytes=size - 1)
+  assert common.cache_records("auto", builder, tfds.even_splits("train", 3)[0], limit_bytes=size // 2)
+  assert common.cache_records(True, builder, "train", limit_bytes=0)
+  assert not common.cache_records(False, builder, "train")
+  with pytest.raises(ValueError, match="cache 'yes' is not one of 'auto', True, False"):
+    common.cache_records("yes", builder, "train")
+  assert common.shuffle_buffer(None, builder, "train") == 60 and common.shuffle_buffer(7, builder, "train") == 7
+  assert "exactly" not in caplog.text
+  assert common.shuffle_buffer(None, builder, "train", limit_bytes=0) == 60
+  assert "shuffle_buffer_size None shuffles train exactly" in caplog.text
+
+
+def test_the_pipeline_caches_by_the_rule_what_this_host_reads(tiny_moving_fmnist, monkeypatch):
+  calls = []
+  monkeypatch.setattr(vp, "cache_records", lambda cache, builder, split: calls.append((cache, split)) or False)
+  for host_sharding in ("split", "global"):
+    next(_train(tiny_moving_fmnist, process_index=1, process_count=2, host_sharding=host_sharding, stop_step=1))
+  next(_train(tiny_moving_fmnist, cache=True, stop_step=1))
+  assert calls == [("auto", tfds.even_splits("train", 2)[1]), ("auto", "train"), (True, "train")]
 
 
 def test_short_videos_repeat_their_last_frame(tiny_moving_fmnist):
@@ -283,6 +373,12 @@ def test_bad_inputs_raise_naming_the_value(tiny_moving_fmnist, videos_dir):
     _eval(videos_dir, "train", name="video_pipeline_test_videos/images")
   with pytest.raises(ValueError, match=r"scale_range \(0.0, 1.0\)"):
     _train(tiny_moving_fmnist, scale_range=(0.0, 1.0))
+  with pytest.raises(ValueError, match="host_sharding 'hosts' is not one of 'global', 'split'"):
+    _train(tiny_moving_fmnist, host_sharding="hosts")
+  with pytest.raises(ValueError, match="shuffle_buffer_size 0 must be None"):
+    _train(tiny_moving_fmnist, shuffle_buffer_size=0)
+  with pytest.raises(ValueError, match="cache 1 is not one of"):
+    _train(tiny_moving_fmnist, cache=1)
   assert math.isnan(vp.clip_and_video_top1(np.zeros((2, 3)), np.zeros(2), np.zeros(2), np.zeros(2))["clip_top1"])
 
 

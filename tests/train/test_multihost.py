@@ -1,5 +1,7 @@
 """Multi-host data parallelism for real: two processes on 127.0.0.1 (2 CPU devices each, CPU collectives)
-train exactly as one process with 4 devices: the same global batches, losses and evaluation."""
+train exactly as one process with 4 devices: the same global batches, losses and evaluation, for images and for
+clips with multi-view evaluation. The jobs a test compares run at the same time, except a job whose programs
+another job compiles: it waits, and finds them in the suite's compilation cache (the root conftest.py)."""
 import os
 import socket
 import subprocess
@@ -21,24 +23,20 @@ def _env(devices: int) -> dict:
   return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", TF_CPP_MIN_LOG_LEVEL="2")
 
 
-def _flags(data_dir: str, workdir: str) -> list[str]:
-  return [*main_flags(data_dir, workdir), "--config.total_steps=6", "--config.eval_every_steps=0",
-          "--config.checkpoint.save_every_steps=3"]
-
-
-def test_two_processes_match_one_process(tiny_fmnist, tmp_path):
-  one = str(tmp_path / "one")
-  proc = subprocess.run([sys.executable, "-m", "vit_video.main", *_flags(tiny_fmnist, one)], cwd=ROOT, env=_env(4),
-                        capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-
-  two = str(tmp_path / "two")
+def _start(flags: list[str], processes: int) -> list[subprocess.Popen]:
+  """A job of `python -m vit_video.main`: one process with 4 devices, or `processes` of 2 devices each."""
+  def popen(args, devices):
+    return subprocess.Popen([sys.executable, "-m", "vit_video.main", *flags, *args], cwd=ROOT, env=_env(devices),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  if processes == 1:
+    return [popen([], 4)]
   address = f"127.0.0.1:{_free_port()}"
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "vit_video.main", *_flags(tiny_fmnist, two), "--config.distributed.initialize=True",
-       f"--config.distributed.coordinator_address={address}", "--config.distributed.num_processes=2",
-       f"--config.distributed.process_id={i}"], cwd=ROOT, env=_env(2), stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True) for i in range(2)]
+  return [popen(["--config.distributed.initialize=True", f"--config.distributed.coordinator_address={address}",
+                 f"--config.distributed.num_processes={processes}", f"--config.distributed.process_id={i}"], 2)
+          for i in range(processes)]
+
+
+def _wait(procs: list[subprocess.Popen]) -> None:
   try:
     outputs = [p.communicate(timeout=300) for p in procs]
   finally:
@@ -47,11 +45,47 @@ def test_two_processes_match_one_process(tiny_fmnist, tmp_path):
   for p, (_, err) in zip(procs, outputs):
     assert p.returncode == 0, err[-3000:]
 
-  def losses(workdir, kind, key):
-    return np.array([r[key] for r in RunFolder(workdir).read_metrics() if r["kind"] == kind])
 
-  np.testing.assert_allclose(losses(two, "train", "loss"), losses(one, "train", "loss"), rtol=1e-5)
-  assert len(losses(one, "train", "loss")) == 6
-  np.testing.assert_allclose(losses(two, "eval", "top1"), losses(one, "eval", "top1"), rtol=1e-6)
-  np.testing.assert_allclose(losses(two, "eval", "count"), [70.0])
+def _metric(workdir: str, kind: str, key: str) -> np.ndarray:
+  return np.array([r[key] for r in RunFolder(workdir).read_metrics() if r["kind"] == kind])
+
+
+def _flags(data_dir: str, workdir: str) -> list[str]:
+  return [*main_flags(data_dir, workdir), "--config.total_steps=6", "--config.eval_every_steps=0",
+          "--config.checkpoint.save_every_steps=3"]
+
+
+def test_two_processes_match_one_process(tiny_fmnist, tmp_path):
+  one, two = str(tmp_path / "one"), str(tmp_path / "two")
+  _wait([*_start(_flags(tiny_fmnist, one), 1), *_start(_flags(tiny_fmnist, two), 2)])
+  np.testing.assert_allclose(_metric(two, "train", "loss"), _metric(one, "train", "loss"), rtol=1e-5)
+  assert len(_metric(one, "train", "loss")) == 6
+  np.testing.assert_allclose(_metric(two, "eval", "top1"), _metric(one, "eval", "top1"), rtol=1e-6)
+  np.testing.assert_allclose(_metric(two, "eval", "count"), [70.0])
   assert sorted(os.listdir(os.path.join(two, "checkpoints"))) == ["3", "6"]
+
+
+def _video_flags(data_dir: str, workdir: str, host_sharding: str) -> list[str]:
+  """A tiny single-frame model on the tiny moving Fashion-MNIST, 4 steps of 8 clips, 2 views per test video."""
+  return [f"--config={ROOT}/experiments/video_classics.py:model=single_frame,tiny,data_dir={data_dir}",
+          f"--workdir={workdir}", "--config.total_steps=4", "--config.log_every_steps=1",
+          "--config.checkpoint.save_every_steps=4", f"--config.dataset.host_sharding={host_sharding}"]
+
+
+def test_two_processes_train_and_evaluate_clips_as_one(tiny_moving_fmnist, tmp_path):
+  """'global' host sharding: the two processes' train losses and per-video evaluation are the one process's.
+  'split' (each process streams its own 30 training clips): other batches, and still each of the 30 test videos
+  counted once (each process evaluates its 15, numbered apart)."""
+  one, two, split = (str(tmp_path / name) for name in ("one", "two", "split"))
+  _wait([*_start(_video_flags(tiny_moving_fmnist, one, "global"), 1),
+         *_start(_video_flags(tiny_moving_fmnist, two, "global"), 2)])
+  _wait(_start(_video_flags(tiny_moving_fmnist, split, "split"), 2))  # after 'two': its programs are cached
+  losses = _metric(one, "train", "loss")
+  assert len(losses) == 4
+  np.testing.assert_allclose(_metric(two, "train", "loss"), losses, rtol=1e-5)
+  for key in ("top1", "clip_top1", "loss"):
+    np.testing.assert_allclose(_metric(two, "eval", key), _metric(one, "eval", key), rtol=1e-5)
+  for run in (one, two, split):
+    np.testing.assert_array_equal(_metric(run, "eval", "count"), [30.0])
+    np.testing.assert_array_equal(_metric(run, "eval", "views"), [60.0])
+  assert len(_metric(split, "train", "loss")) == 4 and not np.allclose(_metric(split, "train", "loss"), losses)

@@ -1,12 +1,16 @@
 """`make_iterators(config)`: a run's input, images or clips, from its config (the one place that tells them apart).
 
     iterators = make_iterators(config)            # checks the dataset is prepared and the split exists
-    train = iterators.train(start_step=0, stop_step=total_steps)   # this host's rows of every global batch
+    train = iterators.train(start_step=0, stop_step=total_steps)   # this host's B = G / P rows of each step
     batches = iterators.eval(config.dataset.eval_split)            # one padded pass, every example once
 
 `config.video.num_frames > 0` reads clips (`video_pipeline`: 'video' [B,T,S,S,C], and 'flow' with
 `config.video.flow`; evaluation adds 'video_index' for per-video aggregation), otherwise images (`pipeline`:
-'image' [B,S,S,C]). The host is this process (`jax.process_index()` of `jax.process_count()`).
+'image' [B,S,S,C]). The host is this process (`jax.process_index()` of `jax.process_count()`). Both kinds train
+with the config's `dataset.host_sharding` ('global': the hosts' rows of one stream over the whole split, the
+batches of a 1-process run; 'split': each host streams its own 1/P shard), `dataset.shuffle_buffer_size` (0: an
+exact permutation per epoch) and `dataset.cache` ("auto", True, False; `common.cache_records`); evaluation reads
+each host's shard once, so every example (video) counts exactly once across hosts.
 """
 import dataclasses
 from collections.abc import Iterator
@@ -16,7 +20,7 @@ import ml_collections
 import numpy as np
 
 from vit_video.data import augment as augment_lib
-from vit_video.data import builders, pipeline, video_pipeline
+from vit_video.data import builders, common, pipeline, video_pipeline
 
 _IMAGE_AUGMENTATIONS = ("crop_padding", "flip", "randaugment_layers", "mixup_alpha", "cutmix_alpha")
 
@@ -49,7 +53,8 @@ class Iterators:
           ds.name, ds.train_split, ds.data_dir, global_batch_size=c.batch_size, num_frames=v.num_frames,
           frame_stride=v.frame_stride, image_size=ds.image_size, seed=c.seed, start_step=start_step,
           flip=v.flip, scale_range=(v.min_crop_area, 1.0), label_key=v.label_key, stop_step=stop_step,
-          cache=ds.cache, flow=v.flow, **hosts)
+          host_sharding=ds.host_sharding, shuffle_buffer_size=ds.shuffle_buffer_size or None, cache=ds.cache,
+          flow=v.flow, **hosts)
     return pipeline.make_train_iterator(
         ds.name, ds.train_split, ds.data_dir, global_batch_size=c.batch_size, image_size=ds.image_size,
         seed=c.seed, start_step=start_step, augment=augment_lib.AugmentConfig(**c.augment),
@@ -71,8 +76,11 @@ class Iterators:
 
 def make_iterators(config: ml_collections.ConfigDict) -> Iterators:
   """The run's input; ValueError before any reading when the dataset is not prepared, a split is unknown, the
-  config's class count differs from the dataset's, or image augmentations are set on a video config."""
+  config's class count differs from the dataset's, image augmentations are set on a video config, or
+  `dataset.host_sharding` or `dataset.cache` is not one of its values."""
   ds, v = config.dataset, config.video
+  common.check_host_sharding(ds.host_sharding)
+  common.check_cache(ds.cache)
   video = "video" in input_keys(config)
   if video and any(config.augment[k] for k in _IMAGE_AUGMENTATIONS):
     raise ValueError("the image augmentations (config.augment) do not apply to video; clips are cropped and "

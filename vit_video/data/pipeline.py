@@ -16,7 +16,7 @@ Train sharding, `make_train_iterator(host_sharding=...)`; with one process both 
     [p B, (p + 1) B). Every host reads every record but keeps only its rows before decoding, and each example's
     augmentation seed derives from (seed, epoch, position in the epoch), so an example is augmented alike for
     any P. Mixup/cutmix mix within a host's B rows with seeds from (seed, step, process_index): that part
-    depends on P. Cost: each host reads (and with `cache` holds) the whole split's encoded records, P times the
+    depends on P. Cost: each host reads (and when cached holds) the whole split's encoded records, P times the
     I/O of 'split'; fine for small and medium datasets, not for ImageNet-scale data on a pod.
   'split': each host reads only its contiguous shard, `tfds.even_splits(split, process_count)[process_index]`
     (disjoint, covering the split, sizes differing by at most one), and streams it alone: epochs are the shard
@@ -27,6 +27,11 @@ In both modes batches run across epoch boundaries (nothing is dropped) and `star
 the batches an uninterrupted run sees from step s: whole epochs are skipped arithmetically, then the first
 s G mod n ('global', n: examples in the split) or s B mod n ('split', n: in the shard) positions of the
 epoch, before decoding.
+
+Memory (`common.cache_records`, `common.shuffle_buffer`): `cache="auto"` keeps the encoded records this host
+reads (the split, or its shard under 'split') in memory after the first epoch only when tfds's recorded size of
+them is at most 1 GiB; `shuffle_buffer_size` None (an exact permutation per epoch) holds all of them in the
+shuffle buffer, and an int that many.
 
 Eval sharding: each host reads its `tfds.even_splits` shard in file order, padded to a common number of batches.
 """
@@ -39,12 +44,12 @@ import tensorflow_datasets as tfds
 
 from vit_video.data import augment as augment_lib
 from vit_video.data.builders import check_prepared
-from vit_video.data.common import deterministic, int_seed, local_batch_size, normalize, shard_sizes
+from vit_video.data.common import HOST_SHARDINGS  # noqa: F401  (the values of host_sharding)
+from vit_video.data.common import (cache_records, check_host_sharding, deterministic, int_seed, local_batch_size,
+                                   normalize, shard_sizes, shuffle_buffer)
 
 # Seed streams folded into the user's seed, one per use.
 _SHUFFLE_STREAM, _EXAMPLE_STREAM, _BATCH_STREAM = 0, 1, 2
-# Values of `make_train_iterator(host_sharding=...)`.
-HOST_SHARDINGS = ("global", "split")
 
 
 def _as_hw(image_size: int | tuple[int, int]) -> tuple[int, int]:
@@ -76,8 +81,8 @@ def _decode_resize(builder: tfds.core.DatasetBuilder, encoded: tf.Tensor, hw: tu
 def make_train_iterator(
     name: str, split: str, data_dir: str, *, global_batch_size: int, image_size: int | tuple[int, int],
     seed: int, start_step: int, process_index: int, process_count: int, augment: augment_lib.AugmentConfig,
-    num_classes: int, shuffle_buffer_size: int | None = None, cache: bool = True, host_sharding: str = "global",
-    stop_step: int | None = None,
+    num_classes: int, shuffle_buffer_size: int | None = None, cache: bool | str = "auto",
+    host_sharding: str = "global", stop_step: int | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
   """Shuffled, augmented batches for this host, from batch `start_step` to `stop_step` (None: endless).
 
@@ -93,11 +98,10 @@ def make_train_iterator(
       batches depend on process_count).
   Same (seed, step, process_index, process_count) -> same batch, whatever `start_step` the iterator started at.
   `shuffle_buffer_size` None shuffles the whole split ('global') or shard ('split') each epoch (an exact
-  permutation; holds its encoded images in memory, as does `cache`); a smaller buffer shuffles locally. Turn
-  both down for big data.
+  permutation; holds its encoded images in memory); an int shuffles locally in a buffer of that many. `cache`
+  "auto" (`common.cache_records`), True or False: keep the encoded images read in memory after the first epoch.
   """
-  if host_sharding not in HOST_SHARDINGS:
-    raise ValueError(f"host_sharding {host_sharding!r} is not one of {', '.join(map(repr, HOST_SHARDINGS))}")
+  check_host_sharding(host_sharding)
   b = local_batch_size(global_batch_size, process_index, process_count)
   hw = _as_hw(image_size)
   if start_step < 0:
@@ -113,7 +117,7 @@ def make_train_iterator(
     raise ValueError(f"split {split!r} has no examples for process {process_index} of {process_count}")
   stream_batch = global_batch_size if is_global else b  # stream positions per step, on this host's stream
   start_epoch, skip = divmod(start_step * stream_batch, n)
-  buffer_size = n if shuffle_buffer_size is None else shuffle_buffer_size
+  buffer_size = shuffle_buffer(shuffle_buffer_size, builder, read_split)
 
   root = tf.constant([seed, 0], tf.int64)
   host_key = augment_lib.fold_in(root, process_index)
@@ -125,7 +129,7 @@ def make_train_iterator(
   batch_key = augment_lib.fold_in(host_key, _BATCH_STREAM)
 
   base = _read_encoded(builder, read_split)
-  if cache:
+  if cache_records(cache, builder, read_split):
     base = base.cache()
 
   def epoch_examples(epoch):

@@ -38,11 +38,20 @@ last frame (the `min` above), e.g. V = 6, T = 4, s = 2 -> frames 0, 2, 4, 5.
   even_offsets(delta, n) = [delta // 2] if n == 1 else [delta j // (n - 1) for j in 0..n-1] (first, evenly
     spaced, last).
 
-Training batches follow the image pipeline's 'global' host sharding (`pipeline.make_train_iterator`): one stream,
-the whole split in a permutation per epoch drawn from (seed, epoch); global batch s is stream positions
-[s G, (s + 1) G) and host p keeps its rows [p B, (p + 1) B) before decoding; each clip's random temporal window,
-crop and flip derive from (seed, epoch, position in the epoch). So the same (seed, step) gives the same batch
-whatever `start_step` the iterator started at, and the hosts' batches concatenated are the 1-process batch.
+Training batches follow the image pipeline's host sharding (`pipeline.make_train_iterator`, whose module
+docstring has the details; with one process both modes give the same batches):
+  'global': one stream, the split shuffled per epoch from (seed, epoch); global batch s is stream positions
+    [s G, (s + 1) G) and host p keeps its rows [p B, (p + 1) B) before decoding; each clip's random temporal
+    window, crop and flip derive from (seed, epoch, position in the epoch). The hosts' batches concatenated are
+    the 1-process batch, but every host reads every record.
+  'split': host p reads only its `tfds.even_splits(split, P)[p]` shard and streams it alone: order from (seed,
+    p, epoch), batch s its positions [s B, (s + 1) B), clip seeds from (seed, p, epoch, position). 1/P of the
+    reading (Kinetics-sized data on a pod), but the global batches depend on P.
+In both, the same (seed, step) gives the same batch whatever `start_step` the iterator started at (whole epochs
+are skipped arithmetically, the positions before it in its epoch read and shuffled but not decoded).
+`shuffle_buffer_size` None shuffles the split or shard exactly each epoch, holding its encoded videos in memory;
+an int shuffles in a buffer of that many encoded videos. `cache` "auto" keeps the encoded videos read in memory
+only when they fit `common.cache_records`'s bound (1 GiB).
 
 Undecodable records (a corrupt frame) do not stop an epoch: each record is processed in its own small dataset
 with `ignore_errors`, followed by a placeholder flagged as failed, so a record that fails yields the placeholder;
@@ -50,11 +59,12 @@ placeholders are dropped before batching, and each logs a warning naming the rec
 count, and appends the key to the caller's `skipped` list if one is given (`tf.data.experimental.ignore_errors`
 alone could not count or name them). Training decodes only a clip's frames, so a record with one corrupt frame
 is skipped only when its window uses that frame (evaluation decodes every frame). After as many failures in a
-row as the split (training) or shard (evaluation) has records, the iterator raises (tf.errors.InvalidArgumentError
-wrapping a ValueError) rather than skip forever. Skipping keeps every batch full but shifts the rest of that
-host's stream by one example: after a skip, a run resumed with `start_step` no longer sees exactly the batches of
-the uninterrupted run (it is still deterministic), and the hosts' batches no longer concatenate to the 1-process
-batch. In evaluation a skipped video simply has no views (its `video_index` is absent) and the padding grows.
+row as the host reads records (training: the split, or its shard under 'split'; evaluation: its shard), the
+iterator raises (tf.errors.InvalidArgumentError wrapping a ValueError) rather than skip forever. Skipping keeps
+every batch full but shifts the rest of that host's stream by one example: after a skip, a run resumed with
+`start_step` no longer sees exactly the batches of the uninterrupted run (it is still deterministic), and under
+'global' the hosts' batches no longer concatenate to the 1-process batch. In evaluation a skipped video simply
+has no views (its `video_index` is absent) and the padding grows.
 """
 import logging
 import math
@@ -66,7 +76,8 @@ import tensorflow_datasets as tfds
 
 from vit_video.data import augment as augment_lib
 from vit_video.data.builders import check_prepared
-from vit_video.data.common import deterministic, int_seed, local_batch_size, normalize, shard_sizes
+from vit_video.data.common import (cache_records, check_host_sharding, deterministic, int_seed, local_batch_size,
+                                   normalize, shard_sizes, shuffle_buffer)
 
 _LOG = logging.getLogger(__name__)
 # Seed streams folded into the user's seed (as in pipeline.py), and into each clip's seed.
@@ -214,19 +225,24 @@ def make_clip_train_iterator(
     name: str, split: str, data_dir: str, *, global_batch_size: int, num_frames: int, frame_stride: int,
     image_size: int, seed: int, process_index: int, process_count: int, start_step: int = 0, flip: bool = True,
     scale_range: tuple[float, float] = (0.8, 1.0), label_key: str = "label", stop_step: int | None = None,
-    cache: bool = True, skipped: list | None = None, flow: bool = False,
+    host_sharding: str = "global", shuffle_buffer_size: int | None = None, cache: bool | str = "auto",
+    skipped: list | None = None, flow: bool = False,
 ) -> Iterator[dict[str, np.ndarray]]:
   """Shuffled, augmented clips for this host, batches `start_step` to `stop_step` (None: endless).
 
   Yields {'video': float32 [B,T,S,S,C] in [-1, 1], 'label': int32 [B]} (T = num_frames, S = image_size,
   and with `flow` 'flow' float32 [B,S,S,2(T-1)] (module docstring);
   B = global_batch_size / process_count); the clip sampling, padding rule, crop and flip are in the module
-  docstring. Same (seed, step) -> same batch, whatever `start_step` the iterator started at (with no skipped
-  records). The whole split is shuffled each epoch (an exact permutation, holding the encoded videos in memory,
-  as does `cache`). `skipped`: if given, the tfds key of an undecodable record is appended to it each time it is
-  skipped (as the pipeline reaches it: it reads ahead of the batches yielded).
+  docstring. `host_sharding` 'global' (the hosts' batches concatenated are the 1-process batch) or 'split' (host
+  p streams its own `tfds.even_splits` shard). Same (seed, step, process_index, process_count) -> same batch,
+  whatever `start_step` the iterator started at (with no skipped records). `shuffle_buffer_size` None: an exact
+  permutation of the split ('global') or shard ('split') each epoch, holding its encoded videos in memory; an
+  int: a buffer of that many. `cache` "auto" (`common.cache_records`), True or False. `skipped`: if given, the
+  tfds key of an undecodable record is appended to it each time it is skipped (as the pipeline reaches it: it
+  reads ahead of the batches yielded).
   """
   _check_args(num_frames, frame_stride, image_size)
+  check_host_sharding(host_sharding)
   lo, hi = scale_range
   if not 0 < lo <= hi <= 1:
     raise ValueError(f"scale_range {scale_range} must satisfy 0 < low <= high <= 1")
@@ -235,21 +251,27 @@ def make_clip_train_iterator(
   b = local_batch_size(global_batch_size, process_index, process_count)
   builder = _video_builder(name, split, data_dir, label_key, flow)
   bound = builder.builder_config.flow_bound if flow else None
-  n = builder.info.splits[split].num_examples
+  is_global = host_sharding == "global"
+  read_split = split if is_global else tfds.even_splits(split, process_count)[process_index]
+  n = builder.info.splits[read_split].num_examples
   if n == 0:
-    raise ValueError(f"split {split!r} of {name} has no examples")
-  start_epoch, skip = divmod(start_step * global_batch_size, n)
+    raise ValueError(f"split {split!r} of {name} has no examples for process {process_index} of {process_count}")
+  stream_batch = global_batch_size if is_global else b  # stream positions per step, on this host's stream
+  start_epoch, skip = divmod(start_step * stream_batch, n)
+  buffer_size = shuffle_buffer(shuffle_buffer_size, builder, read_split)
   skipped = [] if skipped is None else skipped
 
-  root = augment_lib.fold_in(tf.constant([seed, 0], tf.int64), 0)
-  shuffle_key = augment_lib.fold_in(root, _SHUFFLE_STREAM)
-  example_key = augment_lib.fold_in(root, _EXAMPLE_STREAM)
-  base = _read_videos(builder, split, label_key, flow)
-  if cache:
+  # 'global': the order and clip seeds of process 0 under 'split', the same on every host.
+  root = tf.constant([seed, 0], tf.int64)
+  stream_key = augment_lib.fold_in(root, 0 if is_global else process_index)
+  shuffle_key = augment_lib.fold_in(stream_key, _SHUFFLE_STREAM)
+  example_key = augment_lib.fold_in(stream_key, _EXAMPLE_STREAM)
+  base = _read_videos(builder, read_split, label_key, flow)
+  if cache_records(cache, builder, read_split):
     base = base.cache()
 
   def epoch_examples(epoch):
-    ds = base.shuffle(n, seed=int_seed(augment_lib.fold_in(shuffle_key, epoch))).enumerate()
+    ds = base.shuffle(buffer_size, seed=int_seed(augment_lib.fold_in(shuffle_key, epoch))).enumerate()
     ds = ds.skip(tf.where(epoch == start_epoch, tf.constant(skip, tf.int64), 0))
     return ds.map(lambda position, example: (epoch, position, example))
 
@@ -286,7 +308,7 @@ def make_clip_train_iterator(
     return out
 
   ds = tf.data.Dataset.counter(start_epoch).flat_map(epoch_examples)
-  if process_count > 1:
+  if is_global and process_count > 1:
     # Every host reads every record but decodes only its rows; the stream starts at a batch boundary.
     ds = ds.batch(global_batch_size).map(own_rows).unbatch()
   ds = ds.map(lambda epoch, position, example: (example["key"], epoch, position, example))
