@@ -74,11 +74,15 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.parallelism = "jit"  # "jit" (Mesh, sharded batch) or "pmap" (replicated state, pmean of gradients).
   c.fsdp = False  # jit only: shard large parameters and optimizer state over the data axis.
+  c.slice = ml_collections.ConfigDict()  # The accelerator slice the config is written for (`main.py --dry_run`).
+  c.slice.devices = 0  # Devices of all hosts as JAX counts them (TPU v4 chips, v3 cores, GPUs); 0: none declared.
+  c.slice.hosts = 0  # Hosts (processes) of that slice.
   c.distributed = ml_collections.ConfigDict()
-  c.distributed.initialize = False  # Call jax.distributed.initialize (multi-host).
-  c.distributed.coordinator_address = ""  # host:port of process 0.
-  c.distributed.num_processes = 1  # Number of processes in the job.
-  c.distributed.process_id = 0  # This process's index.
+  c.distributed.initialize = False  # Join a multi-process job (jax.distributed.initialize, once per process).
+  c.distributed.coordinator_address = ""  # host:port of process 0; "": the cluster's environment supplies the
+  #   address, process count and id (TPU VMs, SLURM/Open MPI GPU clusters).
+  c.distributed.num_processes = 0  # With coordinator_address: the number of processes in the job.
+  c.distributed.process_id = -1  # With coordinator_address: this process's index in [0, num_processes).
 
   c.log_every_steps = 50  # Train metrics to metrics.jsonl / TensorBoard every this many steps.
   c.eval_every_steps = 0  # Evaluate every this many steps (0: only at the end).

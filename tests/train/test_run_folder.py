@@ -115,12 +115,17 @@ def test_training_on_a_ram_workdir_resumes_to_the_uninterrupted_run(tiny_fmnist,
 
 def test_train_once_reads_a_run_written_before_a_config_field_existed(tiny_fmnist, tmp_path, monkeypatch):
   """A finished run whose config.json predates fields of configs.base_config (here init.model_name, init.model,
-  init.inflation) is read back, not refused; a real difference still is."""
+  init.inflation, slice) or their defaults (dataset.cache, distributed.*) is read back, not refused; a real
+  difference still is."""
   config = tiny_config(tiny_fmnist)
   folder = RunFolder(tmp_path / "old")
   saved = config.to_dict()
   for key in ("model_name", "model", "inflation"):
     del saved["init"][key]
+  del saved["slice"]
+  # Written before dataset.cache became "auto" and the job's processes came from the cluster: neither counts.
+  saved["dataset"]["cache"] = True
+  saved["distributed"].update(num_processes=1, process_id=0)
   folder.write_config(saved)
   folder.write_summary({"step": 12, "eval_top1": 0.5})
   monkeypatch.setattr(loop, "train_and_evaluate", lambda *a, **k: pytest.fail("a finished run was retrained"))

@@ -16,7 +16,7 @@ import numpy as np
 
 from vit_video import checkpoints, models
 from vit_video.checkpoints import surgery
-from vit_video.train import checkpointing
+from vit_video.train import checkpointing, parallel
 from vit_video.train.steps import TrainState
 
 
@@ -38,7 +38,7 @@ def init_from(state: TrainState, config, model: nn.Module) -> TrainState:
                                         **overrides)
   else:
     loaded = checkpointing.restore_params(path)
-  state = jax.device_get(state)
+  state = parallel.fetch(state)  # whole on every host, also when FSDP shards it across hosts
   if same:
     params = surgery.merge_params(state.params, loaded["params"], source=path, head=target.head,
                                   reset_head=init.reset_head)

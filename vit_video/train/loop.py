@@ -5,16 +5,20 @@ state, EMA, step; the data order and dropout keys are functions of (seed, step))
 with the same command ends exactly where an uninterrupted one would. `train_once` is the same for a member of a
 study: it returns a finished run's summary without training again.
 """
+import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from vit_video import configs, models
 from vit_video.data import video_pipeline
@@ -53,13 +57,70 @@ def input_shapes(config: ml_collections.ConfigDict) -> tuple[tuple[int, ...], ..
                              channels=ds.channels)
 
 
-def _total_steps(config, num_train: int) -> int:
+def total_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
+  """The run's steps: `total_steps`, or `num_epochs` passes over `num_train` examples (at least one step)."""
   if config.total_steps > 0:
     return int(config.total_steps)
   steps_per_epoch = num_train // config.batch_size
   if steps_per_epoch == 0:
     raise ValueError(f"batch size {config.batch_size} exceeds the {num_train} training examples")
   return max(1, int(round(config.num_epochs * steps_per_epoch)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """A run's model, optimizer and pure step functions, before any device is chosen (`Trainer` compiles them for
+  its layout; `train/dry_run.py` plans them for a slice that need not exist)."""
+  model: nn.Module
+  schedule: optax.Schedule
+  tx: optax.GradientTransformation
+  input_shapes: tuple[tuple[int, ...], ...]
+  abstract_params: Any  # ShapeDtypeStructs
+  abstract_state: steps.TrainState  # ShapeDtypeStructs
+  init: Callable[[jax.Array], steps.TrainState]  # rng -> a fresh state
+  train_step: Callable  # (state, batch) -> (state, metrics)
+  eval_step: Callable  # (state, batch) -> masked sums (images) or the views' logits (video)
+
+  @property
+  def video(self) -> bool:
+    """Evaluation by views, aggregated per video on the host."""
+    return "video" in self.model.inputs
+
+
+def build_program(config: ml_collections.ConfigDict, total_steps: int, *, axis_name: str | None = None) -> Program:
+  """The config's model, schedule, optimizer and step functions; `axis_name`: pmap's device axis (None: jit)."""
+  model = build_model(config, axis_name=axis_name)
+  opt = config.optimizer
+  if opt.grad_accum_steps < 1 or total_steps % opt.grad_accum_steps:
+    raise ValueError(f"total steps {total_steps} must be a multiple of grad_accum_steps {opt.grad_accum_steps}")
+  schedule = optim.make_schedule(  # counts optimizer updates: one per grad_accum_steps batches
+      opt.schedule, base_lr=opt.learning_rate, total_steps=total_steps // opt.grad_accum_steps,
+      warmup_steps=opt.warmup_steps, end_lr_factor=opt.end_lr_factor,
+      step_boundaries=tuple(opt.step_boundaries), step_factor=opt.step_factor)
+  shapes = input_shapes(config)
+  abstract_variables = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), *(jnp.zeros((1, *shape)) for shape in shapes), train=False))  # the one trace of init
+  abstract_params = abstract_variables["params"]
+  tx = optim.make_optimizer(
+      name=opt.name, schedule=schedule, weight_decay=opt.weight_decay, b1=opt.b1, b2=opt.b2,
+      momentum=opt.momentum, nesterov=opt.nesterov, grad_clip_norm=opt.grad_clip_norm or None,
+      grad_accum_steps=opt.grad_accum_steps, params=abstract_params)
+  train_step = steps.make_train_step(model, tx, num_classes=config.num_classes,
+                                     label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
+                                     schedule=schedule, grad_accum_steps=opt.grad_accum_steps, axis_name=axis_name)
+  ema = config.ema_decay > 0
+  if "video" in model.inputs:
+    eval_step = steps.make_view_eval_step(model, use_ema=ema, axis_name=axis_name)
+  else:
+    eval_step = steps.make_eval_step(model, num_classes=config.num_classes, use_ema=ema, axis_name=axis_name)
+  init = lambda rng: steps.init_state(model, tx, rng, shapes, ema=ema)  # noqa: E731
+  abstract_state = steps.TrainState(  # what `init` returns, without tracing the model again
+      step=jax.ShapeDtypeStruct((), jnp.int32), params=abstract_params,
+      batch_stats=abstract_variables.get("batch_stats", {}), opt_state=jax.eval_shape(tx.init, abstract_params),
+      ema_params=abstract_params if ema else {},
+      rng=jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))))
+  return Program(model=model, schedule=schedule, tx=tx, input_shapes=shapes, abstract_params=abstract_params,
+                 abstract_state=abstract_state, init=init, train_step=train_step, eval_step=eval_step)
 
 
 class Trainer:
@@ -69,39 +130,15 @@ class Trainer:
     """`devices`: the jit mesh's devices (default: all); pmap always uses every local device."""
     self.config = config
     self.layout = parallel.make_layout(config.parallelism, fsdp=config.fsdp, devices=devices)
-    parallel.check_batch_size(config.batch_size, self.layout.mesh.devices.size)
-    axis = self.layout.axis_name
-    self.model = build_model(config, axis_name=axis)
-    opt = config.optimizer
-    if opt.grad_accum_steps < 1 or total_steps % opt.grad_accum_steps:
-      raise ValueError(f"total steps {total_steps} must be a multiple of grad_accum_steps {opt.grad_accum_steps}")
-    self.schedule = optim.make_schedule(  # counts optimizer updates: one per grad_accum_steps batches
-        opt.schedule, base_lr=opt.learning_rate, total_steps=total_steps // opt.grad_accum_steps,
-        warmup_steps=opt.warmup_steps, end_lr_factor=opt.end_lr_factor,
-        step_boundaries=tuple(opt.step_boundaries), step_factor=opt.step_factor)
-    self.input_shapes = input_shapes(config)
-    self.video = "video" in self.model.inputs  # evaluation by views, aggregated per video on the host
-    self.abstract_params = jax.eval_shape(lambda: self.model.init(
-        jax.random.key(0), *(jnp.zeros((1, *shape)) for shape in self.input_shapes), train=False))["params"]
-    self.tx = optim.make_optimizer(
-        name=opt.name, schedule=self.schedule, weight_decay=opt.weight_decay, b1=opt.b1, b2=opt.b2,
-        momentum=opt.momentum, nesterov=opt.nesterov, grad_clip_norm=opt.grad_clip_norm or None,
-        grad_accum_steps=opt.grad_accum_steps, params=self.abstract_params)
-    train_step = steps.make_train_step(self.model, self.tx, num_classes=config.num_classes,
-                                       label_smoothing=config.label_smoothing, ema_decay=config.ema_decay,
-                                       schedule=self.schedule, grad_accum_steps=opt.grad_accum_steps,
-                                       axis_name=axis)
-    ema = config.ema_decay > 0
-    if self.video:
-      eval_step = steps.make_view_eval_step(self.model, use_ema=ema, axis_name=axis)
-    else:
-      eval_step = steps.make_eval_step(self.model, num_classes=config.num_classes, use_ema=ema, axis_name=axis)
-    init = lambda rng: steps.init_state(self.model, self.tx, rng, self.input_shapes, ema=ema)  # noqa: E731
-    self.abstract_state = jax.eval_shape(init, jax.random.key(0))
+    parallel.check_batch_size(config.batch_size, self.layout.mesh.size)
+    program = build_program(config, total_steps, axis_name=self.layout.axis_name)
+    self.model, self.schedule, self.tx = program.model, program.schedule, program.tx
+    self.input_shapes, self.video = program.input_shapes, program.video
+    self.abstract_params, self.abstract_state = program.abstract_params, program.abstract_state
     self.state_shardings = self.layout.state_shardings(self.abstract_state)  # None under pmap
-    self._init = self.layout.compile_init(init, self.state_shardings)
-    self.train_step = self.layout.compile_step(train_step, self.state_shardings, updates_state=True)
-    self.eval_step = self.layout.compile_step(eval_step, self.state_shardings, updates_state=False)
+    self._init = self.layout.compile_init(program.init, self.state_shardings)
+    self.train_step = self.layout.compile_step(program.train_step, self.state_shardings, updates_state=True)
+    self.eval_step = self.layout.compile_step(program.eval_step, self.state_shardings, updates_state=False)
 
   def init(self, seed: int) -> steps.TrainState:
     """A fresh state, laid out for the step functions (replicated on a device axis under pmap)."""
@@ -181,12 +218,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
   example, total training GFLOP): see train/run_folder.py.
   """
   d = config.distributed
-  parallel.maybe_initialize_distributed(initialize=d.initialize, coordinator_address=d.coordinator_address,
-                                        num_processes=d.num_processes, process_id=d.process_id)
+  if d.initialize:
+    parallel.initialize_distributed(coordinator_address=d.coordinator_address, num_processes=d.num_processes,
+                                    process_id=d.process_id)
   folder = RunFolder(workdir)
   data = iterators.make_iterators(config)
-  total_steps = _total_steps(config, data.num_train_examples)
-  trainer = Trainer(config, total_steps)
+  num_steps = total_steps(config, data.num_train_examples)
+  trainer = Trainer(config, num_steps)
   if config.log_every_steps < 1:
     raise ValueError(f"log_every_steps must be >= 1; got {config.log_every_steps}")
   if config.progress_bar not in ("auto", "on", "off"):
@@ -195,10 +233,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
 
   ckpt = config.checkpoint
   checkpointer = checkpointing.Checkpointer(
-      folder.checkpoints, save_every_steps=ckpt.save_every_steps, total_steps=total_steps,
+      folder.checkpoints, save_every_steps=ckpt.save_every_steps, total_steps=num_steps,
       max_to_keep=ckpt.max_to_keep, keep_best=ckpt.keep_best, async_save=ckpt.async_save)
   try:
-    return _train(config, folder, trainer, checkpointer, data, total_steps)
+    return _train(config, folder, trainer, checkpointer, data, num_steps)
   finally:
     checkpointer.close()  # waits for a save in flight, also when training failed
 
@@ -277,22 +315,24 @@ def _train(config, folder: RunFolder, trainer: Trainer, checkpointer: checkpoint
   return trainer.host_state(state), summary
 
 
-# Config keys that may differ between two starts of the same run (paths, display).
-_VOLATILE_KEYS = ("dataset.data_dir", "init.checkpoint", "progress_bar")
+# Config keys that may differ between two starts of the same run (paths, caching, display, the job's processes).
+_VOLATILE_KEYS = ("dataset.data_dir", "dataset.cache", "init.checkpoint", "progress_bar")
+_VOLATILE_PREFIXES = ("distributed.", "slice.")
 
 
 def _flat(config: dict) -> dict:
   flat = flax.traverse_util.flatten_dict(json.loads(json.dumps(config)), sep=".")  # tuples -> lists
-  return {k: v for k, v in flat.items() if k not in _VOLATILE_KEYS}
+  return {k: v for k, v in flat.items() if k not in _VOLATILE_KEYS and not k.startswith(_VOLATILE_PREFIXES)}
 
 
 def train_once(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """The summary of a finished run of `config` in `workdir`, training it first unless it finished (a
   half-finished run resumes). For the members of a study: re-running the study skips what is done.
 
-  Raises ValueError, touching nothing, when `workdir` holds a run of another config (paths and display
-  settings aside: `dataset.data_dir`, `init.checkpoint`, `progress_bar`; a field added to `configs.base_config`
-  since the run was written counts as its default).
+  Raises ValueError, touching nothing, when `workdir` holds a run of another config (paths, caching, display
+  and the job's processes aside: `dataset.data_dir`, `dataset.cache`, `init.checkpoint`, `progress_bar`,
+  `distributed.*`, `slice.*`; a field added to `configs.base_config` since the run was written counts as its
+  default).
   """
   folder = RunFolder(workdir)
   saved = folder.read_config()

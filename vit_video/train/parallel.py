@@ -6,8 +6,9 @@
 'pmap': state replicated on a leading device axis, each device gets `[B/n]` of the batch, gradients averaged
   with `lax.pmean(..., 'data')` (as scenic and vit_jax do).
 
-Multi-host: every process calls `jax.distributed.initialize` first (`maybe_initialize_distributed`); each host
-feeds its own rows of the global batch and `host_batch_to_global` assembles the global array.
+Multi-host: every process joins the job once first (`initialize_distributed`); each host feeds its own rows of
+the global batch and `host_batch_to_global` assembles the global array; `fetch` brings a state sharded across
+hosts (FSDP) back whole to every host.
 """
 import dataclasses
 from collections.abc import Callable
@@ -15,22 +16,39 @@ from typing import Any, Literal
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.experimental import multihost_utils
+from jax.sharding import AbstractMesh, Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
 Parallelism = Literal["jit", "pmap"]
 
 
-def maybe_initialize_distributed(*, initialize: bool, coordinator_address: str, num_processes: int,
-                                 process_id: int) -> None:
-  """Joins a multi-process JAX job when asked (before any other JAX call touches the devices)."""
-  if not initialize:
+def initialize_distributed(*, coordinator_address: str = "", num_processes: int = 0, process_id: int = -1) -> None:
+  """Joins this process to the job's other processes, once: a later call (another run of a sweep or a notebook
+  in the same process) returns at once when it asks for the same job, and raises when it asks for another.
+
+  With a coordinator address, num_processes and process_id must say the rest (0 <= process_id < num_processes).
+  Without one (""), the cluster's environment supplies all three: `jax.distributed.initialize()` with no
+  arguments, as on TPU VMs (the TPU metadata) and SLURM or Open MPI GPU clusters (their environment variables).
+  Call it before anything else touches the devices.
+  """
+  explicit = bool(coordinator_address)
+  if explicit and not 0 <= process_id < num_processes:
+    raise ValueError(f"distributed set-up with coordinator_address {coordinator_address!r} needs 0 <= process_id "
+                     f"< num_processes; got process_id={process_id}, num_processes={num_processes}")
+  if not explicit and (num_processes > 0 or process_id >= 0):
+    raise ValueError(f"num_processes ({num_processes}) and process_id ({process_id}) are given without a "
+                     "coordinator_address: give all three, or none to let the cluster's environment supply them")
+  if jax.distributed.is_initialized():
+    if explicit and (jax.process_count(), jax.process_index()) != (num_processes, process_id):
+      raise ValueError(f"this process already joined a job as process {jax.process_index()} of "
+                       f"{jax.process_count()}, not {process_id} of {num_processes}")
     return
-  if not coordinator_address or num_processes < 1 or not 0 <= process_id < num_processes:
-    raise ValueError(f"distributed set-up needs a coordinator address and 0 <= process_id < num_processes; got "
-                     f"address={coordinator_address!r}, num_processes={num_processes}, process_id={process_id}")
-  jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                             process_id=process_id)
+  if explicit:
+    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                               process_id=process_id)
+  else:
+    jax.distributed.initialize()
 
 
 def check_batch_size(global_batch_size: int, num_devices: int | None = None) -> None:
@@ -45,7 +63,7 @@ def check_batch_size(global_batch_size: int, num_devices: int | None = None) -> 
 class Layout:
   """Where arrays live: the mesh and the shardings of batches and state (jit), or the local devices (pmap)."""
   parallelism: Parallelism
-  mesh: Mesh
+  mesh: Mesh | AbstractMesh
   fsdp: bool = False
   fsdp_min_size: int = 2**14  # Parameters with fewer elements stay replicated.
 
@@ -59,7 +77,7 @@ class Layout:
 
   def param_sharding(self, shape: tuple[int, ...]) -> NamedSharding:
     """Replicated, or under FSDP sharded along the largest axis that the device count divides."""
-    n = self.mesh.devices.size
+    n = self.mesh.size
     if not self.fsdp or int(np.prod(shape)) < self.fsdp_min_size:
       return self.replicated
     for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
@@ -84,7 +102,7 @@ class Layout:
   @property
   def program_devices(self) -> int:
     """Devices whose work one compiled program stands for: XLA's cost analysis counts one device's share."""
-    return jax.device_count() if self.parallelism == "pmap" else self.mesh.devices.size
+    return jax.device_count() if self.parallelism == "pmap" else self.mesh.size
 
   @property
   def batch_axes(self) -> int:
@@ -106,10 +124,11 @@ class Layout:
                    donate_argnums=0 if updates_state else ())
 
   def place(self, state: Any, state_shardings: Any) -> Any:
-    """A host or global state where the step functions want it (replicated per local device under pmap)."""
+    """A host or global state where the step functions want it (replicated per local device under pmap). Host
+    arrays must be the same on every process: each process puts only the shards its devices hold."""
     if self.parallelism == "pmap":
       return replicate(jax.device_get(state))
-    return jax.device_put(state, state_shardings)
+    return jax.tree.map(_put, state, state_shardings)
 
   def one_copy(self, tree: Any) -> Any:
     """A pytree the steps returned as one global copy (the first device's under pmap)."""
@@ -121,13 +140,43 @@ class Layout:
     return jax.device_get(unreplicate(state)) if self.parallelism == "pmap" else state
 
 
-def make_layout(parallelism: Parallelism, *, fsdp: bool = False, devices: list | None = None) -> Layout:
+def _put(x: Any, sharding: NamedSharding) -> jax.Array:
+  if isinstance(x, jax.Array):
+    return jax.device_put(x, sharding)
+  x = np.asarray(x)  # the same on every host: each process fills the shards of its own devices
+  return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def fetch(tree: Any) -> Any:
+  """Every leaf whole as a numpy array on this host; leaves sharded across processes (FSDP on several hosts) are
+  all-gathered, so every process must call it at the same point."""
+  def get(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+  return jax.tree.map(get, tree)
+
+
+def _check_layout(parallelism: str, fsdp: bool) -> None:
   if parallelism not in ("jit", "pmap"):
     raise ValueError(f"parallelism must be 'jit' or 'pmap'; got {parallelism!r}")
   if fsdp and parallelism == "pmap":
     raise ValueError("fsdp needs parallelism='jit' (pmap replicates the state on every device)")
+
+
+def make_layout(parallelism: Parallelism, *, fsdp: bool = False, devices: list | None = None) -> Layout:
+  _check_layout(parallelism, fsdp)
   devices = jax.devices() if devices is None else devices
   return Layout(parallelism, Mesh(np.asarray(devices), (DATA_AXIS,)), fsdp=fsdp)
+
+
+def abstract_layout(parallelism: Parallelism, *, fsdp: bool = False, num_devices: int) -> Layout:
+  """The layout of `num_devices` devices that need not exist (an `AbstractMesh`): its shardings give every
+  array's per-device shard shape, for planning a run (`train/dry_run.py`); nothing can run on it."""
+  _check_layout(parallelism, fsdp)
+  if num_devices < 1:
+    raise ValueError(f"num_devices must be >= 1; got {num_devices}")
+  return Layout(parallelism, AbstractMesh((num_devices,), (DATA_AXIS,)), fsdp=fsdp)
 
 
 def host_batch_to_global(batch: dict[str, np.ndarray], layout: Layout) -> dict[str, jax.Array]:
