@@ -22,9 +22,13 @@ Per model (the papers' recipes; what our pipeline does differently is said):
                --config.init.checkpoint=<a ResNet-50 run or workdir> --config.init.model_name=resnet50
                (checkpoints.inflate.i3d_from_resnet, kernels averaged over time).
   two_stream   Simonyan & Zisserman 2014: 224x224, L = 10 flow fields (T = 11 frames), SGD momentum 0.9,
-               batch 256, lr 0.01 -> 0.001 at 50k of 80k iterations (from scratch); average fusion. Their flow
-               is TV-L1; ours (needed beside the frames, uint8) is computed with flow.compute_flow when the
-               dataset is prepared, which neither tfds ucf101 nor video_folder does yet.
+               batch 256, lr 0.01 -> 0.001 at 50k of 80k iterations (from scratch); average fusion. It reads
+               optical flow stored beside the frames: their flow is TV-L1, ours DIS (flow.compute_flow), computed
+               once when the dataset is prepared, by the video_folder configs with flow (tfds's ucf101 has none):
+                 ucf101       video_folder/ucf101_flow (UCF101's 25 fps, 240x320, split 1's train/test folders)
+                 kinetics400  video_folder/kinetics_flow (as video_folder/kinetics)
+               e.g. python -m vit_video.data.prepare video_folder/ucf101_flow --manual_dir DIR (about 10 ms of
+               flow per frame on one CPU core at 256x340).
   lrcn         Donahue et al. 2015: 16-frame clips at 227x227, CaffeNet features into a 256-unit LSTM, SGD lr
                0.001 (their fine-tuning), batch 32.
   slow_fusion  Karpathy et al. 2014 (Sports-1M in the paper): 10 frames at 170x170 (their 200x200 resize and
@@ -34,11 +38,14 @@ import ml_collections
 
 from vit_video import configs
 
+# The slice these recipes are written for: a TPU v3-32 (32 cores on 4 hosts); every batch is a multiple of 32.
+SLICE = (32, 4)
 DATASETS = {
     # name -> (tfds name, num classes, train split, eval split)
     "ucf101": ("ucf101/ucf101_1_256", 101, "train", "test"),
     "kinetics400": ("video_folder/kinetics", 400, "train", "validation"),
 }
+FLOW_DATASETS = {"ucf101": "video_folder/ucf101_flow", "kinetics400": "video_folder/kinetics_flow"}  # two_stream
 
 # model -> (model attributes, (num_frames, frame_stride, image_size), optimizer settings, batch, epochs or steps)
 RECIPES = {
@@ -77,12 +84,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(model)
   c.num_classes = num_classes
   c.dtype = "bfloat16"
-  c.dataset.name = tfds_name
+  c.dataset.name = FLOW_DATASETS[a.dataset] if a.model == "two_stream" else tfds_name
   c.dataset.data_dir = "data/tfds"
   c.dataset.train_split, c.dataset.eval_split = train_split, eval_split
   c.dataset.image_size = size
   c.dataset.channels = 3
-  c.dataset.shuffle_buffer_size = 0
+  # Pod-sized input: each host reads its 1/P shard, shuffles 64 encoded videos at a time (tfds wrote the records
+  # in a shuffled order; about 1.6 GB of Kinetics' PNG frames) and caches nothing (dataset.cache "auto").
+  c.dataset.host_sharding = "split"
+  c.dataset.shuffle_buffer_size = 64
   c.video.num_frames, c.video.frame_stride = frames, stride
   c.video.flow = a.model == "two_stream"
   c.video.min_crop_area = 0.5
@@ -97,4 +107,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.log_every_steps = 100
   c.eval_every_steps = 0
   c.checkpoint.save_every_steps = 5000
+  c.slice.devices, c.slice.hosts = SLICE
   return c.lock()
