@@ -1,7 +1,10 @@
 """vit_video: attention-based vision and video models in JAX/Flax.
 
-Install for development with the pinned versions CI tested:
+Install for development with the pinned versions CI tested (CPU):
   pip install -r requirements.lock && pip install --no-deps -e .
+and for accelerators add jax's own plugin on top of the same lock (README, "Pods"):
+  pip install -e ".[tpu]"      # TPU VMs: libtpu
+  pip install -e ".[cuda]"     # NVIDIA GPUs, CUDA 13 (the wheels bring CUDA and cuDNN); ".[cuda12]" for CUDA 12
 """
 import setuptools
 
@@ -36,6 +39,10 @@ setuptools.setup(
             "opencv-python-headless>=5.0,<6",  # moving_fmnist_actions rendering, optical flow (DIS, Farneback)
             "imageio-ffmpeg>=0.8,<1",  # an ffmpeg binary for decoding video files (no system install needed)
         ],
+        # Accelerators: jax's extras at the locked jax version (jaxlib is the same wheel; the plugin adds the device).
+        "tpu": ["jax[tpu]>=0.10,<0.11"],
+        "cuda": ["jax[cuda13]>=0.10,<0.11"],
+        "cuda12": ["jax[cuda12]>=0.10,<0.11"],
         "test": [
             "pytest>=8",
             "pytest-timeout>=2.3",
