@@ -35,19 +35,24 @@ def tiny_config(data_dir: str, **overrides):
   return c
 
 
-def _losses(config, devices=None, num_steps=3):
+def _losses(config, devices=None, num_steps=3, count_flops=False):
+  """(losses of `num_steps` steps on random batches, XLA's GFLOP of the global batch's train step if
+  `count_flops`, else None)."""
+  from vit_video.train import parallel  # noqa: PLC0415
   trainer = loop.Trainer(config, total_steps=10, devices=devices)
   state = trainer.init(config.seed)
   rng = np.random.default_rng(1)
-  losses = []
+  losses, gflop = [], None
   for _ in range(num_steps):
     host = {"image": rng.normal(size=(config.batch_size, 28, 28, 1)).astype(np.float32),
             "label": rng.integers(0, 10, config.batch_size).astype(np.int32)}
-    from vit_video.train import parallel  # noqa: PLC0415
-    state, metrics = trainer.train_step(state, parallel.host_batch_to_global(host, trainer.layout))
+    batch = parallel.host_batch_to_global(host, trainer.layout)
+    if count_flops and gflop is None:  # compiles the steps as the loop does: one compile gives losses and count
+      gflop = trainer.compile(state, batch)[0] / 1e9
+    state, metrics = trainer.train_step(state, batch)
     metrics = jax.device_get(metrics)
     losses.append(float(np.ravel(metrics["loss"])[0]))
-  return np.array(losses)
+  return np.array(losses), gflop
 
 
 @pytest.mark.parametrize("model", ["vit", "resnet"])
@@ -55,24 +60,14 @@ def test_jit_pmap_fsdp_and_one_device_give_the_same_losses(tiny_fmnist, model):
   make = tiny_config if model == "vit" else _resnet_config  # ResNet: BatchNorm statistics must be global too
   configs = {name: make(tiny_fmnist, **over)
              for name, over in {"one": {}, "jit": {}, "pmap": {"parallelism": "pmap"}, "fsdp": {"fsdp": True}}.items()}
-  one = _losses(configs["one"], devices=jax.devices()[:1])
+  count = model == "vit"  # FLOP accounting counts the whole global batch under every layout (fsdp aside)
+  one, one_gflop = _losses(configs["one"], devices=jax.devices()[:1], count_flops=count)
   assert np.all(np.isfinite(one)) and one[0] != one[-1]
   for name in ("jit", "pmap", "fsdp"):
-    np.testing.assert_allclose(_losses(configs[name]), one, rtol=2e-5, err_msg=name)
-  if model == "vit":  # FLOP accounting counts the whole global batch under every layout
-    flops = {name: _train_gflop(configs[name], devices=jax.devices()[:1] if name == "one" else None)
-             for name in ("one", "jit", "pmap")}
-    for name in ("jit", "pmap"):
-      assert flops[name] == pytest.approx(flops["one"], rel=0.2), flops
-
-
-def _train_gflop(config, devices=None):
-  trainer = loop.Trainer(config, total_steps=10, devices=devices)
-  state = trainer.init(config.seed)
-  from vit_video.train import parallel  # noqa: PLC0415
-  host = {"image": np.zeros((config.batch_size, 28, 28, 1), np.float32),
-          "label": np.zeros(config.batch_size, np.int32)}
-  return trainer.compile(state, parallel.host_batch_to_global(host, trainer.layout))[0]
+    losses, gflop = _losses(configs[name], count_flops=count and name != "fsdp")
+    np.testing.assert_allclose(losses, one, rtol=2e-5, err_msg=name)
+    if gflop is not None:
+      assert gflop == pytest.approx(one_gflop, rel=0.2), (name, gflop, one_gflop)
 
 
 def _resnet_config(data_dir, **overrides):
