@@ -1,5 +1,7 @@
 """ViT: scan equivalence, dtypes, pooling, stochastic depth, bad input, every TransformerOptions attribute reaching the
 blocks (of ViT, ViViT and TimeSformer). Tiny sizes, all different."""
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -16,6 +18,17 @@ def _init(model, x=X):
   return model.init({"params": jax.random.key(1), "dropout": jax.random.key(2)}, x, train=False)
 
 
+def _shapes(model, x=X):
+  """What `_init` returns, as ShapeDtypeStructs (traced, nothing computed)."""
+  return jax.eval_shape(lambda x: _init(model, x), x)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _apply(model, variables, x, train, dropout_rng=None):
+  """model.apply jitted: one compile per model and input instead of one per op."""
+  return model.apply(variables, x, train=train, rngs=None if dropout_rng is None else {"dropout": dropout_rng})
+
+
 def _randomise(variables, seed=3):
   leaves, treedef = jax.tree.flatten(variables)
   keys = jax.random.split(jax.random.key(seed), len(leaves))
@@ -23,7 +36,7 @@ def _randomise(variables, seed=3):
 
 
 def test_parameter_layout_matches_vit_jax_names():
-  params = _init(vit.ViT(**TINY, representation_size=7))["params"]
+  params = _shapes(vit.ViT(**TINY, representation_size=7))["params"]
   assert set(params) == {"embedding", "cls", "Transformer", "pre_logits", "head"}
   assert params["embedding"]["kernel"].shape == (4, 4, 3, 12)
   assert params["Transformer"]["posembed_input"]["pos_embedding"].shape == (1, 1 + 6, 12)
@@ -39,9 +52,9 @@ def test_scanned_and_unscanned_give_identical_outputs_on_converted_params():
   variables = _randomise(_init(plain))
   converted = {"params": vit.unscanned_to_scan(variables["params"])}
   assert converted["params"]["Transformer"]["encoderblock"]["LayerNorm_0"]["scale"].shape == (3, 12)
-  assert jax.tree.structure(converted) == jax.tree.structure(_init(scanned))
-  out = plain.apply(variables, X, train=False)
-  np.testing.assert_allclose(scanned.apply(converted, X, train=False), out, rtol=1e-5, atol=1e-5)
+  assert jax.tree.structure(converted) == jax.tree.structure(_shapes(scanned))
+  out = _apply(plain, variables, X, False)
+  np.testing.assert_allclose(_apply(scanned, converted, X, False), out, rtol=1e-5, atol=1e-5)
   back = vit.scan_to_unscanned(converted["params"])
   jax.tree.map(np.testing.assert_array_equal, back, variables["params"])
 
@@ -52,8 +65,8 @@ def test_scanned_and_unscanned_agree_in_training_with_stochastic_depth_off():
   variables = _randomise(_init(plain))
   converted = {"params": vit.unscanned_to_scan(variables["params"])}
   loss = lambda m, v: m.apply(v, X, train=True, rngs={"dropout": jax.random.key(0)}).sum()  # noqa: E731
-  g_plain = jax.grad(lambda v: loss(plain, v))(variables)
-  g_scan = jax.grad(lambda v: loss(scanned, v))(converted)
+  g_plain = jax.jit(jax.grad(lambda v: loss(plain, v)))(variables)  # jitted: one compile, not one per op
+  g_scan = jax.jit(jax.grad(lambda v: loss(scanned, v)))(converted)
   np.testing.assert_allclose(vit.unscanned_to_scan(g_plain["params"])["Transformer"]["encoderblock"]["MlpBlock_3"]
                              ["Dense_0"]["kernel"], g_scan["params"]["Transformer"]["encoderblock"]["MlpBlock_3"]
                              ["Dense_0"]["kernel"], rtol=1e-4, atol=1e-6)
@@ -120,7 +133,7 @@ def test_bad_input_raises_value_error(shape, message):
 def test_any_image_size_divisible_by_patch():
   model = vit.ViT(**TINY)
   for hw in [(4, 20), (16, 8)]:
-    v = _init(model, jnp.ones((1, *hw, 3)))
+    v = _shapes(model, jnp.ones((1, *hw, 3)))
     assert v["params"]["Transformer"]["posembed_input"]["pos_embedding"].shape[1] == 1 + hw[0] * hw[1] // 16
 
 
@@ -128,11 +141,10 @@ def test_any_image_size_divisible_by_patch():
 def test_stochastic_depth_alone_changes_training_outputs(scan):
   model = vit.ViT(**TINY, dropout_rate=0.0, stochastic_depth_rate=0.9, scan=scan)
   variables = _randomise(_init(model))
-  outs = [model.apply(variables, X, train=True, rngs={"dropout": jax.random.key(s)}) for s in range(4)]
+  outs = [_apply(model, variables, X, True, jax.random.key(s)) for s in range(4)]
   assert any(not np.allclose(outs[0], o) for o in outs[1:])  # some block was dropped for some example
   off = vit.ViT(**TINY, dropout_rate=0.0, stochastic_depth_rate=0.0, scan=scan)
-  np.testing.assert_array_equal(off.apply(variables, X, train=True, rngs={"dropout": jax.random.key(0)}),
-                                off.apply(variables, X, train=False))
+  np.testing.assert_array_equal(_apply(off, variables, X, True, jax.random.key(0)), _apply(off, variables, X, False))
 
 
 # A value other than the default for every TransformerOptions attribute; a new attribute fails the test until listed.
