@@ -39,6 +39,16 @@ def randomize(variables, seed=1):
       for k, v in flat.items()})
 
 
+def init(model, x):
+  """model.init jitted: one compile per model and input instead of one per op (and per parameter shape)."""
+  return jax.jit(functools.partial(model.init, train=False))(jax.random.key(0), x)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def logits_of(model, variables, x):
+  return model.apply(variables, x, train=False)
+
+
 def test_every_variant_has_a_pinned_count():
   assert set(TORCHVISION_PARAMS) == set(VARIANTS)
 
@@ -56,12 +66,12 @@ def test_features_and_logits(block, dim):
   """num_classes=0 gives the pooled features [B,D]; the logits are the fc layer applied to them."""
   x = images()
   model = tiny(block)
-  variables = randomize(model.init(jax.random.key(0), x, train=False))
-  logits = model.apply(variables, x, train=False)
+  variables = randomize(init(model, x))
+  logits = logits_of(model, variables, x)
   assert logits.shape == (B, K) and logits.dtype == jnp.float32
   no_fc = {"params": {k: v for k, v in variables["params"].items() if k != "fc"},
            "batch_stats": variables["batch_stats"]}
-  feats = tiny(block, num_classes=0).apply(no_fc, x, train=False)
+  feats = logits_of(tiny(block, num_classes=0), no_fc, x)
   assert feats.shape == (B, dim)
   fc = variables["params"]["fc"]
   np.testing.assert_allclose(logits, feats @ fc["kernel"] + fc["bias"], rtol=1e-5, atol=1e-5)
@@ -111,8 +121,8 @@ def test_eval_forward_matches_torch_semantics_reference():
   (Full resnet18/50 were also checked against torchvision with copied weights: max |diff| 2e-5.)"""
   x = jax.random.normal(jax.random.key(0), (B, 32, 40, C))
   model = tiny("basic")
-  v = randomize(model.init(jax.random.key(1), x, train=False))
-  np.testing.assert_allclose(model.apply(v, x, train=False), _reference_forward(v, x), rtol=1e-4, atol=1e-5)
+  v = randomize(init(model, x))
+  np.testing.assert_allclose(logits_of(model, v, x), jax.jit(_reference_forward)(v, x), rtol=1e-4, atol=1e-5)
 
 
 def test_train_updates_batch_stats_with_momentum_0_9():
@@ -162,9 +172,10 @@ def test_zero_init_residual(block, last_bn):
 def test_bfloat16_activations_float32_logits(block):
   x = images()
   model = tiny(block, dtype=jnp.bfloat16)
-  v = model.init(jax.random.key(0), x, train=False)
+  v = jax.eval_shape(lambda x: init(model, x), x)  # dtypes only: traced, nothing computed
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(v["params"]))
-  y, state = model.apply(v, x, train=True, capture_intermediates=True, mutable=["intermediates", "batch_stats"])
+  y, state = jax.eval_shape(lambda v, x: model.apply(v, x, train=True, capture_intermediates=True,
+                                                     mutable=["intermediates", "batch_stats"]), v, x)
   assert y.dtype == jnp.float32
   inner = {k: a for k, a in traverse_util.flatten_dict(state["intermediates"]).items() if k != ("__call__",)}
   assert len(inner) > 10
