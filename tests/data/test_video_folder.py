@@ -411,10 +411,6 @@ def test_without_flow_there_is_no_flow_feature(built):
                                 image_size=8, seed=0, process_index=0, process_count=1, flow=True)
 
 
-@pytest.mark.xfail(strict=True, raises=tf.errors.InvalidArgumentError,
-                   reason="video_pipeline._clip_flow gathers field min(i_t, V - 2) = -1 from a one-frame video's "
-                          "empty [0,H,W,2] flow, so the record counts as undecodable; drop this mark once it reads "
-                          "as zero flow (the padding rule)")
 def test_clip_pipeline_reads_a_one_frame_video_as_zero_flow(built_flow):
   (batch,) = vp.make_clip_eval_iterator(
       FLOW_NAME, "test", built_flow[0], global_batch_size=1, num_frames=3, frame_stride=1, image_size=8,

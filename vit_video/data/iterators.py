@@ -76,7 +76,8 @@ class Iterators:
 
 def make_iterators(config: ml_collections.ConfigDict) -> Iterators:
   """The run's input; ValueError before any reading when the dataset is not prepared, a split is unknown, the
-  config's class count differs from the dataset's, image augmentations are set on a video config, or
+  config's class count differs from the dataset's, a video dataset lacks the label or the flow the config reads,
+  image augmentations are set on a video config, or
   `dataset.host_sharding` or `dataset.cache` is not one of its values."""
   ds, v = config.dataset, config.video
   common.check_host_sharding(ds.host_sharding)
@@ -86,6 +87,8 @@ def make_iterators(config: ml_collections.ConfigDict) -> Iterators:
     raise ValueError("the image augmentations (config.augment) do not apply to video; clips are cropped and "
                      "flipped by config.video.min_crop_area and config.video.flip")
   label_key = v.label_key if video else "label"
+  if video:  # a video feature, a ClassLabel label_key, and the stored flow a flow config reads
+    video_pipeline.video_builder(ds.name, ds.train_split, ds.data_dir, label_key, flow=v.flow)
   classes = builders.num_classes(ds.name, ds.data_dir, label_key)
   if config.num_classes != classes:
     raise ValueError(f"num_classes {config.num_classes} differs from the {classes} classes of {ds.name}'s "

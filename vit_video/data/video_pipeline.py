@@ -14,8 +14,8 @@ process_count per host:
 
 Optical flow. A dataset with flow has a feature 'flow', uint8 [V-1,H,W,2]: field i is the flow from video frame i
 to i+1 (`flow.compute_flow`), quantised by `flow.quantize_flow` with the bound its builder config's `flow_bound`
-holds (moving_fmnist_actions stores it; video_folder does not). Field t of a clip is the stored field at its
-frame i_t, i.e. from i_t to i_t + 1: the flow between clip frames t and t+1 when frame_stride is 1, and the
+holds (moving_fmnist_actions stores it, as do video_folder's configs with flow). Field t of a clip is the stored
+field at its frame i_t, i.e. from i_t to i_t + 1: the flow between clip frames t and t+1 when frame_stride is 1, and the
 forward flow at each sampled frame otherwise (the two-stream papers stack consecutive fields). Where i_{t+1}
 == i_t (the padding of short videos repeats the last frame) the field is zero. The flow gets the clip's crop and
 flip: cropped like the frames, resized to S x S with its vectors scaled by S / side, and mirrored with its x
@@ -108,7 +108,7 @@ def _check_args(num_frames, frame_stride, image_size) -> None:
       raise ValueError(f"{what} {value!r} must be a positive int")
 
 
-def _video_builder(name: str, split: str, data_dir: str, label_key: str,
+def video_builder(name: str, split: str, data_dir: str, label_key: str,
                    flow: bool = False) -> tfds.core.DatasetBuilder:
   """The prepared builder; ValueError naming the problem unless it has a `video` and a ClassLabel `label_key`
   (and with `flow`, a uint8 'flow' feature [V-1,H,W,2] and a `flow_bound` in its builder config)."""
@@ -165,6 +165,8 @@ def _clip_flow(quantized: tf.Tensor, indices: tf.Tensor, bound: float) -> tf.Ten
   Field t is stored field i_t (from frame i_t to i_t + 1), zero where i_{t+1} == i_t (padding).
   """
   first, following = indices[..., :-1], indices[..., 1:]  # [...,T-1]
+  # One zero field appended, so that a one-frame video (no stored field) gathers something; it is masked below.
+  quantized = tf.pad(quantized, [[0, 1], [0, 0], [0, 0], [0, 0]])  # [V,H,W,2]
   fields = tf.gather(quantized, tf.minimum(first, tf.shape(quantized)[0] - 1))  # [...,T-1,H,W,2]
   fields = tf.cast(fields, tf.float32) * (2.0 * bound / 255.0) - bound  # flow.dequantize_flow
   moving = tf.cast(following > first, tf.float32)[..., None, None, None]
@@ -249,7 +251,7 @@ def make_clip_train_iterator(
   if start_step < 0 or (stop_step is not None and stop_step < start_step):
     raise ValueError(f"start_step {start_step} and stop_step {stop_step} must satisfy 0 <= start <= stop")
   b = local_batch_size(global_batch_size, process_index, process_count)
-  builder = _video_builder(name, split, data_dir, label_key, flow)
+  builder = video_builder(name, split, data_dir, label_key, flow)
   bound = builder.builder_config.flow_bound if flow else None
   is_global = host_sharding == "global"
   read_split = split if is_global else tfds.even_splits(split, process_count)[process_index]
@@ -349,7 +351,7 @@ def make_clip_eval_iterator(
   if not 0 < crop_fraction <= 1:
     raise ValueError(f"crop_fraction {crop_fraction} is outside (0, 1]")
   b = local_batch_size(global_batch_size, process_index, process_count)
-  builder = _video_builder(name, split, data_dir, label_key, flow)
+  builder = video_builder(name, split, data_dir, label_key, flow)
   bound = builder.builder_config.flow_bound if flow else None
   sizes = shard_sizes(builder, split, process_count)
   num_batches = math.ceil(max(sizes) * num_clips * num_crops / b)

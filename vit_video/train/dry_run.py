@@ -115,7 +115,7 @@ def _check_data(config, hosts: int, plan: Plan) -> int | None:
   try:
     label_key = v.label_key if "video" in iterators.input_keys(config) else "label"
     if label_key != "label" or v.flow:
-      video_pipeline._video_builder(ds.name, ds.train_split, ds.data_dir, label_key, v.flow)  # TODO public
+      video_pipeline.video_builder(ds.name, ds.train_split, ds.data_dir, label_key, v.flow)
     classes = builders.num_classes(ds.name, ds.data_dir, label_key)
     if classes != config.num_classes:
       plan.problems.append(f"num_classes {config.num_classes} differs from the {classes} classes of {ds.name}'s "
