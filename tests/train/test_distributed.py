@@ -28,9 +28,6 @@ def _start(args: list[str], devices: int, log: str) -> subprocess.Popen:
   """The driver in a process of its own; its output goes to files (a full pipe nobody reads while this process
   trains would stall it, and its peer with it)."""
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", TF_CPP_MIN_LOG_LEVEL="2")
-  # No shared compilation cache: a program one process finds there and its peer compiles can stall their
-  # collectives (seen as a hang in the second run's checkpoint save).
-  env.pop("JAX_COMPILATION_CACHE_DIR", None)
   return subprocess.Popen([sys.executable, DRIVER, *args], cwd=ROOT, env=env, stdout=open(f"{log}.out", "w"),
                           stderr=open(f"{log}.err", "w"), text=True)
 

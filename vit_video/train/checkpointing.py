@@ -401,7 +401,14 @@ _leaf_summary_jit = jax.jit(_leaf_summary)
 def _checksums(tree: Any) -> tuple[dict[str, int], dict[str, bool]]:
   """Per-array checksums and finiteness, keyed by the arrays' '/'-joined names."""
   with_path = jax.tree_util.tree_flatten_with_path(tree)[0]
-  summaries = jax.device_get([_leaf_summary_jit(leaf) for _, leaf in with_path])
+  summaries = []
+  for _, leaf in with_path:
+    summaries.append(_leaf_summary_jit(leaf))
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+      # Sharded across processes: its reduction is a collective, and XLA:CPU may run queued programs at once, so
+      # two processes could pair up different leaves' collectives and wait forever. One at a time.
+      summaries[-1] = jax.block_until_ready(summaries[-1])
+  summaries = jax.device_get(summaries)
   names = [_leaf_name(k) for k, _ in with_path]
   return ({n: int(s) for n, (s, _) in zip(names, summaries)}, {n: bool(f) for n, (_, f) in zip(names, summaries)})
 
