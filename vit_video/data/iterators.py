@@ -77,8 +77,8 @@ class Iterators:
 def make_iterators(config: ml_collections.ConfigDict) -> Iterators:
   """The run's input; ValueError before any reading when the dataset is not prepared, a split is unknown, the
   config's class count differs from the dataset's, a video dataset lacks the label or the flow the config reads,
-  image augmentations are set on a video config, or
-  `dataset.host_sharding` or `dataset.cache` is not one of its values."""
+  image augmentations are set on a video config, or `dataset.host_sharding` or `dataset.cache` is not one of its
+  values."""
   ds, v = config.dataset, config.video
   common.check_host_sharding(ds.host_sharding)
   common.check_cache(ds.cache)

@@ -85,13 +85,12 @@ def _size(n: float) -> str:
 
 
 def _check_batches(config, devices: int, hosts: int, plan: Plan, video: bool) -> None:
-  b = config.batch_size
-  for what, size in (("batch_size", b),):
-    if size % devices:
-      plan.problems.append(f"{what} {size} is not divisible by the {devices} devices: choose a multiple of "
-                           f"{devices} (or another slice)")
-    if size % hosts:
-      plan.problems.append(f"{what} {size} is not divisible by the {hosts} hosts")
+  b = config.batch_size  # train and eval alike: the global batch of examples, or of views
+  if b % devices:
+    plan.problems.append(f"batch_size {b} is not divisible by the {devices} devices: choose a multiple of "
+                         f"{devices} (or another slice)")
+  if b % hosts:
+    plan.problems.append(f"batch_size {b} is not divisible by the {hosts} hosts")
   per_host, per_device = b / hosts, b / devices
   plan.add("train batch", f"{b} global, {per_host:g} per host, {per_device:g} per device")
   if video:
