@@ -180,3 +180,14 @@ def test_a_failure_after_a_save_waits_for_the_checkpoint_in_flight(tiny_fmnist, 
   with pytest.raises(RuntimeError, match="right after the save of step 4"):
     loop.train_and_evaluate(config, str(workdir))
   assert sorted(os.listdir(workdir / "checkpoints")) == ["4"]
+
+
+@pytest.mark.parametrize("model", ["vit", "resnet"])
+def test_program_abstract_state_is_what_init_returns(tiny_fmnist, model):
+  """build_program writes the abstract state down from one trace of model.init; it must be exactly `init`'s."""
+  make = tiny_config if model == "vit" else _resnet_config  # ResNet: BatchNorm statistics in the state
+  config = make(tiny_fmnist, ema_decay=0.9)
+  program = loop.build_program(config, 10)
+  traced = jax.eval_shape(program.init, jax.random.key(0))
+  assert jax.tree.structure(traced) == jax.tree.structure(program.abstract_state)
+  assert jax.tree.leaves(traced) == jax.tree.leaves(program.abstract_state)
