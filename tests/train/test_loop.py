@@ -111,12 +111,18 @@ def test_checkpoint_of_another_model_is_refused_and_kept(tiny_fmnist, tmp_path):
   before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
   config_json = open(os.path.join(workdir, "config.json")).read()
   other = tiny_config(tiny_fmnist, total_steps=8, **{"model.depth": 2})
+  with pytest.raises(ValueError, match=r"holds a run of another config \(model.depth: 1 there, 2 here\)"):
+    loop.train_and_evaluate(other, workdir)
+  with pytest.raises(ValueError, match=r"model_name: 'vit_ti16' there, 'resnet18' here"):
+    loop.train_and_evaluate(_resnet_config(tiny_fmnist, total_steps=8), workdir)
+  assert open(os.path.join(workdir, "config.json")).read() == config_json
+  os.remove(os.path.join(workdir, "config.json"))  # without it, the checkpoints themselves refuse another model
   with pytest.raises(ValueError, match="encoderblock_1"):
     loop.train_and_evaluate(other, workdir)
   with pytest.raises(ValueError, match="resnet18"):
     loop.train_and_evaluate(_resnet_config(tiny_fmnist, total_steps=8), workdir)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
-  assert open(os.path.join(workdir, "config.json")).read() == config_json
+  assert not os.path.exists(os.path.join(workdir, "config.json"))
   with pytest.raises(ValueError, match="checkpoint at step 5, past this config's 3 steps"):
     loop.train_and_evaluate(tiny_config(tiny_fmnist, total_steps=3), workdir)
 

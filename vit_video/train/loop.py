@@ -23,7 +23,7 @@ import optax
 from vit_video import configs, models
 from vit_video.data import video_pipeline
 from vit_video.data import iterators
-from vit_video.train import checkpointing, finetune, flops, optim, parallel, steps, writers
+from vit_video.train import checkpointing, finetune, flops, optim, parallel, run_lock, steps, writers
 from vit_video.train.run_folder import RunFolder
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -59,6 +59,9 @@ def input_shapes(config: ml_collections.ConfigDict) -> tuple[tuple[int, ...], ..
 
 def total_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
   """The run's steps: `total_steps`, or `num_epochs` passes over `num_train` examples (at least one step)."""
+  if config.total_steps < 0 or (config.total_steps == 0 and config.num_epochs <= 0):
+    raise ValueError(f"set total_steps > 0, or total_steps = 0 and num_epochs > 0; got total_steps "
+                     f"{config.total_steps}, num_epochs {config.num_epochs}")
   if config.total_steps > 0:
     return int(config.total_steps)
   steps_per_epoch = num_train // config.batch_size
@@ -230,15 +233,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
   if config.progress_bar not in ("auto", "on", "off"):
     raise ValueError(f"progress_bar must be 'auto', 'on' or 'off'; got {config.progress_bar!r}")
   folder.makedirs()
-
-  ckpt = config.checkpoint
-  checkpointer = checkpointing.Checkpointer(
-      folder.checkpoints, save_every_steps=ckpt.save_every_steps, total_steps=num_steps,
-      max_to_keep=ckpt.max_to_keep, keep_best=ckpt.keep_best, async_save=ckpt.async_save)
-  try:
-    return _train(config, folder, trainer, checkpointer, data, num_steps)
-  finally:
-    checkpointer.close()  # waits for a save in flight, also when training failed
+  with run_lock.hold(folder / run_lock.LOCK):  # one run per workdir; the hosts of one run share it
+    check_same_run(folder, config, may_differ=_RESUMABLE_KEYS)
+    ckpt = config.checkpoint
+    checkpointer = checkpointing.Checkpointer(
+        folder.checkpoints, save_every_steps=ckpt.save_every_steps, total_steps=num_steps,
+        max_to_keep=ckpt.max_to_keep, keep_best=ckpt.keep_best, async_save=ckpt.async_save)
+    try:
+      return _train(config, folder, trainer, checkpointer, data, num_steps)
+    finally:
+      checkpointer.close()  # waits for a save in flight, also when training failed
 
 
 def _train(config, folder: RunFolder, trainer: Trainer, checkpointer: checkpointing.Checkpointer,
@@ -318,6 +322,9 @@ def _train(config, folder: RunFolder, trainer: Trainer, checkpointer: checkpoint
 # Config keys that may differ between two starts of the same run (paths, caching, display, the job's processes).
 _VOLATILE_KEYS = ("dataset.data_dir", "dataset.cache", "init.checkpoint", "progress_bar")
 _VOLATILE_PREFIXES = ("distributed.", "slice.")
+# What a resumed run may change besides: how long it trains, and how often it logs, evaluates and saves.
+_RESUMABLE_KEYS = ("total_steps", "num_epochs", "log_every_steps", "eval_every_steps", "checkpoint.save_every_steps",
+                   "checkpoint.max_to_keep", "checkpoint.async_save")
 
 
 def _flat(config: dict) -> dict:
@@ -325,25 +332,33 @@ def _flat(config: dict) -> dict:
   return {k: v for k, v in flat.items() if k not in _VOLATILE_KEYS and not k.startswith(_VOLATILE_PREFIXES)}
 
 
+def check_same_run(folder: RunFolder, config: ml_collections.ConfigDict, *, may_differ: tuple[str, ...] = ()):
+  """ValueError, touching nothing, when `folder` holds a run of another config: one that differs in a key other
+  than the volatile ones (`dataset.data_dir`, `dataset.cache`, `init.checkpoint`, `progress_bar`,
+  `distributed.*`, `slice.*`) and `may_differ`. A field added to `configs.base_config` since the run was written
+  counts as its default."""
+  saved = folder.read_config()
+  if saved is None:
+    return
+  saved = {**_flat(configs.base_config().to_dict()), **_flat(saved)}
+  wanted = _flat(config.to_dict())
+  differ = sorted((k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k) and k not in may_differ),
+                  key=lambda k: (k.count("."), k))  # model_name before the model's fields
+  if differ:
+    shown = "; ".join(f"{k}: {saved.get(k)!r} there, {wanted.get(k)!r} here" for k in differ[:6])
+    raise ValueError(f"{folder} holds a run of another config ({shown}{'; ...' if len(differ) > 6 else ''}); "
+                     "use a new workdir, or delete that folder to start it again")
+
+
 def train_once(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """The summary of a finished run of `config` in `workdir`, training it first unless it finished (a
   half-finished run resumes). For the members of a study: re-running the study skips what is done.
 
-  Raises ValueError, touching nothing, when `workdir` holds a run of another config (paths, caching, display
-  and the job's processes aside: `dataset.data_dir`, `dataset.cache`, `init.checkpoint`, `progress_bar`,
-  `distributed.*`, `slice.*`; a field added to `configs.base_config` since the run was written counts as its
-  default).
+  Raises ValueError, touching nothing, when `workdir` holds a run of another config (`check_same_run`; here
+  even the length of training counts).
   """
   folder = RunFolder(workdir)
-  saved = folder.read_config()
-  if saved is not None:
-    # A key the saved config lacks (a run written before the key existed) counts as its base_config default.
-    saved = {**_flat(configs.base_config().to_dict()), **_flat(saved)}
-    wanted = _flat(config.to_dict())
-    differ = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
-    if differ:
-      raise ValueError(f"{folder} holds a run of another config (it differs in {', '.join(differ[:6])}); "
-                       "use a new workdir, or delete that folder to retrain it")
+  check_same_run(folder, config)
   summary = folder.read_summary()
   if summary is None:
     _, summary = train_and_evaluate(config, workdir)

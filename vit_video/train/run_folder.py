@@ -156,8 +156,10 @@ class RunFolder:
 
   def keep_metrics_until(self, step: int) -> None:
     """Rewrites metrics.jsonl with only its records of steps <= `step` (those a resumed run will not write
-    again), so that a resumed run's file equals an uninterrupted run's."""
-    kept = [r for r in self.read_metrics() if r["step"] <= step]
+    again), so that a resumed run's file equals an uninterrupted run's. Each (step, kind) is kept once (its
+    newest record), in the order the loop writes them: by step, train before eval."""
+    newest = {(r["step"], r["kind"]): r for r in self.read_metrics() if r["step"] <= step}
+    kept = sorted(newest.values(), key=lambda r: (r["step"], r["kind"] != "train"))
     write_atomic(self.path / METRICS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
 
   def append_metrics(self, records: list[dict]) -> None:
