@@ -12,6 +12,7 @@ setuptools.setup(
     name="vit_video",
     version="0.1.0",
     description="JAX/Flax attention-based vision and video models, experiments and training.",
+    url="https://github.com/vit-video/vit_video",  # the one place the GitHub location is declared (Colab links)
     packages=setuptools.find_packages(include=["vit_video", "vit_video.*"]),
     python_requires=">=3.11,<3.13",
     install_requires=[

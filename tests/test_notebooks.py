@@ -1,10 +1,20 @@
-"""Every notebook in colabs/ runs headless with small settings, so a notebook that breaks fails CI.
+"""Every notebook in colabs/ runs headless with small settings, so a notebook that breaks fails CI, and opens on
+Colab as it is.
 
 Each notebook has one cell tagged "parameters"; the harness inserts a cell after it that overrides those
-values (the papermill convention), then executes the notebook with the repository's Python kernel.
+values (the papermill convention), then executes the notebook with the repository's Python kernel. Before it, each
+notebook's first markdown line is its "Open in Colab" badge and its first code cell installs the repository on
+Colab (and does nothing elsewhere); the badges, the README's links and that cell's clone all derive from `url` in
+setup.py.
 """
 import glob
+import importlib.util
 import os
+import re
+import shutil
+import subprocess
+import sys
+import types
 from collections.abc import Callable
 
 import nbclient
@@ -13,6 +23,25 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "colabs", "*.ipynb")))
+BADGE = "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({})"
+
+
+def github_url() -> str:
+  """setup.py's `url`, the one place the repository's GitHub location is declared."""
+  match = re.search(r'\burl="(https://github\.com/[\w.-]+/[\w.-]+)"', open(os.path.join(ROOT, "setup.py")).read())
+  assert match, "setup.py's setup() needs url=\"https://github.com/OWNER/REPO\""
+  return match.group(1)
+
+
+def colab_url(path: str) -> str:
+  """The link that opens notebook `path` (of this checkout) on Colab, from GitHub's main branch."""
+  repo = github_url().removeprefix("https://github.com/")
+  return f"https://colab.research.google.com/github/{repo}/blob/main/{os.path.relpath(path, ROOT)}"
+
+
+def setup_cell(nb) -> str:
+  """The notebook's first code cell: the Colab set-up."""
+  return next(c.source for c in nb.cells if c.cell_type == "code")
 
 
 @pytest.fixture(scope="session")
@@ -71,6 +100,58 @@ def test_every_notebook_has_settings():
   assert {"train_quickstart", "vit_vs_resnet", "video_classics", "vivit_and_swin"} <= set(names)
   for name in names:
     small_settings(name, lambda fixture_name: fixture_name, "w")  # KeyError for a notebook without settings
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: os.path.basename(p))
+def test_notebook_opens_on_colab(path):
+  nb = nbformat.read(path, as_version=4)
+  assert nb.cells[0].cell_type == "markdown"
+  assert nb.cells[0].source.splitlines()[0] == BADGE.format(colab_url(path))
+  code = [c for c in nb.cells if c.cell_type == "code"]
+  assert "parameters" in code[1].metadata.get("tags", []), "the Colab set-up cell comes first, then the parameters"
+  first_setup = setup_cell(nbformat.read(NOTEBOOKS[0], as_version=4))
+  assert code[0].source == first_setup, f"{path}: its first code cell differs from {NOTEBOOKS[0]}'s Colab set-up"
+
+
+def test_readme_links_the_notebooks_on_colab():
+  readme = open(os.path.join(ROOT, "README.md")).read()
+  section = readme[readme.index("\n## Notebooks\n"):]
+  section = section[:section.index("\n## ", 1)]
+  links = set(re.findall(r"https://colab\.research\.google\.com/github/[^\s)>]+", readme))
+  assert links == set(map(colab_url, NOTEBOOKS)), links
+  for path in NOTEBOOKS:
+    assert colab_url(path) in section, f"README's Notebooks section lacks {path}'s Colab link"
+
+
+@pytest.mark.parametrize("plugin", ["", "cuda12", "tpu"])
+def test_colab_setup_cell_clones_and_installs_on_colab_only(plugin, monkeypatch):
+  """The set-up cell, run as if on Colab (no command really runs): it clones setup.py's url, installs the clone with
+  extras that setup.py declares, and imports from it; off Colab it runs nothing."""
+  source = setup_cell(nbformat.read(NOTEBOOKS[0], as_version=4))
+  commands = []
+  monkeypatch.setattr(subprocess, "run", lambda command, **kwargs: commands.append((command, kwargs)))
+  monkeypatch.setattr(sys, "path", list(sys.path))
+  monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+  off_colab = {}
+  exec(source, off_colab)  # noqa: S102
+  assert commands == [] and off_colab["ROOT"] == ".."
+
+  monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+  monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/nvidia-smi" if plugin == "cuda12" else None)
+  find_spec = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec",
+                      lambda name, *a: object() if name == "libtpu" and plugin == "tpu" else find_spec(name, *a))
+  on_colab = {}
+  exec(source, on_colab)  # noqa: S102
+  root = on_colab["ROOT"]
+  clone = [c for c, _ in commands if c[:2] == ["git", "clone"]]
+  assert clone and clone[0][-2:] == [github_url(), root]
+  installs = [(c, kwargs) for c, kwargs in commands if "install" in c and "-e" in c]
+  assert len(installs) == 1 and installs[0][1]["cwd"] == root
+  extras = re.fullmatch(r"\.\[([\w,]+)\]", installs[0][0][-1]).group(1).split(",")
+  declared = re.findall(r'^ +"(\w+)": \[', open(os.path.join(ROOT, "setup.py")).read(), re.MULTILINE)
+  assert extras == ["data"] + ([plugin] if plugin else []) and set(extras) <= set(declared), (extras, declared)
+  assert sys.path[0] == root
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: os.path.basename(p))
