@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from tests.checkpoints.timm_reference import import_timm as import_timm_reference
-from tests.checkpoints.timm_reference import (randomize_, run, state_dict, tiny_bit, tiny_hybrid, tiny_vit,
-                                  use_vit_jax_numerics_)
+from tests.checkpoints.timm_reference import (randomize_, require_torch, run, state_dict, tiny_bit, tiny_hybrid,
+                                              tiny_vit, use_vit_jax_numerics_)
 from vit_video.checkpoints import import_timm, import_torchvision
 from vit_video.models import create_model
 
@@ -26,7 +26,7 @@ TINY_BIT = dict(stage_sizes=(1, 1), width=32)
 
 @pytest.fixture(scope="module")
 def timm():
-  pytest.importorskip("torch", reason="timm (the reference implementation) needs torch")
+  require_torch("timm (the reference implementation) needs torch")
   return import_timm_reference()
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.models.test_swin import PARAM_COUNTS, TINY
 from tests.checkpoints.timm_reference import import_timm as import_timm_reference
-from tests.checkpoints.timm_reference import randomize_, run, state_dict, tiny_vit
+from tests.checkpoints.timm_reference import randomize_, require_torch, run, state_dict, tiny_vit
 from vit_video.checkpoints import import_timm
 from vit_video.checkpoints.timm_swin import TIMM_NAMES, import_timm_swin, official_to_timm_names
 from vit_video.layers import windows
@@ -27,7 +27,7 @@ OVERRIDES = {k: v for k, v in TINY.items() if k != "num_classes"}
 
 @pytest.fixture(scope="module")
 def timm():
-  pytest.importorskip("torch", reason="timm (the reference implementation) needs torch")
+  require_torch("timm (the reference implementation) needs torch")
   return import_timm_reference()
 
 

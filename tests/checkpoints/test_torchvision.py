@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tests.models.test_video_swin import PARAM_COUNTS
-from tests.checkpoints.timm_reference import import_timm, randomize_, state_dict
+from tests.checkpoints.timm_reference import import_timm, randomize_, require_torch, state_dict
 from vit_video.checkpoints import import_torchvision
 from vit_video.checkpoints.torchvision import TORCHVISION_NAMES, import_torchvision_video_swin
 from vit_video.layers import windows
@@ -30,7 +30,7 @@ OVERRIDES = dict(width=16, depths=(2, 2), num_heads=(1, 2), window_size=(2, 3, 3
 
 @pytest.fixture(scope="module")
 def torchvision():
-  pytest.importorskip("torch", reason="torchvision (the reference implementation) needs torch")
+  require_torch("torchvision (the reference implementation) needs torch")
   import_timm()  # installs the shim that makes torchvision importable on CPU torch
   import torchvision
   return torchvision

@@ -11,11 +11,30 @@ The tiny builders use timm's own classes at toy widths, configured as timm confi
 with every parameter and BatchNorm statistic random (`randomize_`), so that every weight moves the output.
 """
 import functools
+import importlib
+import os
 import sys
 
 import numpy as np
+import pytest
+
+# Set by `make test` (and so by CI), which installs the reference stack: a missing reference is then a failure.
+REQUIRE_ENV = "VIT_VIDEO_REQUIRE_REFERENCE"
 
 _TV_LIB = None  # Keeps the Library alive: torch drops its definitions when it is garbage collected.
+
+
+def require_torch(reason: str):
+  """`torch`; a skip naming `reason` when it is not installed, but an ImportError (a failure) when the
+  environment variable VIT_VIDEO_REQUIRE_REFERENCE is 1, so that these tests cannot be skipped silently in CI."""
+  if os.environ.get(REQUIRE_ENV) == "1":
+    try:
+      return importlib.import_module("torch")
+    except ImportError as e:
+      raise ImportError(f"{reason}, and {REQUIRE_ENV}=1 requires the reference stack: install it with "
+                        "`make .venv/.installed-reference` (or pip install torch==2.13.0 and "
+                        "requirements-reference.lock)") from e
+  return pytest.importorskip("torch", reason=reason)
 
 
 def import_timm():
