@@ -3,18 +3,23 @@
 Each checkpoint is written here from random arrays under the published key names (vit_jax, big_vision
 scanned and not, the R+ViT hybrid, big_transfer BiT); timm reads it with its `_load_weights`, we with
 `import_vit_npz`, and the eval-mode outputs on 32x48 images must agree to 1e-4 of the logit scale. Then:
-position-embedding resampling (checked against timm's), head dropping, and the errors.
+position-embedding resampling (checked against timm's), head dropping, and the errors: arrays that do not fit the
+model (all listed, with the sizes that differ), files that are no whole .npz (truncated, damaged, a text page, a
+pickle), non-finite weights.
 """
 import logging
 import pathlib
 import pickle
+import re
 
 import jax
 import numpy as np
 import pytest
 
-from tests.checkpoints.timm_reference import import_timm, run, tiny_bit, tiny_hybrid, tiny_vit, use_vit_jax_numerics_
+from tests.checkpoints.timm_reference import (import_timm, require_torch, run, tiny_bit, tiny_hybrid, tiny_vit,
+                                              use_vit_jax_numerics_)
 from vit_video.checkpoints import import_vit_npz
+from vit_video.checkpoints.npz import ModelMismatchError
 from vit_video.models import create_model
 
 B, H, W, C, K = 2, 32, 48, 3, 5
@@ -27,7 +32,7 @@ GRID = (H // P, W // P)  # 8 x 12 tokens.
 
 @pytest.fixture(scope="module")
 def timm():
-  pytest.importorskip("torch", reason="timm (the reference implementation) needs torch")
+  require_torch("timm (the reference implementation) needs torch")
   return import_timm()
 
 
@@ -264,13 +269,19 @@ def test_wrong_family_is_refused(tmp_path):
     import_vit_npz("resnet50", vit_path)
 
 
-def test_wrong_shape_names_the_key_and_both_shapes(tmp_path):
+def test_wrong_shape_lists_the_arrays_both_shapes_and_the_sizes_that_differ(tmp_path):
   path = save(tmp_path, vit_jax_arrays())
-  with pytest.raises(ValueError, match=r"vit_ti16: checkpoint array 'Transformer/encoderblock_0/MlpBlock_3/Dense_0/"
-                                       r"kernel' has shape \(24, 48\) but the model's .* has shape \(24, 40\)"):
+  with pytest.raises(ModelMismatchError, match=(
+      rf"vit_ti16: {re.escape(str(path))} does not fit the model: sizes that differ \(checkpoint vs model\): mlp_dim "
+      r"48 vs 40; 6 checkpoint array\(s\) differ in shape \(checkpoint vs model\): 'Transformer/encoderblock_0/"
+      r"MlpBlock_3/Dense_0/bias' \(48,\) vs \(40,\), 'Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel' "
+      r"\(24, 48\) vs \(24, 40\), .* and 1 more$")):
     import_vit_npz("vit_ti16", path, **dict(TINY_VIT, mlp_dim=40))
-  with pytest.raises(ValueError, match=r"'embedding/kernel' has shape \(4, 4, 3, 24\) .* \(4, 4, 5, 24\)"):
+  with pytest.raises(ValueError, match=r"in_channels 3 vs 5; 1 checkpoint array\(s\) .*: 'embedding/kernel' "
+                                       r"\(4, 4, 3, 24\) vs \(4, 4, 5, 24\)$"):
     import_vit_npz("vit_ti16", path, **dict(TINY_VIT, in_channels=5))
+  with pytest.raises(ValueError, match=r"patch_size 4 vs 8, width 24 vs 32, depth 2 vs 1; 22 checkpoint array"):
+    import_vit_npz("vit_ti16", path, **dict(TINY_VIT, patch_size=8, width=32, depth=1))
   with pytest.raises(ValueError, match=r"not divisible by patch size"):
     import_vit_npz("vit_ti16", path, image_size=(30, 48), **TINY_VIT)
 
@@ -278,14 +289,66 @@ def test_wrong_shape_names_the_key_and_both_shapes(tmp_path):
 def test_missing_and_unexpected_keys_are_listed(tmp_path):
   arrays = bit_arrays()
   del arrays["resnet/block2/unit01/b/group_norm/beta"]
-  with pytest.raises(ValueError, match=r"bit_r50x1: 1 model variable\(s\) are missing .*: params/stage1/block0/"
-                                       r"norm2/bias"):
+  with pytest.raises(ModelMismatchError, match=r"bit_r50x1: .* does not fit the model: 1 model variable\(s\) are "
+                                               r"missing from the checkpoint: params/stage1/block0/norm2/bias$"):
     import_vit_npz("bit_r50x1", save(tmp_path, arrays), **TINY_BIT)
   arrays = vit_jax_arrays()
   arrays["Transformer/encoderblock_2/LayerNorm_0/scale"] = np.ones(D, np.float32)
-  with pytest.raises(ValueError, match=r"1 checkpoint array\(s\) have no place.*'Transformer/encoderblock_2/"
-                                       r"LayerNorm_0/scale'"):
+  with pytest.raises(ModelMismatchError, match=r"sizes that differ \(checkpoint vs model\): depth 3 vs 2; 1 "
+                                               r"checkpoint array\(s\) have no place in the model: "
+                                               r"'Transformer/encoderblock_2/LayerNorm_0/scale'$"):
     import_vit_npz("vit_ti16", save(tmp_path, arrays, "extra.npz"), **TINY_VIT)
+
+
+def test_a_truncated_or_damaged_archive_is_named_with_the_fix(tmp_path):
+  """The first half of a real .npz (a download cut short: no zip index), and one with bytes overwritten inside an
+  array (its CRC fails when read)."""
+  data = save(tmp_path, vit_jax_arrays()).read_bytes()
+  half = tmp_path / "half.npz"
+  half.write_bytes(data[:len(data) // 2])
+  with pytest.raises(ValueError, match=rf"^{re.escape(str(half))} is not a complete \.npz archive \(BadZipFile: .*\): "
+                                       r"a truncated or damaged download\? Download it again$"):
+    import_vit_npz("vit_ti16", half, **TINY_VIT)
+  damaged = tmp_path / "damaged.npz"
+  damaged.write_bytes(data[:len(data) // 2] + b"\xff" * 64 + data[len(data) // 2 + 64:])
+  with pytest.raises(ValueError, match=rf"^{re.escape(str(damaged))}: array '.*' cannot be read \(BadZipFile: Bad "
+                                       r"CRC-32 .*\): the \.npz archive is damaged .* Download it again$"):
+    import_vit_npz("vit_ti16", damaged, **TINY_VIT)
+
+
+def test_a_file_that_is_no_npz_is_named_with_its_first_bytes(tmp_path):
+  """A saved HTML error page (what a failed download often leaves) is a text file, not "pickled data"."""
+  page = tmp_path / "ViT-B_16.npz"
+  page.write_text("<!DOCTYPE html>\n<html><body>404 Not Found</body></html>\n")
+  with pytest.raises(ValueError) as e:
+    import_vit_npz("vit_ti16", page, **TINY_VIT)
+  assert str(e.value) == (f"{page} is not an .npz archive (a zip of .npy arrays): its first bytes are "
+                          r"b'<!DOCTYPE html>\n<html><body>404 '")
+  single = tmp_path / "single.npz"
+  with single.open("wb") as f:
+    np.save(f, np.ones(3, np.float32))
+  with pytest.raises(ValueError, match=rf"^{re.escape(str(single))} is not an .* a single \.npy array \(np\.save\)"):
+    import_vit_npz("vit_ti16", single, **TINY_VIT)
+  empty = tmp_path / "empty.npz"
+  empty.write_bytes(b"")
+  with pytest.raises(ValueError, match=rf"^{re.escape(str(empty))} is not an \.npz archive .*: the file is empty$"):
+    import_vit_npz("vit_ti16", empty, **TINY_VIT)
+
+
+def test_non_finite_weights_are_refused_naming_the_keys(tmp_path):
+  arrays = vit_jax_arrays()
+  arrays["head/kernel"][0, :3] = np.nan
+  arrays["Transformer/encoderblock_1/MlpBlock_3/Dense_0/bias"][5] = -np.inf
+  path = save(tmp_path, arrays)
+  with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: 2 array\(s\) hold NaN or infinity: "
+                                       r"'Transformer/encoderblock_1/MlpBlock_3/Dense_0/bias' \(1 of 48 values\), "
+                                       r"'head/kernel' \(3 of 120 values\); weights must be finite"):
+    import_vit_npz("vit_ti16", path, **TINY_VIT)
+  scanned = to_big_vision(vit_jax_arrays(), prefix="params/", scanned=True)  # a stacked array: its layer is named
+  scanned["params/Transformer/encoderblock/LayerNorm_0/scale"][1, 0] = np.inf
+  with pytest.raises(ValueError, match=r"1 array\(s\) hold NaN or infinity: "
+                                       r"'params/Transformer/encoderblock/LayerNorm_0/scale\[1\]' \(1 of 24 values\)"):
+    import_vit_npz("vit_ti16", save(tmp_path, scanned, "scanned.npz"), **TINY_VIT)
 
 
 class _Payload:
@@ -305,6 +368,7 @@ def test_pickled_content_is_refused_and_never_run(tmp_path):
     import_vit_npz("vit_ti16", save(tmp_path, arrays), **TINY_VIT)
   plain_pickle = tmp_path / "ckpt.pkl"
   plain_pickle.write_bytes(pickle.dumps({"embedding/kernel": _Payload(str(marker))}))
-  with pytest.raises(ValueError, match=r"not an \.npz of plain arrays"):
+  with pytest.raises(ValueError, match=r"ckpt\.pkl is not an \.npz archive .*: it is a Python pickle, which is "
+                                       r"never loaded"):
     import_vit_npz("vit_ti16", plain_pickle, **TINY_VIT)
   assert not marker.exists()

@@ -18,12 +18,16 @@ Layouts (names relative to a prefix; `{i}` 0-based blocks):
     {a,b,c}/group_norm/{gamma,beta} -> norm{1,2,3}/{scale,bias}; a/proj/standardized_conv2d/kernel ->
     downsample_conv/kernel; group_norm -> norm; head/conv2d/{kernel [1,1,D,K], bias} -> head/{kernel [D,K], bias}.
 
-Files are read with `np.load(path, allow_pickle=False)`: nothing in a checkpoint can run code.
+Files are read with `np.load(path, allow_pickle=False)`: nothing in a checkpoint can run code. A file that is not
+a whole .npz (a truncated download, a saved HTML error page, a pickle), an array holding NaN or infinity, and
+arrays that do not fit the model asked for are refused with a ValueError naming the file.
 """
 import contextlib
 import logging
 import os
 import re
+import zipfile
+import zlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -39,6 +43,13 @@ VIT_PREFIXES = ("", "opt/target/", "params/", "params/img/")
 BIG_VISION_BLOCK_NAMES = {"MultiHeadDotProductAttention_0": "MultiHeadDotProductAttention_1",
                           "LayerNorm_1": "LayerNorm_2", "MlpBlock_0": "MlpBlock_3"}
 POS = "params/Transformer/posembed_input/pos_embedding"
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # A zip's first entry, or the end record of an empty zip.
+_DAMAGED = (zipfile.BadZipFile, EOFError, zlib.error, OSError)  # Reading a truncated or overwritten archive.
+_SHOWN = 5  # How many arrays an error lists.
+
+
+class ModelMismatchError(ValueError):
+  """A checkpoint's arrays do not fit the model asked for: some are missing, extra, or of another shape."""
 
 
 def import_vit_npz(name: str, path: str | os.PathLike, *, num_classes: int | None = None,
@@ -68,10 +79,13 @@ def import_vit_npz(name: str, path: str | os.PathLike, *, num_classes: int | Non
         variables = {"params": {**fresh["params"], **imported["params"]}}
 
   Raises:
-    ValueError: the file is not an npz of plain numeric arrays (an object array would need pickle); the
-      checkpoint is of another family (no `embedding/kernel` under any ViT prefix, no `resnet/root_block`); a
-      checkpoint array has no place in the model, a model variable is missing, or a shape differs (naming the
-      model, key and both shapes); bad `image_size` (from the model's own check).
+    ValueError: the file is not a complete .npz archive (truncated or damaged: download it again) or not an .npz
+      at all (its first bytes are shown); it holds an object array (that would need pickle) or an array with NaN
+      or infinity (each such key named); the checkpoint is of another family (no `embedding/kernel` under any
+      ViT prefix, no `resnet/root_block`); bad `image_size` (from the model's own check).
+    ModelMismatchError (a ValueError): checkpoint arrays with no place in the model, model variables missing from
+      the checkpoint, and arrays whose shapes differ (checkpoint key, both shapes), all listed; for a ViT also
+      the sizes (patch_size, width, depth, ...) in which the checkpoint and the model differ.
   """
   model = create_model(name, num_classes=0, **overrides)  # Validates name and overrides; K comes later.
   if scan and not isinstance(model, vit.ViT):
@@ -82,6 +96,7 @@ def import_vit_npz(name: str, path: str | os.PathLike, *, num_classes: int | Non
     raise ValueError(f"{name}: image_size applies to ViT models only")
   with _open_npz(path) as npz:
     converted = _vit_arrays(name, npz, path) if isinstance(model, vit.ViT) else _bit_arrays(name, npz, path)
+  _check_finite(path, converted)
 
   left_to_init = ()
   head_bias = converted.get("params/head/bias")
@@ -100,6 +115,7 @@ def import_vit_npz(name: str, path: str | os.PathLike, *, num_classes: int | Non
     _resample_pos_embedding(name, model, converted, expected, (h // patch, w // patch))
   else:
     expected = convert.expected_variables(model, (64, 64))  # BiT parameter shapes do not depend on H, W.
+  _check_fits(name, model, path, converted, expected, left_to_init)
   variables = convert.assemble(name, converted, expected, left_to_init=left_to_init)
   if scan:
     variables["params"] = vit.unscanned_to_scan(variables["params"])
@@ -109,28 +125,110 @@ def import_vit_npz(name: str, path: str | os.PathLike, *, num_classes: int | Non
 @contextlib.contextmanager
 def _open_npz(path: str | os.PathLike) -> Iterator[np.lib.npyio.NpzFile]:
   """Opens an `.npz` (a local path or any `etils.epath` URI, e.g. gs://) without pickle (arrays are read on
-  access); ValueError for anything else."""
+  access); ValueError naming the file for anything else: not a zip (its first bytes shown), or a zip whose
+  index is gone (a truncated download)."""
   with epath.Path(path).open("rb") as f:
+    head = f.read(32)
+    if not head.startswith(_ZIP_MAGIC):
+      raise ValueError(f"{path} is not an .npz archive (a zip of .npy arrays): {_kind(head)}")
+    f.seek(0)
     try:
       npz = np.load(f, allow_pickle=False)
-    except ValueError as e:  # A pickle file: np.load refuses it.
-      raise ValueError(f"{path}: not an .npz of plain arrays ({e})") from e
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-      raise ValueError(f"{path}: expected an .npz archive of named arrays; got a single {type(npz).__name__}")
+    except _DAMAGED as e:
+      raise ValueError(f"{path} is not a complete .npz archive ({type(e).__name__}: {e}): a truncated or damaged "
+                       f"download? Download it again") from e
     with npz:
       yield npz
 
 
+def _kind(head: bytes) -> str:
+  """What a file is, from its first bytes, for an error message."""
+  if not head:
+    return "the file is empty"
+  if head.startswith(b"\x93NUMPY"):
+    return "it is a single .npy array (np.save), not an archive of named arrays (np.savez)"
+  if head[0] == 0x80:  # The PROTO opcode that starts every pickle of protocol 2 or later.
+    return "it is a Python pickle, which is never loaded (unpickling can run code)"
+  return f"its first bytes are {head!r}"
+
+
 def _read(npz: np.lib.npyio.NpzFile, key: str, path) -> np.ndarray:
-  """One numeric array; ValueError naming the key for an object array (it would need pickle) or other dtype."""
+  """One numeric array; ValueError naming the key for an object array (it would need pickle) or other dtype, and
+  naming the file when the array's bytes are damaged (a CRC mismatch, data cut short)."""
   try:
     a = npz[key]
+  except _DAMAGED as e:
+    raise ValueError(f"{path}: array {key!r} cannot be read ({type(e).__name__}: {e}): the .npz archive is "
+                     f"damaged (a truncated or damaged download?). Download it again") from e
   except ValueError as e:  # allow_pickle=False refuses object arrays.
     raise ValueError(f"{path}: array {key!r} cannot be read without pickle ({e}); checkpoints hold numeric "
                      "arrays only") from e
   if a.dtype.kind not in "fiu":
     raise ValueError(f"{path}: array {key!r} has dtype {a.dtype}; checkpoints hold numeric arrays only")
   return a
+
+
+def _check_finite(path, converted: dict[str, convert.Converted]) -> None:
+  """ValueError naming every checkpoint array that holds NaN or infinity."""
+  bad = [(c.source, int(np.sum(~np.isfinite(c.value))), c.value.size) for c in converted.values()
+         if c.value.dtype.kind == "f" and not np.all(np.isfinite(c.value))]
+  if bad:
+    listed = [f"{source!r} ({n} of {size} values)" for source, n, size in sorted(bad)]
+    raise ValueError(f"{path}: {len(bad)} array(s) hold NaN or infinity: {_show(listed)}; weights must be finite "
+                     f"(the run that wrote it diverged, or the file is damaged)")
+
+
+def _show(items: list[str]) -> str:
+  return ", ".join(items[:_SHOWN]) + (f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else "")
+
+
+def _check_fits(name: str, model: vit.ViT | bit.BiT, path, converted: dict[str, convert.Converted], expected: dict,
+                left_to_init: tuple[str, ...]) -> None:
+  """ModelMismatchError listing every array that does not fit the model: those with no place in it, the model's
+  variables the checkpoint lacks (but those in `left_to_init`) and those whose shapes differ (both shapes); for a
+  ViT, also the sizes in which the two differ."""
+  unexpected = sorted(k for k in converted if k not in expected)
+  missing = sorted(k for k in expected if k not in converted and not k.startswith(left_to_init))
+  differ = sorted(k for k in converted if k in expected and converted[k].value.shape != expected[k].shape)
+  if not (unexpected or missing or differ):
+    return
+  problems = []
+  if isinstance(model, vit.ViT):
+    sizes = [f"{a} {v} vs {getattr(model, a)}" for a, v in _vit_sizes(converted).items()
+             if v is not None and v != getattr(model, a)]
+    if sizes:
+      problems.append(f"sizes that differ (checkpoint vs model): {', '.join(sizes)}")
+  if differ:
+    shapes = []
+    for k in differ:
+      c = converted[k]
+      read_as = f" (read as {c.value.shape})" if c.value.shape != c.source_shape else ""
+      shapes.append(f"{c.source!r} {c.source_shape}{read_as} vs {tuple(expected[k].shape)}")
+    problems.append(f"{len(differ)} checkpoint array(s) differ in shape (checkpoint vs model): {_show(shapes)}")
+  if unexpected:
+    problems.append(f"{len(unexpected)} checkpoint array(s) have no place in the model: "
+                    f"{_show([repr(converted[k].source) for k in unexpected])}")
+  if missing:
+    problems.append(f"{len(missing)} model variable(s) are missing from the checkpoint: {_show(missing)}")
+  raise ModelMismatchError(f"{name}: {path} does not fit the model: {'; '.join(problems)}")
+
+
+def _vit_sizes(converted: dict[str, convert.Converted]) -> dict[str, object]:
+  """A ViT checkpoint's module attributes as its shapes tell them (None where an array is absent)."""
+  shape = lambda key: converted[key].value.shape if key in converted else None  # noqa: E731
+  embedding = shape("params/embedding/kernel")  # [P,P,C,D]
+  root = shape("params/stem/conv_root/kernel")  # [7,7,C,D'] of a hybrid's trunk
+  query = shape("params/Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel")  # [D,heads,D/heads]
+  mlp = shape("params/Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel")  # [D,mlp_dim]
+  blocks = {k.split("/")[2] for k in converted if k.startswith("params/Transformer/encoderblock_")}
+  return {
+      "patch_size": (embedding[0] if embedding[0] == embedding[1] else embedding[:2]) if embedding else None,
+      "width": embedding[-1] if embedding else None,
+      "depth": len(blocks) or None,
+      "num_heads": query[1] if query else None,
+      "mlp_dim": mlp[-1] if mlp else None,
+      "in_channels": (root or embedding or (None,) * 3)[2],
+  }
 
 
 def _vit_arrays(name: str, npz: np.lib.npyio.NpzFile, path) -> dict[str, convert.Converted]:
