@@ -2,12 +2,16 @@
 .npz) and video models from image checkpoints as the papers do (ViViT and TimeSformer from a ViT, Video Swin from a
 Swin, I3D from a ResNet), each checked by a property: the inflated kernels, and a clip of identical frames giving the
 image model's logits; bad pairs refused naming both models, a hybrid ViT's parameters when read; the loop starting a
-video run from an image run.
+video run from an image run; an .npz of other sizes than config.model refused listing them; a run whose newest
+checkpoint is damaged named with its other steps.
 
 Image run folders are written here with `Checkpointer` from random parameters (so every weight matters), and the
 video states are random too (`init_from` reads them as templates and keeps their head where it is replaced).
 Sizes: clips of T=4 frames of 20x20, C=3 channels, K=7 classes, patch 4.
 """
+import os
+import shutil
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -171,12 +175,19 @@ def tiny_fmnist_config(data_dir: str, **overrides):
   return tiny_config(data_dir, **{**base, **overrides}).lock()
 
 
-def test_same_family_from_a_run_or_its_npz_resamples_the_position_embedding(tiny_fmnist, tmp_path):
+@pytest.fixture(scope="module")
+def source_run(tiny_fmnist, tmp_path_factory) -> tuple[str, dict]:
+  """A tiny Fashion-MNIST run of 4 steps with checkpoints at steps 2 and 4: (its workdir, its final params)."""
+  workdir = str(tmp_path_factory.mktemp("source"))
+  c = tiny_fmnist_config(tiny_fmnist, total_steps=4, **{"checkpoint.save_every_steps": 2})
+  return workdir, jax.device_get(loop.train_and_evaluate(c, workdir)[0].params)
+
+
+def test_same_family_from_a_run_or_its_npz_resamples_the_position_embedding(tiny_fmnist, source_run, tmp_path):
   """A run at 28x28 (a 4x4 grid of 7x7 patches) fine-tuned at 35x35 (5x5): the blocks are the source's, the position
   embedding resampled with the class row kept; the same parameters as a vit_jax .npz give the same start (imported
   at the run's size, with its custom model attributes); the loop runs from it."""
-  source = str(tmp_path / "source")
-  src = jax.device_get(loop.train_and_evaluate(tiny_fmnist_config(tiny_fmnist), source)[0].params)
+  source, src = source_run
   c = tiny_fmnist_config(tiny_fmnist, total_steps=2, **{"init.checkpoint": source, "dataset.image_size": 35})
   trainer = loop.Trainer(c, total_steps=2)
   tuned = finetune.init_from(trainer.host_state(trainer.init(c.seed)), c, trainer.model).params
@@ -211,3 +222,54 @@ def test_the_loop_starts_a_video_run_from_an_image_run(tiny_moving_fmnist, tmp_p
   kernel = np.asarray(state.params["embedding"]["kernel"])  # [2,4,4,1,16]
   np.testing.assert_array_equal(kernel[1], vit_vars["params"]["embedding"]["kernel"])
   np.testing.assert_array_equal(kernel[0], 0.0)
+
+
+def test_an_npz_of_other_sizes_than_config_model_is_refused_listing_what_differs(tmp_path):
+  """The run's model is always the config's: a ViT .npz of patch 4 (written at 28x28, 7x7 tokens) loads into a run of
+  the same sizes at 20x20 (its position embedding resampled to 5x5), and is refused by a run whose config.model has
+  patch 5, or width 24, naming the arrays, the .npz's and the config's shapes, and what to do."""
+  _, vit_vars = image_model("vit_ti16", TINY_VIT, size=28)
+  flat = flax.traverse_util.flatten_dict(vit_vars["params"], sep="/")
+  path = str(tmp_path / "vit.npz")
+  np.savez(path, **{("cls" if k == "cls/token" else k): np.asarray(v) for k, v in flat.items()})
+  c = config("vit_ti16", TINY_VIT, frames=0, checkpoint=path)
+  model, fresh = image_model("vit_ti16", TINY_VIT, seed=1)
+  state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=fresh["params"], batch_stats={}, opt_state={},
+                           ema_params={}, rng=jax.random.key_data(jax.random.key(0)))
+  params = finetune.init_from(state, c, model).params
+  np.testing.assert_array_equal(params["embedding"]["kernel"], vit_vars["params"]["embedding"]["kernel"])
+  assert params["Transformer"]["posembed_input"]["pos_embedding"].shape == (1, 1 + 5 * 5, 16)
+  fix = (r"\. To use it, set config\.model to the checkpoint's sizes, or leave init\.checkpoint empty to train from "
+         r"scratch$")
+  with pytest.raises(ValueError, match=(
+      rf"^init\.checkpoint {path} does not fit this run's model, vit_ti16 with config\.model .*: sizes that differ "
+      r"\(checkpoint vs model\): patch_size 4 vs 5; 1 checkpoint array\(s\) differ in shape \(checkpoint vs model\): "
+      r"'embedding/kernel' \(4, 4, 3, 16\) vs \(5, 5, 3, 16\)" + fix)):
+    finetune.init_from(None, config("vit_ti16", dict(TINY_VIT, patch_size=5), frames=0, checkpoint=path), None)
+  with pytest.raises(ValueError, match=r"sizes that differ \(checkpoint vs model\): width 16 vs 24; 37 checkpoint "
+                                       r"array\(s\) differ in shape \(checkpoint vs model\): "
+                                       r"'Transformer/encoder_norm/bias' \(16,\) vs \(24,\), .* and 32 more" + fix):
+    finetune.init_from(None, config("vit_ti16", dict(TINY_VIT, width=24), frames=0, checkpoint=path), None)
+
+
+def test_a_run_whose_newest_checkpoint_is_damaged_names_that_step_and_the_others(tiny_fmnist, source_run, tmp_path):
+  """A copy of the source run with the array data of its newest step (4) overwritten: init.checkpoint on the workdir
+  or its checkpoints folder names step 4's folder and step 2, which loads when named as the message says."""
+  workdir = tmp_path / "run"
+  shutil.copytree(source_run[0], workdir)
+  checkpoints = workdir / "checkpoints"
+  assert sorted(os.listdir(checkpoints)) == ["2", "4"]
+  data_files = list((checkpoints / "4" / "state").glob("**/d/*"))  # OCDBT's data files: d/ and ocdbt.process_0/d/
+  assert data_files
+  for f in data_files:
+    f.write_bytes(b"\xff" * f.stat().st_size)
+  for path in (workdir, checkpoints):
+    c = tiny_fmnist_config(tiny_fmnist, **{"init.checkpoint": str(path)})
+    with pytest.raises(ValueError, match=(
+        rf"^checkpoint {checkpoints / '4'} cannot be read: it looks damaged \(.*\)\. Nothing was moved or deleted; "
+        rf"the other steps in {checkpoints} are 2: name one's folder to start from it, e.g\. "
+        rf"init\.checkpoint={checkpoints / '2'}$")):
+      finetune.init_from(None, c, None)
+  step_2 = checkpointing.restore_params(checkpoints / "2")["params"]
+  assert jax.tree.structure(step_2) == jax.tree.structure(source_run[1])
+  assert np.any(step_2["embedding"]["kernel"] != source_run[1]["embedding"]["kernel"])  # two steps before the end

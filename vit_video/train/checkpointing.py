@@ -272,20 +272,31 @@ def restore_params(path: str | os.PathLike, abstract_variables: dict | None = No
   """Model variables from another run's checkpoint, for fine-tuning: `{"params": ..., "batch_stats": ...}`.
 
   `path` (local or any `etils.epath` URI) is a run's workdir (its `checkpoints/` folder's newest step is used),
-  a checkpoints folder, or one step's folder; a damaged checkpoint raises (nothing is moved in another run's
-  folder: name a step's folder to use an older one). Only the variables are read, not the optimizer state.
+  a checkpoints folder, or one step's folder; a step that cannot be read (damaged) raises ValueError naming its
+  folder and the other steps beside it (nothing is moved in another run's folder: name a step's folder, e.g.
+  `.../checkpoints/12`, to use an older one). Only the variables are read, not the optimizer state.
   With `abstract_variables` None, every non-empty collection among params and batch_stats comes back as host
   numpy arrays of the checkpoint's own shapes (the caller adapts heads and position embeddings). With
   `abstract_variables` (a dict of `jax.ShapeDtypeStruct` trees, e.g. `{"params": ...}`), exactly those
   collections come back, placed by their shardings, and a different name, shape or dtype raises ValueError
   naming it. Nothing is written (a run on a filesystem orbax cannot read is copied to a temporary folder).
   """
-  step_dir = _resolve_step_dir(as_path(path))
-  if checkpoint_mirror.orbax_native(step_dir):
-    return _restore_variables(step_dir, abstract_variables)
-  with tempfile.TemporaryDirectory(prefix="vit_video_restore_") as local:
-    checkpoint_mirror.download_step(step_dir, epath.Path(local) / step_dir.name)
-    return _restore_variables(epath.Path(local) / step_dir.name, abstract_variables)
+  step_dir, steps = _resolve_step_dir(as_path(path))
+  try:
+    if checkpoint_mirror.orbax_native(step_dir):
+      return _restore_variables(step_dir, abstract_variables)
+    with tempfile.TemporaryDirectory(prefix="vit_video_restore_") as local:
+      checkpoint_mirror.download_step(step_dir, epath.Path(local) / step_dir.name)
+      return _restore_variables(epath.Path(local) / step_dir.name, abstract_variables)
+  except Exception as e:  # noqa: BLE001  (as in restore_latest, a step that fails to read is taken as damaged,
+    if type(e) is ValueError and str(e).startswith("checkpoint "):  # but for _restore_variables's own ValueErrors:
+      raise  # another model's arrays, or no params; orbax and TensorStore word theirs otherwise)
+    others = [s for s in steps if str(s) != step_dir.name]
+    hint = (f"the other steps in {step_dir.parent} are {', '.join(map(str, others))}: name one's folder to start "
+            f"from it, e.g. init.checkpoint={step_dir.parent / str(others[-1])}" if others else
+            f"{step_dir.parent} holds no other step")
+    raise ValueError(f"checkpoint {step_dir} cannot be read: it looks damaged ({type(e).__name__}: {e}). Nothing was "
+                     f"moved or deleted; {hint}") from e
 
 
 def _restore_variables(step_dir: epath.Path, abstract_variables: dict | None) -> dict:
@@ -311,18 +322,19 @@ def _restore_variables(step_dir: epath.Path, abstract_variables: dict | None) ->
   return variables
 
 
-def _resolve_step_dir(path: epath.Path) -> epath.Path:
-  """A workdir, checkpoints folder or step folder -> the step folder to read."""
+def _resolve_step_dir(path: epath.Path) -> tuple[epath.Path, list[int]]:
+  """A workdir, checkpoints folder or step folder -> (the step folder to read, the complete steps of its folder)."""
   if (path / "state").is_dir():
-    return path
-  directory = path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path
+    step_dir, directory = path, path.parent
+  else:
+    step_dir, directory = None, path / CHECKPOINTS if (path / CHECKPOINTS).is_dir() else path
   if not checkpoint_mirror.orbax_native(directory):
     steps = [int(p.name) for p in checkpoint_mirror.complete_steps(directory)]
   else:
     steps = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
-  if not steps:
+  if step_dir is None and not steps:
     raise FileNotFoundError(f"no complete checkpoint in {path} (looked for step folders in {directory})")
-  return directory / str(steps[-1])
+  return (step_dir if step_dir is not None else directory / str(steps[-1])), steps
 
 
 def _json_round_trip(value: dict, what: str) -> dict:

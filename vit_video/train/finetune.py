@@ -3,7 +3,9 @@
 Two cases, by the checkpoint's family (`init.model_name`, "" for model_name's own):
   the same family  another run's parameters (BatchNorm statistics too): the head is kept fresh when its shape
                    differs or with `init.reset_head`; a position embedding is resampled for another resolution
-                   (checkpoints.surgery.merge_params). An .npz is imported at the run's image size.
+                   (checkpoints.surgery.merge_params). An .npz is imported into the run's model (model_name with
+                   config.model) at the run's image size; one whose other arrays do not fit it is refused, listing
+                   them and the sizes that differ.
   its image family a video model initialised from an image checkpoint as its paper does: ViViT and TimeSformer from
                    a ViT, Video Swin from a Swin, I3D from a ResNet (checkpoints.surgery.from_image_model), at the
                    run's frame size and window, with `init.inflation`'s kernel mode.
@@ -16,6 +18,7 @@ import numpy as np
 
 from vit_video import checkpoints, models
 from vit_video.checkpoints import surgery
+from vit_video.checkpoints.npz import ModelMismatchError
 from vit_video.train import checkpointing, parallel
 from vit_video.train.steps import TrainState
 
@@ -34,8 +37,19 @@ def init_from(state: TrainState, config, model: nn.Module) -> TrainState:
     _check_pair(target_name, target, source_name, source)
   if path.endswith(".npz"):
     overrides = {"in_channels": config.dataset.channels, **dict(config.model if same else init.model)}
-    loaded = checkpoints.import_vit_npz(source_name, path, image_size=config.dataset.image_size if same else None,
-                                        **overrides)
+    try:
+      loaded = checkpoints.import_vit_npz(source_name, path, image_size=config.dataset.image_size if same else None,
+                                          **overrides)
+    except ModelMismatchError as e:
+      if same:
+        built = (f"this run's model, {target_name} with config.model (in_channels: dataset.channels); only its head "
+                 f"(another num_classes, or init.reset_head) and position embedding (resampled to "
+                 f"dataset.image_size) adapt to a checkpoint")
+        fix = "set config.model to the checkpoint's sizes, or leave init.checkpoint empty to train from scratch"
+      else:
+        built = f"the model it is read as, init.model_name {source_name} with init.model {dict(init.model)}"
+        fix = "set init.model to the checkpoint's sizes"
+      raise ValueError(f"init.checkpoint {path} does not fit {built}: {e}. To use it, {fix}") from e
   else:
     loaded = checkpointing.restore_params(path)
   state = parallel.fetch(state)  # whole on every host, also when FSDP shards it across hosts
