@@ -14,6 +14,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from vit_video import cli
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:argument]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and the summary.")
@@ -37,7 +39,7 @@ def main(argv: list[str]) -> None:
     print(plan.report())
     sys.exit(1 if plan.problems else 0)
   from vit_video.train import loop  # noqa: PLC0415
-  _, s = loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  _, s = cli.exit_on_failure(lambda: loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value))
   import jax  # noqa: PLC0415
   if jax.process_index() == 0:
     print(f"{s['name']} after {s['step']} steps: test top-1 {s['eval_top1']:.2%}, top-5 {s['eval_top5']:.2%}, "

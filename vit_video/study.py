@@ -14,6 +14,8 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
+from vit_video import cli
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Study config file (path[:argument]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder (or URI) for the members' runs and the report.")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -36,7 +38,7 @@ def main(argv: list[str]) -> None:
   start = time.perf_counter()
   spec = getattr(sys.modules["__main__"], "__spec__", None)  # None when run as a script, not with -m
   command = f"python -m {spec.name if spec else 'vit_video.study'} " + " ".join(sys.argv[1:])
-  rows = study.run(config, _WORKDIR.value, command=command, notes=versions.versions())
+  rows = cli.exit_on_failure(lambda: study.run(config, _WORKDIR.value, command=command, notes=versions.versions()))
   if jax.process_index() != 0:
     return
   print(study.summary_table(config, rows))

@@ -36,10 +36,13 @@ gs://; anywhere else (s3://, ...) the checkpoints live in a local mirror that is
 A checkpoint of another model (its meta differs from `expected_meta`, or its array names, shapes or dtypes
 differ from `abstract_state`) raises ValueError naming both sides, and nothing on disk is touched.
 """
+import contextlib
 import datetime
+import errno
 import json
 import logging
 import os
+import re
 import tempfile
 from typing import Any, Literal
 
@@ -62,6 +65,19 @@ class _CorruptCheckpointError(ValueError):
   """A checkpoint whose files cannot be read back as they were written."""
 
 
+class CheckpointMismatchError(ValueError):
+  """A checkpoint of another run or model (its meta, array names, shapes or dtypes differ)."""
+
+
+class CheckpointWriteError(RuntimeError):
+  """A save that could not be written (a full disk, no permission, ...); the older checkpoints are intact."""
+
+
+# orbax messages that are not news in a healthy run, silenced exactly (see `_quiet_absl`): a save between two
+# evaluations carries no metric for keep-best (by design, see `save`).
+_NO_METRICS = "Requested `tracked_metric`; did not provide metrics."
+
+
 class Checkpointer:
   """Saves a run's state every `save_every_steps` steps and at `total_steps`; resumes from the newest one.
 
@@ -80,6 +96,7 @@ class Checkpointer:
     if best_mode not in ("max", "min"):
       raise ValueError(f"best_mode must be 'max' or 'min'; got {best_mode!r}")
     self.directory = as_path(directory)  # what messages name; orbax works on self._local
+    self._in_flight = None  # the step of an async save not yet known to have committed
     self.save_every_steps = save_every_steps
     self.total_steps = total_steps
     self.best_metric = best_metric if keep_best else None
@@ -147,12 +164,29 @@ class Checkpointer:
     if not self._partial_saves_removed:
       self._remove_partial_saves()
       self._partial_saves_removed = True
-    saved = self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta),
-        checksums=ocp.args.JsonSave(checksums)), metrics=metrics, force=True)
+    with self._write_errors(step), _quiet_absl(_NO_METRICS):
+      saved = self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta),
+          checksums=ocp.args.JsonSave(checksums)), metrics=metrics, force=True)
+      self._in_flight = step
     if self._mirror is not None:  # synchronous: the step is committed locally
       self._mirror.sync()
     return saved
+
+  @contextlib.contextmanager
+  def _write_errors(self, step: int | None = None):
+    """Turns a failed write (raised by orbax when the save fails or at the next wait) into CheckpointWriteError
+    naming the step (the async save in flight, else `step`), the folder, the root cause (e.g. no space left on
+    device) and how to resume."""
+    try:
+      yield
+    except Exception as e:
+      step = self._in_flight if self._in_flight is not None else step
+      self._in_flight = None
+      raise CheckpointWriteError(
+          f"saving checkpoint {'step ' + str(step) if step is not None else ''} in {self.directory} failed: "
+          f"{_root_cause(e)}. {_newest(self._manager.latest_step())}; fix the cause (e.g. free disk space) and run "
+          "the same command again to resume") from e
 
   def restore_latest(self, abstract_state: Any, *, expected_meta: dict) -> tuple[Any, dict] | None:
     """The newest checkpoint that restores intact, as `(state, meta)`; None when there is none.
@@ -194,8 +228,10 @@ class Checkpointer:
       self._manager.reload()
       return restored["state"], meta
     if failures:
-      raise RuntimeError(f"no checkpoint in {self.directory} restores; nothing was moved or deleted:\n"
-                         + "\n".join(f"  {p}: {e!r}" for p, e in failures))
+      raise RuntimeError(f"no checkpoint in {self.directory} restores; nothing was moved or deleted. Each step's "
+                         f"failure:\n" + "\n".join(f"  {p}: {_short(e)}" for p, e in failures)
+                         + f"\nIf the files were damaged, move {self.directory} away to start afresh (a run of "
+                         "this config in a new workdir starts from scratch)")
     return None
 
   def all_steps(self) -> list[int]:
@@ -210,14 +246,20 @@ class Checkpointer:
     return self._manager.best_step()
 
   def wait(self) -> None:
-    """Blocks until the background saves have committed."""
-    self._manager.wait_until_finished()
+    """Blocks until the background saves have committed; CheckpointWriteError when one failed."""
+    with self._write_errors():
+      self._manager.wait_until_finished()
+    self._in_flight = None
 
   def close(self) -> None:
-    """Waits for the background saves and releases orbax's threads (and the local mirror's folder)."""
-    self._manager.close()
-    if self._mirror is not None:
-      self._mirror.close()
+    """Waits for the background saves and releases orbax's threads (and the local mirror's folder);
+    CheckpointWriteError when a save failed."""
+    try:
+      with self._write_errors():
+        self._manager.close()
+    finally:
+      if self._mirror is not None:
+        self._mirror.close()
 
   def __enter__(self) -> "Checkpointer":
     return self
@@ -227,8 +269,7 @@ class Checkpointer:
 
   def _skip(self, path: epath.Path, error: Exception) -> tuple[epath.Path, Exception]:
     path = self.directory / path.name  # the user's folder, also where orbax reads a local mirror
-    _log.warning("checkpoint %s is damaged and is skipped (%s: %s); trying the previous one",
-                 path, type(error).__name__, error)
+    _log.warning("checkpoint %s is damaged and is skipped (%s); trying the previous one", path, _short(error))
     return path, error
 
   def _move_aside(self, path: epath.Path) -> None:
@@ -288,33 +329,36 @@ def restore_params(path: str | os.PathLike, abstract_variables: dict | None = No
     with tempfile.TemporaryDirectory(prefix="vit_video_restore_") as local:
       checkpoint_mirror.download_step(step_dir, epath.Path(local) / step_dir.name)
       return _restore_variables(epath.Path(local) / step_dir.name, abstract_variables)
-  except Exception as e:  # noqa: BLE001  (as in restore_latest, a step that fails to read is taken as damaged,
-    if type(e) is ValueError and str(e).startswith("checkpoint "):  # but for _restore_variables's own ValueErrors:
-      raise  # another model's arrays, or no params; orbax and TensorStore word theirs otherwise)
+  except CheckpointMismatchError:  # another model's arrays, or no params: not damage
+    raise
+  except Exception as e:  # noqa: BLE001  (as in restore_latest, a step that fails to read is taken as damaged)
     others = [s for s in steps if str(s) != step_dir.name]
     hint = (f"the other steps in {step_dir.parent} are {', '.join(map(str, others))}: name one's folder to start "
             f"from it, e.g. init.checkpoint={step_dir.parent / str(others[-1])}" if others else
             f"{step_dir.parent} holds no other step")
-    raise ValueError(f"checkpoint {step_dir} cannot be read: it looks damaged ({type(e).__name__}: {e}). Nothing was "
+    raise ValueError(f"checkpoint {step_dir} cannot be read: it looks damaged ({_short(e)}). Nothing was "
                      f"moved or deleted; {hint}") from e
 
 
 def _restore_variables(step_dir: epath.Path, abstract_variables: dict | None) -> dict:
-  checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
-  saved_tree = checkpointer.metadata(step_dir / "state").item_metadata.tree
+  handler = ocp.PyTreeCheckpointHandler()  # the item handler itself: a Checkpointer would look for step metadata
+  metadata = handler.metadata(step_dir / "state")  # in state/ and warn that it is not there (it is one level up)
+  if metadata is None:
+    raise _CorruptCheckpointError(f"{step_dir / 'state'} has no readable array metadata")
+  saved_tree = metadata.tree
   if abstract_variables is None:
     abstract_variables = {
         name: jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), saved_tree[name])
         for name in ("params", "batch_stats") if name in saved_tree and jax.tree.leaves(saved_tree[name])}
     if "params" not in abstract_variables:
-      raise ValueError(f"checkpoint {step_dir} holds no params; its arrays are {sorted(saved_tree)}")
+      raise CheckpointMismatchError(f"checkpoint {step_dir} holds no params; its arrays are {sorted(saved_tree)}")
     restore_args = jax.tree.map(lambda a: ocp.RestoreArgs(restore_type=np.ndarray), abstract_variables)
   else:
     restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_variables)
   flat_saved = ocp.tree.to_flat_dict(saved_tree)
   for name, tree in abstract_variables.items():
     _check_arrays({k[1:]: v for k, v in flat_saved.items() if k[0] == name}, tree, step_dir, prefix=(name,))
-  variables = checkpointer.restore(step_dir / "state", args=ocp.args.PyTreeRestore(
+  variables = handler.restore(step_dir / "state", args=ocp.args.PyTreeRestore(
       item=abstract_variables, restore_args=restore_args, partial_restore=True))
   if (step_dir / "checksums").exists():
     checksums = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(step_dir / "checksums")
@@ -347,6 +391,48 @@ def _json_round_trip(value: dict, what: str) -> dict:
     raise ValueError(f"{what} must be JSON-serialisable: {e}") from e
 
 
+def _newest(step: int | None) -> str:
+  return "No checkpoint was complete yet" if step is None else f"The older checkpoints are intact (newest: step {step})"
+
+
+def _short(error: BaseException) -> str:
+  """An exception in one line of at most 300 characters (TensorStore errors carry a spec of 70 lines)."""
+  text = str(error).strip().split("\n", 1)[0]
+  return f"{type(error).__name__}: {text[:300]}{' ...' if len(text) > 300 else ''}"
+
+
+def _root_cause(error: BaseException) -> str:
+  """What a failed write came down to: the OS error (by name, e.g. 'No space left on device') and the file,
+  when the chain of exceptions or TensorStore's message holds one; else the innermost exception, shortened."""
+  chain = [error]
+  while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
+    chain.append(chain[-1].__cause__ or chain[-1].__context__)
+  for e in chain:
+    if isinstance(e, OSError) and e.errno is not None:
+      where = f" writing {e.filename}" if e.filename else ""
+      return f"{os.strerror(e.errno)} ({errno.errorcode.get(e.errno, e.errno)}){where}"
+    match = re.search(r'Failed (?:writing|to write)[^"]*"?([^":]*)"?.*\[os_error_code=.(\d+).\]', str(e))
+    if match:
+      code = int(match.group(2))
+      return f"{os.strerror(code)} ({errno.errorcode.get(code, code)}) writing {match.group(1).strip()}"
+  return _short(chain[-1])
+
+
+@contextlib.contextmanager
+def _quiet_absl(*messages: str):
+  """Drops log records of absl's logger (orbax logs through it) that start with one of `messages`, for the
+  duration only."""
+  class _Drop(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+      return not record.getMessage().startswith(messages)
+  logger, drop = logging.getLogger("absl"), _Drop()
+  logger.addFilter(drop)
+  try:
+    yield
+  finally:
+    logger.removeFilter(drop)
+
+
 def _leaf_name(keypath: tuple) -> str:
   return "/".join(ocp.tree.str_keypath(keypath))
 
@@ -355,7 +441,7 @@ def _check_meta(meta: dict, expected: dict, path: epath.Path) -> None:
   for key, value in expected.items():
     saved = meta[key] if key in meta else "<missing>"
     if saved != value:
-      raise ValueError(f"checkpoint {path} is of another run: its {key} is {saved!r}, this run's is {value!r}. "
+      raise CheckpointMismatchError(f"checkpoint {path} is of another run: its {key} is {saved!r}, this run's is {value!r}. "
                        f"Nothing was changed on disk; use another workdir or move {path.parent} away")
 
 
@@ -366,16 +452,16 @@ def _check_arrays(saved: dict, abstract: Any, path: epath.Path, *, prefix: tuple
   name = lambda key: "/".join(prefix + key)  # noqa: E731
   missing, extra = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
   if missing or extra:
-    raise ValueError(f"checkpoint {path} holds a different model: "
-                     + (f"it lacks {name(missing[0])} {tuple(expected[missing[0]].shape)}" if missing else "")
-                     + (", " if missing and extra else "")
-                     + (f"it has {name(extra[0])} {tuple(saved[extra[0]].shape)} that this model lacks"
-                        if extra else "")
-                     + f" ({len(missing)} missing, {len(extra)} extra arrays)")
+    raise CheckpointMismatchError(
+        f"checkpoint {path} holds a different model: "
+        + (f"it lacks {name(missing[0])} {tuple(expected[missing[0]].shape)}" if missing else "")
+        + (", " if missing and extra else "")
+        + (f"it has {name(extra[0])} {tuple(saved[extra[0]].shape)} that this model lacks" if extra else "")
+        + f" ({len(missing)} missing, {len(extra)} extra arrays)")
   for key in sorted(expected):
     want, have = expected[key], saved[key]
     if tuple(want.shape) != tuple(have.shape) or np.dtype(want.dtype) != np.dtype(have.dtype):
-      raise ValueError(f"checkpoint {path} holds a different model: {name(key)} is {tuple(have.shape)} "
+      raise CheckpointMismatchError(f"checkpoint {path} holds a different model: {name(key)} is {tuple(have.shape)} "
                        f"{np.dtype(have.dtype)} there, {tuple(want.shape)} {np.dtype(want.dtype)} here")
 
 

@@ -247,9 +247,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
         folder.checkpoints, save_every_steps=ckpt.save_every_steps, total_steps=num_steps,
         max_to_keep=ckpt.max_to_keep, keep_best=ckpt.keep_best, async_save=ckpt.async_save)
     try:
-      return _train(config, folder, trainer, checkpointer, data, num_steps)
-    finally:
-      checkpointer.close()  # waits for a save in flight, also when training failed
+      result = _train(config, folder, trainer, checkpointer, data, num_steps)
+    except BaseException:
+      try:  # waits for a save in flight, also when training failed; the first error is the one raised
+        checkpointer.close()
+      except checkpointing.CheckpointWriteError as e:
+        logging.error("%s", e)
+      raise
+    checkpointer.close()
+    return result
 
 
 def _train(config, folder: RunFolder, trainer: Trainer, checkpointer: checkpointing.Checkpointer,
