@@ -40,8 +40,8 @@ def test_every_checkpoint_damaged_is_one_short_message(tiny_fmnist, tmp_path, ca
   lines = message.splitlines()
   assert lines[0] == f"no checkpoint in {workdir}/checkpoints restores; nothing was moved or deleted. Each step's failure:"
   assert [line.split(":")[0].strip() for line in lines[1:3]] == [f"{workdir}/checkpoints/10", f"{workdir}/checkpoints/5"]
-  assert len(message) < 1500 and "move" in lines[-1]
-  assert all(len(r.getMessage()) < 600 for r in caplog.records)  # no TensorStore spec dumps in the warnings
+  assert len(message) < 2500 and "move" in lines[-1]
+  assert all(len(r.getMessage()) < 1200 for r in caplog.records)  # no TensorStore spec dumps in the warnings
   assert sorted(os.listdir(workdir / "checkpoints")) == ["10", "5"]
 
 

@@ -396,9 +396,9 @@ def _newest(step: int | None) -> str:
 
 
 def _short(error: BaseException) -> str:
-  """An exception in one line of at most 300 characters (TensorStore errors carry a spec of 70 lines)."""
+  """An exception in one line of at most 800 characters (TensorStore errors carry a spec of 70 lines)."""
   text = str(error).strip().split("\n", 1)[0]
-  return f"{type(error).__name__}: {text[:300]}{' ...' if len(text) > 300 else ''}"
+  return f"{type(error).__name__}: {text[:800]}{' ...' if len(text) > 800 else ''}"
 
 
 def _root_cause(error: BaseException) -> str:
