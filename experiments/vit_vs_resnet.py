@@ -201,6 +201,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       warmup_steps=10 if mini else 500,
       grad_clip_norm=1.0,  # SGD with momentum 0.9, no weight decay, cosine decay, as the paper's Appendix B.1.1
   ))
+  if scale == "quick":
+    # The same 5,120 examples as 40 steps of 128, in 320 steps of 16, in the same time (11-15 s a fine-tuning run
+    # either way here): 40 updates left fine-tuning below the 25-shot probes (vit_xs 46.4% vs 54.8%, bit_r8x1
+    # 74.9% vs 77.8%, averaged over the three sets); 320 give 63.8% and 89.7%, the cpu run's order (160 of 32:
+    # 57.8% and 88.3%).
+    c.transfer.finetune.batch_size = 16
+    c.transfer.finetune.warmup_steps = 30
+    for d in c.transfer.datasets.values():
+      d.finetune_steps = 320
   c.transfer.fewshot = ml_collections.ConfigDict(dict(
       shots=(1, 5, 10, 25),
       seeds=3 if mini else 1,  # independent draws of the shots, averaged

@@ -14,6 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if ROOT not in sys.path:  # run as a script: make the `tests` package importable
   sys.path.insert(0, ROOT)
 from tests.experiment_files import get_config  # noqa: E402
+from tests.studies.first_device import on_first_device  # noqa: E402
 
 
 def tiny_sweep_config(fmnist_dir: str, transfer_dir: str, members: list[str] | None = None
@@ -67,4 +68,5 @@ def tiny_sweep_config(fmnist_dir: str, transfer_dir: str, members: list[str] | N
 if __name__ == "__main__":
   from vit_video.studies import vit_vs_resnet  # noqa: PLC0415
   fmnist, transfer, workdir, *members = sys.argv[1:]
-  vit_vs_resnet.run(tiny_sweep_config(fmnist, transfer, members[0].split(",") if members else None), workdir)
+  with on_first_device():  # as the tests' in-process study, so that the numbers are the same
+    vit_vs_resnet.run(tiny_sweep_config(fmnist, transfer, members[0].split(",") if members else None), workdir)

@@ -12,6 +12,7 @@ from etils import epath
 
 from tests import ram_fs
 from tests.experiment_files import ROOT, load_module
+from tests.studies.first_device import on_first_device
 from vit_video.studies import video_comparison
 from vit_video.train import loop
 
@@ -24,7 +25,8 @@ def test_comparison_on_a_ram_workdir_writes_the_table_and_a_rerun_trains_nothing
                                                      data_dir=tiny_moving_fmnist)
   workdir = ram_fs.new_folder("video_classics")
   monkeypatch.chdir(tmp_path)  # a stray local folder named "ram:" would appear here
-  rows = video_comparison.run(sweep, workdir, command="pytest")
+  with on_first_device():
+    rows = video_comparison.run(sweep, workdir, command="pytest")
   assert [r["model"] for r in rows] == ["single_frame", "two_stream_flow"]
   written = list(csv.DictReader(io.StringIO((epath.Path(workdir) / "results.csv").read_text())))
   assert [r["model"] for r in written] == ["single_frame", "two_stream_flow"]
@@ -48,7 +50,8 @@ def test_label_columns_follow_the_config(tiny_moving_fmnist, tmp_path):
   """The transformer comparison trains the motion label only: its table and CSV have motion columns only."""
   sweep = load_module("video_transformers").sweep_config(tiny=True, models="vivit_fdp+video_swin",
                                                         data_dir=tiny_moving_fmnist)
-  rows = video_comparison.run(sweep, str(tmp_path))
+  with on_first_device():
+    rows = video_comparison.run(sweep, str(tmp_path))
   assert [r["model"] for r in rows] == ["vivit_fdp", "video_swin"]
   for r in rows:
     assert 0.0 <= r["motion_video_top1"] <= 1.0 and "object_video_top1" not in r

@@ -18,6 +18,7 @@ from etils import epath
 from tests import ram_fs
 from tests.experiment_files import ROOT, load_module
 from tests.studies import sweep_run
+from tests.studies.first_device import on_first_device
 from vit_video import models
 from vit_video.studies import vit_vs_resnet, vit_vs_resnet_report
 from vit_video.train import loop
@@ -31,7 +32,8 @@ def finished(tiny_fmnist, tiny_transfer_data):
   """(config, workdir, rows) of one uninterrupted tiny study, in a ram:// workdir."""
   config = sweep_run.tiny_sweep_config(tiny_fmnist, tiny_transfer_data)
   workdir = ram_fs.new_folder("vit_vs_resnet")
-  return config, workdir, vit_vs_resnet.run(config, workdir, command="pytest")
+  with on_first_device():
+    return config, workdir, vit_vs_resnet.run(config, workdir, command="pytest")
 
 
 def test_report_columns_and_values(finished):
@@ -126,7 +128,8 @@ def test_sigkilled_sweep_resumes_to_the_same_results(finished, tiny_fmnist, tiny
   assert proc.returncode == -signal.SIGKILL, stderr[-3000:]
   assert os.path.exists(os.path.join(workdir, members[0], "fewshot.json"))  # the first member finished
   assert not os.path.exists(os.path.join(workdir, members[1], "summary.json"))
-  rows = vit_vs_resnet.run(config, workdir, command="pytest")
+  with on_first_device():
+    rows = vit_vs_resnet.run(config, workdir, command="pytest")
   assert rows == [r for r in reference if r["member"] in members]
   read, _, _ = vit_vs_resnet_report.read_csv(os.path.join(workdir, "results.csv"))
   assert [r["member"] for r in read] == members
