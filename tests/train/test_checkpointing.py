@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 
-from vit_video.train import checkpointing
+from vit_video.train import checkpointing, checksums
 
 # After a failed read (a truncated manifest), tensorstore calls back into orbax's already-closed event loop;
 # harmless, reported at garbage collection, possibly during a later test.
@@ -265,7 +265,7 @@ def test_non_finite_state_is_not_saved(tmp_path):
 
 def test_checksum_sees_any_changed_word_and_ignores_the_sharding():
   sharded = _state(9)["params"]["embedding"]["kernel"]  # [8,6], one row per device
-  checksum = lambda x: checkpointing._checksums(x)[0][""]  # noqa: E731
+  checksum = lambda x: checksums.checksums(x)[0][""]  # noqa: E731
   reference = checksum(sharded)
   assert checksum(np.asarray(sharded)) == reference == checksum(jax.device_put(sharded, jax.devices()[5]))
   flat = sharded.reshape(-1)

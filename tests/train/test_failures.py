@@ -38,8 +38,9 @@ def test_every_checkpoint_damaged_is_one_short_message(tiny_fmnist, tmp_path, ca
     loop.train_and_evaluate(tiny_config(tiny_fmnist, total_steps=12), str(workdir))
   message = str(error.value)
   lines = message.splitlines()
-  assert lines[0] == f"no checkpoint in {workdir}/checkpoints restores; nothing was moved or deleted. Each step's failure:"
-  assert [line.split(":")[0].strip() for line in lines[1:3]] == [f"{workdir}/checkpoints/10", f"{workdir}/checkpoints/5"]
+  assert lines[0] == (f"no checkpoint in {workdir}/checkpoints restores; nothing was moved or deleted. Each "
+                      "step's failure:")
+  assert [line.split(":")[0].strip() for line in lines[1:3]] == [f"{workdir}/checkpoints/{s}" for s in (10, 5)]
   assert len(message) < 2500 and "move" in lines[-1]
   assert all(len(r.getMessage()) < 1200 for r in caplog.records)  # no TensorStore spec dumps in the warnings
   assert sorted(os.listdir(workdir / "checkpoints")) == ["10", "5"]

@@ -166,7 +166,8 @@ def test_bad_input_fails_early_with_clear_errors(tiny_fmnist, tmp_path):
     tiny_config(tiny_fmnist).optimizer.learning_rat = 1.0
   with pytest.raises(ValueError, match="dtype must be one of"):
     loop.train_and_evaluate(tiny_config(tiny_fmnist, dtype="float16"), str(tmp_path / "c"))
-  with pytest.raises(ValueError, match="set total_steps > 0, or total_steps = 0 and num_epochs > 0; got total_steps -5"):
+  with pytest.raises(ValueError, match="set total_steps > 0, or total_steps = 0 and num_epochs > 0; got total_steps "
+                     "-5"):
     loop.train_and_evaluate(tiny_config(tiny_fmnist, total_steps=-5), str(tmp_path / "d"))
   with pytest.raises(ValueError, match="got total_steps 0, num_epochs 0"):
     loop.train_and_evaluate(tiny_config(tiny_fmnist, total_steps=0, num_epochs=0), str(tmp_path / "e"))

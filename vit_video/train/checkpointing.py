@@ -22,19 +22,20 @@ save leaves its tmp folder, which is never read and is removed at this process's
 
 Corruption: a complete-looking step can still be damaged later (a truncated or overwritten file). orbax does
 not notice every such damage: garbage in an array file can restore as wrong numbers without an error. So
-every save also stores a 32-bit checksum of each array (a sum of mixed words, exact whatever the
-sharding; about 0.04 s per 100 MB on a 2-core CPU), and a restore that fails, or whose sums differ, is skipped
-with a warning naming it; the previous checkpoint is tried. Once an older one restores, the skipped newer ones are moved (never deleted) to
-`<directory>_corrupt/<step>-<UTC time>/`, out of orbax's sight, so that the resumed run can save those steps
-again. If no checkpoint restores, nothing is moved and a RuntimeError lists every failure (a systematic
-failure, e.g. a wrong `abstract_state`, is not mistaken for corruption).
+every save also stores a 32-bit checksum of each array (train/checksums.py), and a restore that fails, or
+whose sums differ, is skipped with a warning naming it; the previous checkpoint is tried. Once an older one
+restores, the skipped newer ones are moved (never deleted) to `<directory>_corrupt/<step>-<UTC time>/`, out of
+orbax's sight, so that the resumed run can save those steps again. If no checkpoint restores, nothing is moved
+and a RuntimeError lists every failure in a line each (a systematic failure, e.g. a wrong `abstract_state`, is
+not mistaken for corruption).
 
 Filesystems: `directory` is a local folder or any `etils.epath` URI. orbax itself writes local folders and
 gs://; anywhere else (s3://, ...) the checkpoints live in a local mirror that is uploaded after every save
 (train/checkpoint_mirror.py; single-process, saves then synchronous).
 
 A checkpoint of another model (its meta differs from `expected_meta`, or its array names, shapes or dtypes
-differ from `abstract_state`) raises ValueError naming both sides, and nothing on disk is touched.
+differ from `abstract_state`) raises CheckpointMismatchError (a ValueError) naming both sides, and nothing on disk
+is touched. A save that cannot be written (a full disk) raises CheckpointWriteError naming its OS error and file.
 """
 import contextlib
 import datetime
@@ -52,17 +53,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from vit_video.train import checkpoint_mirror
+from vit_video.train import checkpoint_mirror, checksums
 from vit_video.train.run_folder import CHECKPOINTS, as_path
 
 # orbax 0.12.8 `atomicity_types.TMP_DIR_SUFFIX`: the folder of a save that has not committed yet.
 _TMP_MARKER = ".orbax-checkpoint-tmp"
 
 _log = logging.getLogger(__name__)
-
-
-class _CorruptCheckpointError(ValueError):
-  """A checkpoint whose files cannot be read back as they were written."""
 
 
 class CheckpointMismatchError(ValueError):
@@ -155,7 +152,7 @@ class Checkpointer:
                                  f"checkpoint is step {self.latest_step()} in {self.directory}")
     if self.best_metric is not None and metrics is not None and self.best_metric not in metrics:
       raise ValueError(f"metrics {sorted(metrics)} lack {self.best_metric!r}, which picks the best checkpoint")
-    checksums, finite = _checksums(state)
+    sums, finite = checksums.checksums(state)
     bad = [name for name, ok in finite.items() if not ok]
     if bad:
       raise FloatingPointError(f"step {step}: {bad[:5]}{' ...' if len(bad) > 5 else ''} hold NaN or infinity; "
@@ -167,7 +164,7 @@ class Checkpointer:
     with self._write_errors(step), _quiet_absl(_NO_METRICS):
       saved = self._manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta),
-          checksums=ocp.args.JsonSave(checksums)), metrics=metrics, force=True)
+          checksums=ocp.args.JsonSave(sums)), metrics=metrics, force=True)
       self._in_flight = step
     if self._mirror is not None:  # synchronous: the step is committed locally
       self._mirror.sync()
@@ -207,10 +204,10 @@ class Checkpointer:
       try:
         meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
         if not isinstance(meta, dict):
-          raise _CorruptCheckpointError(f"{path / 'meta'} holds {type(meta).__name__}, not a dict")
+          raise checksums.CorruptCheckpointError(f"{path / 'meta'} holds {type(meta).__name__}, not a dict")
         saved = self._manager.item_metadata(step)["state"]
         if saved is None:
-          raise _CorruptCheckpointError(f"{path / 'state'} has no readable array metadata")
+          raise checksums.CorruptCheckpointError(f"{path / 'state'} has no readable array metadata")
       except Exception as e:  # noqa: BLE001  (any failure to read a step means the step is damaged)
         failures.append(self._skip(path, e))
         continue
@@ -219,7 +216,7 @@ class Checkpointer:
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), checksums=ocp.args.JsonRestore()))
-        _verify_checksums(restored["state"], restored["checksums"], path)
+        checksums.verify(restored["state"], restored["checksums"], path)
       except Exception as e:  # noqa: BLE001
         failures.append(self._skip(path, e))
         continue
@@ -344,7 +341,7 @@ def _restore_variables(step_dir: epath.Path, abstract_variables: dict | None) ->
   handler = ocp.PyTreeCheckpointHandler()  # the item handler itself: a Checkpointer would look for step metadata
   metadata = handler.metadata(step_dir / "state")  # in state/ and warn that it is not there (it is one level up)
   if metadata is None:
-    raise _CorruptCheckpointError(f"{step_dir / 'state'} has no readable array metadata")
+    raise checksums.CorruptCheckpointError(f"{step_dir / 'state'} has no readable array metadata")
   saved_tree = metadata.tree
   if abstract_variables is None:
     abstract_variables = {
@@ -361,8 +358,8 @@ def _restore_variables(step_dir: epath.Path, abstract_variables: dict | None) ->
   variables = handler.restore(step_dir / "state", args=ocp.args.PyTreeRestore(
       item=abstract_variables, restore_args=restore_args, partial_restore=True))
   if (step_dir / "checksums").exists():
-    checksums = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(step_dir / "checksums")
-    _verify_checksums(variables, checksums, step_dir)
+    checksums.verify(variables, ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(step_dir / "checksums"),
+                     step_dir)
   return variables
 
 
@@ -433,16 +430,13 @@ def _quiet_absl(*messages: str):
     logger.removeFilter(drop)
 
 
-def _leaf_name(keypath: tuple) -> str:
-  return "/".join(ocp.tree.str_keypath(keypath))
-
-
 def _check_meta(meta: dict, expected: dict, path: epath.Path) -> None:
   for key, value in expected.items():
     saved = meta[key] if key in meta else "<missing>"
     if saved != value:
-      raise CheckpointMismatchError(f"checkpoint {path} is of another run: its {key} is {saved!r}, this run's is {value!r}. "
-                       f"Nothing was changed on disk; use another workdir or move {path.parent} away")
+      raise CheckpointMismatchError(
+          f"checkpoint {path} is of another run: its {key} is {saved!r}, this run's is {value!r}. Nothing was "
+          f"changed on disk; use another workdir or move {path.parent} away")
 
 
 def _check_arrays(saved: dict, abstract: Any, path: epath.Path, *, prefix: tuple) -> None:
@@ -461,60 +455,6 @@ def _check_arrays(saved: dict, abstract: Any, path: epath.Path, *, prefix: tuple
   for key in sorted(expected):
     want, have = expected[key], saved[key]
     if tuple(want.shape) != tuple(have.shape) or np.dtype(want.dtype) != np.dtype(have.dtype):
-      raise CheckpointMismatchError(f"checkpoint {path} holds a different model: {name(key)} is {tuple(have.shape)} "
-                       f"{np.dtype(have.dtype)} there, {tuple(want.shape)} {np.dtype(want.dtype)} here")
-
-
-def _mix32(x: jax.Array) -> jax.Array:
-  """MurmurHash3's 32-bit finaliser: a bijection on uint32 that scatters every input bit over the output."""
-  x = x ^ (x >> 16)
-  x = x * jnp.uint32(0x85EBCA6B)
-  x = x ^ (x >> 13)
-  x = x * jnp.uint32(0xC2B2AE35)
-  return x ^ (x >> 16)
-
-
-def _leaf_summary(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """(sum over i of mix(word_i + i * 0x9E3779B9) mod 2**32 over the array's 32-bit words, all values finite).
-
-  Each term is a bijection of its word, so changing any one word always changes the sum; the mixing makes
-  structured changes (a scaled or shifted copy, swapped values) change it too, but for a chance of 2**-32.
-  Integer addition is exact, so the sum does not depend on the sharding or the reduction order.
-  """
-  x = jnp.asarray(x)
-  finite = jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.inexact) else jnp.array(True)
-  if x.dtype == jnp.bool_:
-    x = x.astype(jnp.uint8)
-  word = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[x.dtype.itemsize]
-  words = jax.lax.bitcast_convert_type(x, word).astype(jnp.uint32).reshape(-1)  # [N] (N = 2 x size if 8-byte)
-  position = jnp.arange(words.size, dtype=jnp.uint32) * jnp.uint32(0x9E3779B9)
-  return jnp.sum(_mix32(words + position), dtype=jnp.uint32), finite
-
-
-# One jitted call per array (compiled once per shape, dtype and sharding): a state's arrays may live on
-# different sets of devices, which one call over all of them would refuse.
-_leaf_summary_jit = jax.jit(_leaf_summary)
-
-
-def _checksums(tree: Any) -> tuple[dict[str, int], dict[str, bool]]:
-  """Per-array checksums and finiteness, keyed by the arrays' '/'-joined names."""
-  with_path = jax.tree_util.tree_flatten_with_path(tree)[0]
-  summaries = []
-  for _, leaf in with_path:
-    summaries.append(_leaf_summary_jit(leaf))
-    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
-      # Sharded across processes: its reduction is a collective, and XLA:CPU may run queued programs at once, so
-      # two processes could pair up different leaves' collectives and wait forever. One at a time.
-      summaries[-1] = jax.block_until_ready(summaries[-1])
-  summaries = jax.device_get(summaries)
-  names = [_leaf_name(k) for k, _ in with_path]
-  return ({n: int(s) for n, (s, _) in zip(names, summaries)}, {n: bool(f) for n, (_, f) in zip(names, summaries)})
-
-
-def _verify_checksums(tree: Any, saved: dict, path: epath.Path) -> None:
-  """Raises _CorruptCheckpointError unless every array of `tree` has the checksum saved with it."""
-  for name, value in _checksums(tree)[0].items():
-    if name not in saved:
-      raise _CorruptCheckpointError(f"{path} has no checksum for {name}")
-    if saved[name] != value:
-      raise _CorruptCheckpointError(f"{path}: {name} reads back with checksum {value}, saved {saved[name]}")
+      raise CheckpointMismatchError(
+          f"checkpoint {path} holds a different model: {name(key)} is {tuple(have.shape)} {np.dtype(have.dtype)} "
+          f"there, {tuple(want.shape)} {np.dtype(want.dtype)} here")
