@@ -13,9 +13,8 @@ The hosts of one pod run share the lock: process 0 takes it and every process le
 
 Guarantees: on a local disk taking the lock is exclusive (an O_EXCL create; a stale lock is renamed away first,
 which one contender wins). On object stores (gs://) there is no exclusive create: the lock is written, read
-back after `settle_seconds`, and kept only if it still holds this run's token, so two starts within about that
-time of each other can both fail, and one can win without the other noticing only if its write lands after the
-other's read-back.
+back after `settle_seconds`, and kept only if it still holds this run's token: of two starts at once one runs,
+but both can run if a lock write takes longer than `settle_seconds` to land.
 """
 import contextlib
 import datetime
@@ -42,10 +41,6 @@ _log = logging.getLogger(__name__)
 
 class WorkdirInUseError(RuntimeError):
   """Another live run holds the workdir's lock."""
-
-
-def _now() -> float:
-  return time.time()
 
 
 def _utc(t: float) -> str:
@@ -81,7 +76,7 @@ def _dead_holder(record: dict, *, stale_seconds: float) -> str | None:
   """Why the holder of `record` is dead, or None when it may be alive."""
   if not record:
     return "the lock file is unreadable"
-  age = _now() - float(record.get("heartbeat", 0.0))
+  age = time.time() - float(record.get("heartbeat", 0.0))
   if record.get("host") == socket.gethostname() and not _pid_alive(int(record.get("pid", -1))):
     return f"its process {record.get('pid')} on this host is gone"
   if age > stale_seconds:
@@ -90,7 +85,7 @@ def _dead_holder(record: dict, *, stale_seconds: float) -> str | None:
 
 
 def _describe(record: dict, path: epath.Path, stale_seconds: float) -> str:
-  age = _now() - float(record.get("heartbeat", 0.0))
+  age = time.time() - float(record.get("heartbeat", 0.0))
   return (f"{path.parent} is in use by another run: process {record.get('pid')} on host {record.get('host')} "
           f"({record.get('command', '?')}), started {_utc(float(record.get('started', 0.0)))}, last heartbeat "
           f"{age:.0f} s ago. Wait for it to finish or stop it, or use another workdir. If that run is dead on "
@@ -109,11 +104,11 @@ class RunLock:
     self.token = uuid.uuid4().hex
     self._stop = threading.Event()
     self._thread: threading.Thread | None = None
-    self._started = _now()
+    self._started = time.time()
 
   def _record(self) -> dict:
     return {"token": self.token, "host": socket.gethostname(), "pid": os.getpid(),
-            "command": " ".join(sys.argv)[:300], "started": self._started, "heartbeat": _now()}
+            "command": " ".join(sys.argv)[:300], "started": self._started, "heartbeat": time.time()}
 
   def _create(self) -> bool:
     """Writes the lock if there is none; False when another start got there first."""
@@ -134,7 +129,7 @@ class RunLock:
   def acquire(self) -> None:
     """Takes the lock, or raises WorkdirInUseError naming the live run that holds it."""
     self.path.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(3):  # a contender may release or take over between our reads
+    for _ in range(4):  # a contender may release or take over between our reads; a takeover needs two rounds
       record = _read(self.path)
       if record is None:
         if self._create():
