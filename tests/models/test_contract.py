@@ -16,7 +16,7 @@ import pytest
 
 from vit_video import models
 from vit_video.models import bit, c3d, i3d, lrcn, resnet, swin, timesformer, two_stream, video_cnn, video_swin, vit
-from vit_video.models import vivit
+from vit_video.models import vivit, vtn
 
 B, K = 2, 7
 INPUT_NAMES = {"image", "video", "flow"}
@@ -41,6 +41,9 @@ FRAMES = {
     vivit.ViViT: (dict(depth=1, temporal_depth=1), lambda m: (2 * m.tubelet_depth, 2 * m.patch_size, 3 * m.patch_size)),
     timesformer.TimeSformer: (dict(depth=1), lambda m: (3, 2 * m.patch_size, 3 * m.patch_size)),
     video_swin.VideoSwin: (dict(depths=(1, 1), num_heads=(1, 2)), lambda m: (4, 20, 28)),
+    # A ResNet backbone, which keeps batch_stats (a ViT backbone keeps none: tests/models/test_vtn.py).
+    vtn.VTN: (dict(backbone="resnet18", backbone_overrides=dict(stage_sizes=(1, 1), width=8), width=8,
+                   temporal_depth=1, num_heads=2, mlp_dim=8, head_mlp_dim=8), lambda m: (3, 20, 28)),
 }
 
 
@@ -101,7 +104,7 @@ def test_every_model_keeps_the_contract(name):
 def test_lrcn_keeps_batch_stats_only_with_a_resnet_backbone():
   """The contract's one exception to `batch_norm` (stated in its docstring): the default convnet backbone has no
   BatchNorm, and keeps no `batch_stats`."""
-  assert "LRCN only with a ResNet backbone" in " ".join(models.__doc__.split())
+  assert "LRCN and VTN only with a ResNet backbone" in " ".join(models.__doc__.split())
   model = models.create_model("lrcn", num_classes=K)
   assert model.backbone == "convnet" and lrcn.LRCN.batch_norm
   (clip,) = models.input_shapes(lrcn.LRCN, frames=3, height=model.image_size[0], width=model.image_size[1],

@@ -19,13 +19,13 @@ The contract (tests/models/test_contract.py checks it for every name in MODELS):
       inputs: tuple[str, ...]   its positional inputs, e.g. ("image",), ("video",), ("video", "flow")
       head: str                 the top-level params key holding the classifier ("head"; "fc" for ResNet and
                                 I3D, "fc8" for C3D); absent when num_classes == 0
-      batch_norm: bool          True when the family keeps BatchNorm statistics in `batch_stats` (LRCN only with a
-                                ResNet backbone) and so has `axis_name`
+      batch_norm: bool          True when the family keeps BatchNorm statistics in `batch_stats` (LRCN and VTN
+                                only with a ResNet backbone) and so has `axis_name`
 Every family file ends with `MODELS = {name: functools.partial(Class, **variant_attributes)}`; this module merges
 them. A reader goes from a name to its file in one hop: vit_* and r*_vit_* -> vit.py, resnet* -> resnet.py,
 bit_* -> bit.py, single_frame, late_fusion_*, early_fusion, slow_fusion -> video_cnn.py, c3d -> c3d.py,
 i3d_r50, nl_i3d_r50 -> i3d.py, lrcn -> lrcn.py, two_stream -> two_stream.py, vivit_* -> vivit.py,
-timesformer_* -> timesformer.py, swin_* -> swin.py, video_swin_* -> video_swin.py.
+timesformer_* -> timesformer.py, swin_* -> swin.py, video_swin_* -> video_swin.py, vtn_* -> vtn.py.
 """
 import dataclasses
 
@@ -35,9 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from vit_video.models import (bit, c3d, i3d, lrcn, resnet, swin, timesformer, two_stream, video_cnn, video_swin, vit,
-                              vivit)
+                              vivit, vtn)
 
-_FAMILIES = (vit, resnet, bit, swin, video_cnn, c3d, i3d, lrcn, two_stream, vivit, timesformer, video_swin)
+_FAMILIES = (vit, resnet, bit, swin, video_cnn, c3d, i3d, lrcn, two_stream, vivit, timesformer, video_swin, vtn)
 
 
 def _merge(*modules) -> dict:
