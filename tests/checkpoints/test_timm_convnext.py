@@ -15,22 +15,12 @@ import pytest
 from tests.checkpoints.timm_reference import import_timm as import_timm_reference
 from tests.checkpoints.timm_reference import randomize_, require_torch, run, state_dict, tiny_vit
 from tests.models.test_convnext import PARAM_COUNTS
-from vit_video import models
+from vit_video.checkpoints import import_timm
 from vit_video.checkpoints.timm_convnext import TIMM_NAMES, import_timm_convnext
 from vit_video.models import convnext
 
 B, H, W, C, K = 2, 44, 60, 3, 5
 TINY = dict(depths=(1, 1, 2, 1), dims=(8, 12, 16, 20))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def registered():
-  """The importer builds its model by name (`models.create_model`): the ConvNeXt names, in case the registry does
-  not have them yet."""
-  with pytest.MonkeyPatch.context() as patch:
-    for name, factory in convnext.MODELS.items():
-      patch.setitem(models.MODELS, name, factory)
-    yield
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +53,7 @@ def test_timm_state_dict_names(reference):
 def test_matches_timm(reference):
   sd, x, ref = reference
   variables = import_timm_convnext("convnext_t", sd, **TINY)
+  assert jax.tree.all(jax.tree.map(np.array_equal, variables, import_timm("convnext_t", sd, **TINY)))
   ours = np.asarray(_forward(convnext.MODELS["convnext_t"](num_classes=K, **TINY), variables, x))
   err = float(np.max(np.abs(ours - ref)) / np.max(np.abs(ref)))
   print(f"convnext {H}x{W}: max rel err {err:.2e}")

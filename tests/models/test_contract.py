@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import pytest
 
 from vit_video import models
-from vit_video.models import bit, c3d, i3d, lrcn, resnet, swin, timesformer, two_stream, video_cnn, video_swin, vit
-from vit_video.models import vivit, vtn
+from vit_video.models import bit, c3d, convnext, i3d, lrcn, resnet, swin, timesformer, two_stream, video_cnn, video_swin
+from vit_video.models import vit, vivit, vtn
 
 B, K = 2, 7
 INPUT_NAMES = {"image", "video", "flow"}
@@ -29,6 +29,7 @@ FRAMES = {
     resnet.ResNet: (dict(stage_sizes=(1, 1)), lambda m: (1, 20, 28)),
     bit.BiT: (dict(stage_sizes=(1, 1)), lambda m: (1, 20, 28)),
     swin.Swin: (dict(depths=(1, 1), num_heads=(1, 2)), lambda m: (1, 20, 28)),
+    convnext.ConvNeXt: (dict(depths=(1, 1), dims=(8, 16)), lambda m: (1, 20, 28)),
     video_cnn.SingleFrame: ({}, lambda m: (3, *m.image_size)),
     video_cnn.LateFusion: ({}, lambda m: (m.num_frames if m.fusion == "fc" else 3, *m.image_size)),
     video_cnn.EarlyFusion: ({}, lambda m: (m.num_frames, *m.image_size)),

@@ -6,7 +6,7 @@
 
 The importers return variables for `create_model(name, num_classes=...)`, checked name by name and shape by shape
 against the model (ValueError naming the key and both shapes otherwise), one entry point per source: `.npz`
-(vit_jax, big_vision, BiT), timm (ViT and hybrids, ResNet, BiT, Swin), torchvision (ResNet, Video Swin). None
+(vit_jax, big_vision, BiT), timm (ViT and hybrids, ResNet, BiT, Swin, ConvNeXt), torchvision (ResNet, Video Swin). None
 imports torch or TensorFlow. `inflate` initialises a video model from an image model's parameters as the papers do
 (ViViT and TimeSformer from ViT, Video Swin from Swin, I3D from ResNet); `surgery` fits another run's parameters to
 a model of the same family (a new head, a resampled position embedding).

@@ -19,15 +19,16 @@ Families and their timm models (i, j 0-based as in timm; conv weights OIHW -> HW
     statistics go to the `batch_stats` collection; `num_batches_tracked` is ignored.
   BiT `bit_*` (timm `resnetv2_*_bit`): the names in `vit_video.models.bit`; head.fc [K,D,1,1] -> head [D,K].
   Swin `swin_*` (timm `swin_*_patch4_window*`): see timm_swin.py.
+  ConvNeXt `convnext_*` (timm `convnext_{tiny,small,base,large}`): see timm_convnext.py.
 """
 import re
 
 import numpy as np
 
-from vit_video.checkpoints import convert, timm_swin
+from vit_video.checkpoints import convert, timm_convnext, timm_swin
 from vit_video.checkpoints.torch_keys import (Rule, batch_norm, conv_kernel, dense_kernel, head_conv, import_state_dict,
                                               norm, same)
-from vit_video.models import bit, resnet, swin, vit
+from vit_video.models import bit, convnext, resnet, swin, vit
 
 _BLOCK = r"blocks\.(\d+)\."
 _ENC = "Transformer/encoderblock_{}"
@@ -101,8 +102,8 @@ def import_timm(name: str, state_dict: dict[str, np.ndarray], *, num_classes: in
   """Converts a timm state dict (`{key: tensor.numpy()}`) into variables for `create_model(name)`.
 
   Args:
-    name: a name from `vit_video.models.MODELS` of a family timm has: `vit_*`, `r*_vit_*`, `resnet*`, `bit_*` or
-      `swin_*` (another name raises ValueError listing these).
+    name: a name from `vit_video.models.MODELS` of a family timm has: `vit_*`, `r*_vit_*`, `resnet*`, `bit_*`,
+      `swin_*` or `convnext_*` (another name raises ValueError listing these).
     state_dict: timm's parameter (and buffer) names -> numpy arrays, e.g. `{k: v.numpy() for k, v in
       model.state_dict().items()}`.
     num_classes: K of the model to build. None keeps the checkpoint's (0 when it has no head). A different K
@@ -121,11 +122,13 @@ def import_timm(name: str, state_dict: dict[str, np.ndarray], *, num_classes: in
       checkpoint), a missing model variable, or a shape that differs (naming the model, the checkpoint key and
       both shapes).
   """
-  family = convert.supported_family(name, (*FAMILIES, swin.Swin), "timm")
+  family = convert.supported_family(name, (*FAMILIES, swin.Swin, convnext.ConvNeXt), "timm")
   if scan and family is not vit.ViT:
     raise ValueError(f"{name}: scan=True applies to ViT models only")
   if family is swin.Swin:
     return timm_swin.import_timm_swin(name, state_dict, num_classes=num_classes, **overrides)
+  if family is convnext.ConvNeXt:
+    return timm_convnext.import_timm_convnext(name, state_dict, num_classes=num_classes, **overrides)
   rules, head_bias = FAMILIES[family]
   if family is vit.ViT:
     pos = state_dict.get("pos_embed")  # [1, prefix + grid tokens, D]
