@@ -150,3 +150,20 @@ def test_gaussian_fourier_features_bfloat16():
   g, variables = module.init_with_output(jax.random.key(0), jnp.ones((5, 2)))
   assert g.dtype == jnp.bfloat16
   assert variables["constants"]["projection"].dtype == jnp.float32
+
+
+def test_normalized_sine_2d_formula_axes_and_padding():
+  """DETR's encoding: sin/cos pairs, rows in the first half and columns in the second, the formula at two channels,
+  and the same encoding for an image whatever padding surrounds it."""
+  d, valid = 8, np.ones((1, 3, 5), bool)
+  enc = np.asarray(encodings.normalized_sine_2d(valid, d))  # [1,3,5,8]
+  assert enc.shape == (1, 3, 5, d) and enc.dtype == np.float32
+  np.testing.assert_allclose(enc[..., 0::2] ** 2 + enc[..., 1::2] ** 2, 1.0, rtol=1e-6)  # sin/cos pairs
+  np.testing.assert_array_equal(enc[:, :, :1, :d // 2], enc[:, :, 4:, :d // 2])  # first half: rows only
+  np.testing.assert_array_equal(enc[:, :1, :, d // 2:], enc[:, 2:, :, d // 2:])  # second half: columns only
+  np.testing.assert_allclose(enc[0, :, 0, 0], np.sin(2 * math.pi * np.arange(1, 4) / (3 + 1e-6)), atol=1e-6)
+  np.testing.assert_allclose(enc[0, 0, :, d // 2 + 2], np.sin(2 * math.pi * np.arange(1, 6) / (5 + 1e-6) / 100),
+                             atol=1e-6)  # channel 2i = 2 of a half of 4: frequency 10000^(-2/4)
+  padded = np.zeros((1, 6, 9), bool)
+  padded[:, :3, :5] = True  # the same 3 x 5 image, padded: the encoding of its pixels does not change
+  np.testing.assert_allclose(encodings.normalized_sine_2d(padded, d)[:, :3, :5], enc, rtol=1e-6)

@@ -8,6 +8,10 @@ Sinusoidal encodings of integer positions p = 0..n-1, with omega_i = 1 / 10000^(
 The 2D and 3D encodings concatenate 1D encodings of each axis over equal channel splits and are flattened
 row-major. Their dot products depend only on position offsets: <f(p), f(q)> = sum_i cos((q - p) omega_i).
 
+`normalized_sine_2d` is DETR's variant (Carion et al. 2020) for padded images: the positions are the valid pixels'
+1-based cumulative counts along each axis, rescaled to (0, 2 pi] over the valid extent, so the encoding of an image
+does not depend on how much padding surrounds it.
+
 Fourier features of real coordinates v [..., d], all of the form gamma(v) = [cos(2 pi v B), sin(2 pi v B)]
 (cosines first, then sines) for some frequency matrix B [d, m]:
 
@@ -68,6 +72,33 @@ def sinusoidal_3d(t: int, h: int, w: int, d: int) -> jax.Array:
   rows = jnp.broadcast_to(sinusoidal_1d(h, e)[None, :, None, :], (t, h, w, e))  # [1,H,1,E] -> [T,H,W,E]
   cols = jnp.broadcast_to(sinusoidal_1d(w, e)[None, None, :, :], (t, h, w, e))  # [1,1,W,E] -> [T,H,W,E]
   return jnp.concatenate([frames, rows, cols], axis=-1).reshape(t * h * w, d)  # [T,H,W,D] -> [T*H*W,D]
+
+
+def normalized_sine_2d(valid: jax.Array, d: int, *, temperature: float = 10000.0,
+                       scale: float = 2 * math.pi) -> jax.Array:
+  """DETR's 2D sine encoding of the valid pixels of padded images: [B,H,W] bool -> [B,H,W,D] float32.
+
+  y = the count of valid pixels down each column up to and including this one, x the same along each row, each
+  divided by its column's (row's) total + 1e-6 and multiplied by `scale`. Channels [0, D/2) encode y, [D/2, D) x;
+  within a half of width n = D/2, channel 2i is sin(y / temperature^(2i/n)) and 2i+1 cos(y / temperature^(2i/n)).
+  Padded pixels get whatever the counts give them (they are masked out downstream). D must be divisible by 4.
+  """
+  if d <= 0 or d % 4:
+    raise ValueError(f"2D sine encoding width d={d} must be a positive multiple of 4 (two even halves)")
+  if valid.ndim != 3:
+    raise ValueError(f"valid must be [B,H,W]; got shape {valid.shape}")
+  n = d // 2
+  y = jnp.cumsum(valid, axis=1, dtype=jnp.float32)  # [B,H,W]
+  x = jnp.cumsum(valid, axis=2, dtype=jnp.float32)  # [B,H,W]
+  y = y / (y[:, -1:, :] + 1e-6) * scale
+  x = x / (x[:, :, -1:] + 1e-6) * scale
+  omega = 1.0 / temperature ** (np.arange(0, n, 2, dtype=np.float64) / n)  # [n/2]
+
+  def encode(p):  # [B,H,W] -> [B,H,W,n], sin and cos interleaved
+    angles = p[..., None] * jnp.asarray(omega, jnp.float32)  # [B,H,W,n/2]
+    return jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(*p.shape, n)  # [B,H,W,n/2,2] -> [.,n]
+
+  return jnp.concatenate([encode(y), encode(x)], axis=-1)  # [B,H,W,D]
 
 
 def _fourier(v: jax.Array, b: jax.Array) -> jax.Array:
