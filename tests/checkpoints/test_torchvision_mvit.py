@@ -30,15 +30,6 @@ V2 = dict(num_heads=(1, 2), block_widths=(8, 16), kernel_q=((3, 3, 3),) * 2, str
           relative_positions=True, residual_pool=True, project_after_attention=True)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def registered():
-  """mvit's names in the registry, which `import_state_dict` builds models through (until mvit joins MODELS)."""
-  with pytest.MonkeyPatch.context() as patch:
-    for name, factory in mvit.MODELS.items():
-      patch.setitem(models.MODELS, name, factory)
-    yield
-
-
 @pytest.fixture(scope="module")
 def torchvision():
   require_torch("torchvision (the reference implementation) needs torch")

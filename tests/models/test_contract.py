@@ -16,10 +16,12 @@ import pytest
 
 from vit_video import models
 from vit_video.models import bit, c3d, convnext, i3d, lrcn, resnet, swin, timesformer, two_stream, video_cnn, video_swin
-from vit_video.models import vit, vivit, vtn
+from vit_video.models import mvit, vit, vivit, vtn
 
 B, K = 2, 7
 INPUT_NAMES = {"image", "video", "flow"}
+
+_MVIT_BLOCKS = {k: v[:2] for k, v in mvit.torchvision_blocks(v2=True).items()}  # MViT's depth: its block columns
 
 # Family -> (attribute overrides, model -> (T, H, W) of its inputs). The overrides cut the depth, which is all that
 # tracing time grows with (the contract does not depend on it); sizes come from the model where its attributes fix
@@ -42,6 +44,8 @@ FRAMES = {
     vivit.ViViT: (dict(depth=1, temporal_depth=1), lambda m: (2 * m.tubelet_depth, 2 * m.patch_size, 3 * m.patch_size)),
     timesformer.TimeSformer: (dict(depth=1), lambda m: (3, 2 * m.patch_size, 3 * m.patch_size)),
     video_swin.VideoSwin: (dict(depths=(1, 1), num_heads=(1, 2)), lambda m: (4, 20, 28)),
+    mvit.MViT: (dict(_MVIT_BLOCKS, input_size=(2, 32, 48)), lambda m: tuple(m.input_size)),
+    mvit.MViTImage: (dict(_MVIT_BLOCKS, input_size=(1, 32, 48)), lambda m: tuple(m.input_size)),
     # A ResNet backbone, which keeps batch_stats (a ViT backbone keeps none: tests/models/test_vtn.py).
     vtn.VTN: (dict(backbone="resnet18", backbone_overrides=dict(stage_sizes=(1, 1), width=8), width=8,
                    temporal_depth=1, num_heads=2, mlp_dim=8, head_mlp_dim=8), lambda m: (3, 20, 28)),

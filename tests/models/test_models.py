@@ -96,6 +96,22 @@ REFERENCE_COUNTS = {
     "video_swin_t": ("formula: torchvision swin3d_t + 600 * 769", 28_619_470),
     "video_swin_s": ("formula: torchvision swin3d_s + 600 * 769", 50_278_078),
     "video_swin_b": ("formula: torchvision swin3d_b + 600 * 1,025", 88_663_984),
+    # ConvNeXt: timm's models of the same names (tests/checkpoints/test_timm_convnext.py).
+    "convnext_t": ("timm convnext_tiny", 28_589_128),
+    "convnext_s": ("timm convnext_small", 50_223_688),
+    "convnext_b": ("timm convnext_base", 88_591_464),
+    "convnext_l": ("timm convnext_large", 197_767_336),
+    # MViT: torchvision's mvit_v1_b / mvit_v2_s (36,610,672 / 34,537,744 at 400 classes; the image forms, its MViT of
+    # the same blocks at temporal_size 2: 36,610,000 / 34,516,240; tests/models/test_mvit.py) + 600 * 769 for K=1000.
+    "mvit_v1_b": ("formula: torchvision mvit_v1_b + 600 * 769", 37_072_072),
+    "mvit_v2_s": ("formula: torchvision mvit_v2_s + 600 * 769", 34_999_144),
+    "mvit_v1_b_image": ("formula: torchvision MViT(mvit_v1_b blocks, temporal_size=2) + 600 * 769", 37_071_400),
+    "mvit_v2_s_image": ("formula: torchvision MViT(mvit_v2_s blocks, temporal_size=2) + 600 * 769", 34_977_640),
+    # VTN: the backbone without its head (timm vit_base_patch16_224 less its 769,000-parameter head; torchvision
+    # resnet50 less 2,049,000), [CLS] + 289 positions + LayerNorm (224,256), 3 BERT-base layers (3 * 7,087,872),
+    # the MLP head LayerNorm, 768 x 768, 768 x 1000 (1,361,128); ResNet-50's 2048 features projected to 768.
+    "vtn_vit_b": ("formula: 85,798,656 + 224,256 + 21,263,616 + 1,361,128", 108_647_656),
+    "vtn_r50": ("formula: 23,508,032 + 1,573,632 + 224,256 + 21,263,616 + 1,361,128", 47_930_664),
 }
 # Inputs for count_params where the default (1, 224, 224, 3) image batch does not fit.
 INPUT_SHAPES = {
@@ -116,6 +132,8 @@ INPUT_SHAPES = {
     "swin_b_w12": ((1, 384, 384, 3),),
     "swin_l_w12": ((1, 384, 384, 3),),
     **{name: ((1, 32, 224, 224, 3),) for name in ("video_swin_t", "video_swin_s", "video_swin_b")},
+    **{name: ((1, 16, 224, 224, 3),) for name in ("mvit_v1_b", "mvit_v2_s")},
+    **{name: ((1, 2, 224, 224, 3),) for name in ("vtn_vit_b", "vtn_r50")},
 }
 
 

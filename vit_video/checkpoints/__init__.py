@@ -5,11 +5,11 @@
     variables = import_torchvision("video_swin_t", state_dict)
 
 The importers return variables for `create_model(name, num_classes=...)`, checked name by name and shape by shape
-against the model (ValueError naming the key and both shapes otherwise), one entry point per source: `.npz`
-(vit_jax, big_vision, BiT), timm (ViT and hybrids, ResNet, BiT, Swin, ConvNeXt), torchvision (ResNet, Video Swin). None
+against the model (ValueError naming the key and both shapes otherwise), one entry point per source: `.npz` (vit_jax,
+big_vision, BiT), timm (ViT and hybrids, ResNet, BiT, Swin, ConvNeXt), torchvision (ResNet, Video Swin, MViT). None
 imports torch or TensorFlow. `inflate` initialises a video model from an image model's parameters as the papers do
-(ViViT and TimeSformer from ViT, Video Swin from Swin, I3D from ResNet); `surgery` fits another run's parameters to
-a model of the same family (a new head, a resampled position embedding).
+(ViViT and TimeSformer from ViT, Video Swin from Swin, I3D from ResNet); `surgery` fits another run's parameters to a
+model of the same family (a new head, a resampled position embedding).
 """
 from vit_video.checkpoints.inflate import INFLATIONS, i3d_from_resnet, inflate_kernel, video_swin_from_swin
 from vit_video.checkpoints.inflate_vit import timesformer_from_vit, vivit_from_vit

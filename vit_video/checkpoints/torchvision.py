@@ -4,7 +4,8 @@
     model = torchvision.models.video.swin3d_t(weights="KINETICS400_V1")
     variables = import_torchvision("video_swin_t", {k: v.numpy() for k, v in model.state_dict().items()})
 
-ResNets (`resnet*`, torchvision's `resnet*`) share timm's key names (timm.RESNET_RULES). Video Swin: names
+ResNets (`resnet*`, torchvision's `resnet*`) share timm's key names (timm.RESNET_RULES). MViT (`mvit_v1_b`,
+`mvit_v2_s`, `*_image`): checkpoints/torchvision_mvit.py. Video Swin: names
 (torchvision 0.28 `SwinTransformer3d`; stage i's blocks are `features.{2i}`, the merging that starts stage
 i+1 is `features.{2i+1}`; Linear weights transposed, the Conv3d kernel [D,C,t,p,p] -> [t,p,p,C,D]):
   patch_embed.proj -> embedding; patch_embed.norm -> embedding_norm;
@@ -22,9 +23,9 @@ import re
 
 import numpy as np
 
-from vit_video.checkpoints import convert, timm
+from vit_video.checkpoints import convert, timm, torchvision_mvit
 from vit_video.checkpoints.torch_keys import Rule, conv3d_kernel, dense_kernel, import_state_dict, norm, same
-from vit_video.models import resnet, video_swin
+from vit_video.models import mvit, resnet, video_swin
 
 # Our name -> torchvision's builder of the same configuration (`torchvision.models.video.<name>`).
 TORCHVISION_NAMES = {
@@ -69,13 +70,16 @@ def import_torchvision(name: str, state_dict: dict[str, np.ndarray], *, num_clas
                        **overrides) -> dict:
   """Converts a torchvision state dict `{key: tensor.numpy()}` into variables for `create_model(name)`.
 
-  name: `resnet*` (torchvision's `resnet*`; `{'params', 'batch_stats'}` come back) or `video_swin_*` (its
-  `swin3d_*`); another name raises ValueError listing these. `num_classes` and `**overrides` as in
+  name: `resnet*` (torchvision's `resnet*`; `{'params', 'batch_stats'}` come back), `video_swin_*` (its
+  `swin3d_*`) or `mvit_*` (its `mvit_v1_b`, `mvit_v2_s`; checkpoints/torchvision_mvit.py); another name raises ValueError listing these. `num_classes` and `**overrides` as in
   `timm.import_timm`: None keeps the checkpoint's classes, another K drops its head (to initialise afresh).
   """
-  family = convert.supported_family(name, (resnet.ResNet, video_swin.VideoSwin), "torchvision")
+  family = convert.supported_family(name, (resnet.ResNet, video_swin.VideoSwin, mvit.MViT, mvit.MViTImage),
+                                    "torchvision")
   if family is resnet.ResNet:
     return timm.import_timm(name, state_dict, num_classes=num_classes, **overrides)
+  if family in (mvit.MViT, mvit.MViTImage):
+    return torchvision_mvit.import_torchvision_mvit(name, state_dict, num_classes=num_classes, **overrides)
   return import_torchvision_video_swin(name, state_dict, num_classes=num_classes, **overrides)
 
 

@@ -25,7 +25,8 @@ Every family file ends with `MODELS = {name: functools.partial(Class, **variant_
 them. A reader goes from a name to its file in one hop: vit_* and r*_vit_* -> vit.py, resnet* -> resnet.py,
 bit_* -> bit.py, single_frame, late_fusion_*, early_fusion, slow_fusion -> video_cnn.py, c3d -> c3d.py,
 i3d_r50, nl_i3d_r50 -> i3d.py, lrcn -> lrcn.py, two_stream -> two_stream.py, vivit_* -> vivit.py,
-timesformer_* -> timesformer.py, swin_* -> swin.py, convnext_* -> convnext.py, video_swin_* -> video_swin.py, vtn_* -> vtn.py.
+timesformer_* -> timesformer.py, swin_* -> swin.py, convnext_* -> convnext.py, video_swin_* -> video_swin.py,
+mvit_* -> mvit.py, vtn_* -> vtn.py.
 """
 import dataclasses
 
@@ -34,10 +35,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vit_video.models import (bit, c3d, convnext, i3d, lrcn, resnet, swin, timesformer, two_stream, video_cnn,
-                              video_swin, vit, vivit, vtn)
+from vit_video.models import (bit, c3d, convnext, i3d, lrcn, mvit, resnet, swin, timesformer, two_stream,
+                              video_cnn, video_swin, vit, vivit, vtn)
 
-_FAMILIES = (vit, resnet, bit, swin, convnext, video_cnn, c3d, i3d, lrcn, two_stream, vivit, timesformer, video_swin, vtn)
+_FAMILIES = (vit, resnet, bit, swin, convnext, video_cnn, c3d, i3d, lrcn, two_stream, vivit, timesformer, video_swin, mvit, vtn)
 
 
 def _merge(*modules) -> dict:
