@@ -40,6 +40,7 @@ setuptools.setup(
             "opencv-python-headless>=5.0,<6",  # moving_fmnist_actions rendering, optical flow (DIS, Farneback)
             "imageio-ffmpeg>=0.8,<1",  # an ffmpeg binary for decoding video files (no system install needed)
             "pycocotools>=2.0.10,<2.1",  # COCO box AP of detections (vit_video.data.coco_eval)
+            "scipy>=1.10",  # DETR's Hungarian matching (vit_video.train.detr_loss)
         ],
         # Accelerators: jax's extras at the locked jax version (jaxlib is the same wheel; the plugin adds the device).
         "tpu": ["jax[tpu]>=0.10,<0.11"],

@@ -27,6 +27,12 @@ bit_* -> bit.py, single_frame, late_fusion_*, early_fusion, slow_fusion -> video
 i3d_r50, nl_i3d_r50 -> i3d.py, lrcn -> lrcn.py, two_stream -> two_stream.py, vivit_* -> vivit.py,
 timesformer_* -> timesformer.py, swin_* -> swin.py, convnext_* -> convnext.py, video_swin_* -> video_swin.py,
 mvit_* -> mvit.py, vtn_* -> vtn.py.
+
+Detectors keep the same call and ClassVars but not the classifier's output, so they live apart, in DETECTORS
+(detr_r50 -> detr.py): `model.apply({"params", "constants"}, images [B,H,W,C], train=..., mask=None)` with `mask`
+[B,H,W] bool (True on real pixels; None: all) returns {"logits": [B,Q,K+1] float32 (the last class is "no object"),
+"boxes": [B,Q,4] float32 (cx, cy, w, h in [0, 1]), "aux": one such dict per earlier decoder layer}; "constants"
+holds what is never trained (DETR's frozen BatchNorm), and `detr.trainable_mask(params)` the parameters it freezes.
 """
 import dataclasses
 
@@ -35,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vit_video.models import (bit, c3d, convnext, i3d, lrcn, mvit, resnet, swin, timesformer, two_stream,
+from vit_video.models import (bit, c3d, convnext, detr, i3d, lrcn, mvit, resnet, swin, timesformer, two_stream,
                               video_cnn, video_swin, vit, vivit, vtn)
 
 _FAMILIES = (vit, resnet, bit, swin, convnext, video_cnn, c3d, i3d, lrcn, two_stream, vivit, timesformer, video_swin, mvit, vtn)
@@ -53,6 +59,7 @@ def _merge(*modules) -> dict:
 
 
 MODELS = _merge(*_FAMILIES)
+DETECTORS = dict(detr.MODELS)
 
 
 def model_class(name: str) -> type:
