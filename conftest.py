@@ -1,7 +1,7 @@
-"""Test set-up: 8 forced CPU devices so that sharding code is exercised, and one persistent XLA compilation cache
-per run of the suite.
+"""Test set-up: 8 forced CPU devices so that sharding code is exercised, XLA's cheap CPU compile pipeline
+(tests/xla_flags.py), and one persistent XLA compilation cache per run of the suite.
 
-Both are environment variables set before jax is first imported (hence here and not in a fixture), so the
+All are environment variables set before jax is first imported (hence here and not in a fixture), so the
 pytest-xdist workers and the subprocesses the tests start (`python -m vit_video.main ...`) inherit them. The tests
 train the same tiny models many times (every resumed, repeated or fine-tuned run compiles the programs of an
 earlier one): with the cache XLA compiles each program once per run of the suite. The cache is a new temporary
@@ -12,7 +12,9 @@ import os
 import shutil
 import tempfile
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+from tests.xla_flags import xla_flags  # a plain module: imports nothing
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + xla_flags(8)).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="vit_video_xla_cache_")

@@ -21,6 +21,8 @@ import nbclient
 import nbformat
 import pytest
 
+from tests.xla_flags import xla_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "colabs", "*.ipynb")))
 BADGE = "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({})"
@@ -162,7 +164,7 @@ def test_notebook_runs(path, request, tmp_path):
   name = os.path.splitext(os.path.basename(path))[0]
   overrides = small_settings(name, request.getfixturevalue, str(tmp_path / "workdir"))
   nb.cells.insert(tagged[0] + 1, nbformat.v4.new_code_cell("\n".join(f"{k} = {v!r}" for k, v in overrides.items())))
-  env_flags = "import os; os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=2'"
+  env_flags = f"import os; os.environ['XLA_FLAGS'] = {xla_flags(2)!r}"
   nb.cells.insert(0, nbformat.v4.new_code_cell(env_flags))
   client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
   client.execute()

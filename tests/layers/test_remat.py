@@ -28,7 +28,7 @@ def test_every_policy_gives_the_same_loss_and_gradients(policy):
   (loss, (g_params, g_x)) = _loss_and_grads(plain, variables, X)
   (loss_r, (g_params_r, g_x_r)) = _loss_and_grads(vit.Encoder(**ENCODER, remat=True, remat_policy=policy),
                                                   variables, X)
-  np.testing.assert_allclose(loss_r, loss, rtol=1e-6)
+  np.testing.assert_allclose(loss_r, loss, rtol=1e-5)  # float rounding of differently fused programs
   flat = lambda tree: np.concatenate([np.ravel(a) for a in jax.tree.leaves(tree)])  # noqa: E731
   got, want = flat((g_x_r, g_params_r)), flat((g_x, g_params))
   assert np.linalg.norm(got - want) < 1e-5 * np.linalg.norm(want)  # float rounding of a recomputation

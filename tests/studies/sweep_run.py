@@ -1,4 +1,4 @@
-"""A tiny ViT-vs-ResNet study (2 members per family, a few steps), run as a script or imported by the tests.
+"""A tiny ViT-vs-ResNet study (two ViTs, a BiT and a hybrid, a few steps), run as a script or imported by the tests.
 
     python tests/studies/sweep_run.py FMNIST_DATA_DIR TRANSFER_DATA_DIR WORKDIR [MEMBER,MEMBER,...]
 
@@ -36,13 +36,8 @@ def tiny_sweep_config(fmnist_dir: str, transfer_dir: str, members: list[str] | N
                       model=dict(vit, patch_size=4, width=16, depth=2, mlp_dim=32)),
         "bit_a": dict(family="bit", model_name="bit_r50x1", epochs=0.4,
                       model=dict(stage_sizes=(1,), width=8, num_groups=4)),
-        "bit_b": dict(family="bit", model_name="bit_r50x1", epochs=0.6,
-                      model=dict(stage_sizes=(1,), width=8, width_factor=2, num_groups=4)),
         "r_vit_a": dict(family="hybrid", model_name="vit_ti16", epochs=0.4,
                         model=dict(vit, patch_size=1, width=8, depth=1, mlp_dim=16, stem_stage_sizes=(),
-                                   stem_width_factor=0.5)),
-        "r_vit_b": dict(family="hybrid", model_name="vit_ti16", epochs=0.6,
-                        model=dict(vit, patch_size=1, width=16, depth=2, mlp_dim=32, stem_stage_sizes=(),
                                    stem_width_factor=0.5)),
     })
     if members is not None:

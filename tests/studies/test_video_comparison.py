@@ -12,6 +12,7 @@ from etils import epath
 
 from tests import ram_fs
 from tests.experiment_files import ROOT, load_module
+from tests.xla_flags import xla_flags
 from tests.studies.first_device import on_first_device
 from vit_video.studies import video_comparison
 from vit_video.train import loop
@@ -88,17 +89,17 @@ def test_bad_configs_are_named():
 
 
 def test_study_command_line(tiny_moving_fmnist, tmp_path):
-  """`python -m vit_video.study` as the README runs it, on the tiny data: one model, both labels; the command's
+  """`python -m vit_video.study` as the README runs it, on the tiny data: one model, one label; the command's
   former name still starts it."""
-  arg = f"sweep,tiny,models=early_fusion,data_dir={tiny_moving_fmnist}"
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  arg = f"sweep,tiny,models=vivit_fdp,data_dir={tiny_moving_fmnist}"  # the motion label only
+  env = {**os.environ, "XLA_FLAGS": xla_flags(2)}
   result = subprocess.run(
-      [sys.executable, "-m", "vit_video.study", f"--config=experiments/video_classics.py:{arg}",
+      [sys.executable, "-m", "vit_video.study", f"--config=experiments/video_transformers.py:{arg}",
        f"--workdir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert "| early_fusion | 6 |" in result.stdout and "results.csv, results.md" in result.stdout
-  rows, _ = video_comparison.read_rows(tmp_path / "results.csv")
-  assert [r["model"] for r in rows] == ["early_fusion"] and rows[0]["params"] > 0
+  assert "| vivit_fdp | 6 |" in result.stdout and "results.csv, results.md" in result.stdout
+  rows, labels = video_comparison.read_rows(tmp_path / "results.csv")
+  assert [r["model"] for r in rows] == ["vivit_fdp"] and rows[0]["params"] > 0 and labels == ("motion",)
   assert "Command: `python -m vit_video.study" in (tmp_path / "results.md").read_text()
   # A config that names no study (a member's training config), through the command's former name.
   bad = subprocess.run([sys.executable, "-m", "vit_video.video_sweep", "--config=experiments/video_classics.py",

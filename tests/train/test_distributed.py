@@ -12,6 +12,7 @@ import pytest
 
 from tests.experiment_files import ROOT
 from tests.train import distributed_run
+from tests.xla_flags import xla_flags
 from vit_video.train import loop, parallel
 from vit_video.train.run_folder import RunFolder
 
@@ -27,7 +28,7 @@ def _free_port() -> int:
 def _start(args: list[str], devices: int, log: str) -> subprocess.Popen:
   """The driver in a process of its own; its output goes to files (a full pipe nobody reads while this process
   trains would stall it, and its peer with it)."""
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", TF_CPP_MIN_LOG_LEVEL="2")
+  env = dict(os.environ, XLA_FLAGS=xla_flags(devices), TF_CPP_MIN_LOG_LEVEL="2")
   return subprocess.Popen([sys.executable, DRIVER, *args], cwd=ROOT, env=env, stdout=open(f"{log}.out", "w"),
                           stderr=open(f"{log}.err", "w"), text=True)
 

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 
 from tests.train.test_resume import ROOT, main_flags
+from tests.xla_flags import xla_flags
 from vit_video.train.run_folder import RunFolder
 
 
@@ -20,7 +21,7 @@ def _free_port() -> int:
 
 
 def _env(devices: int) -> dict:
-  return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", TF_CPP_MIN_LOG_LEVEL="2")
+  return dict(os.environ, XLA_FLAGS=xla_flags(devices), TF_CPP_MIN_LOG_LEVEL="2")
 
 
 def _start(flags: list[str], processes: int) -> list[subprocess.Popen]:

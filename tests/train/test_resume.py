@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from tests.xla_flags import xla_flags
 from vit_video.train.run_folder import RunFolder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -26,7 +27,7 @@ def main_flags(data_dir: str, workdir: str) -> list[str]:
 
 
 def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", TF_CPP_MIN_LOG_LEVEL="2")
+  env = dict(os.environ, XLA_FLAGS=xla_flags(2), TF_CPP_MIN_LOG_LEVEL="2")
   return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
                         **kwargs)
 
