@@ -3,6 +3,7 @@
     python -m vit_video.main --config=experiments/video_transformer_pods.py:model=vivit_l16x2_fe,dataset=kinetics400 \
         --workdir=gs://.../vivit_fe_k400 --config.dataset.data_dir=gs://.../tfds
     python -m vit_video.main --config=experiments/video_transformer_pods.py:model=timesformer,dataset=ssv2 ...
+    python -m vit_video.main --config=experiments/video_transformer_pods.py:model=mvit_v2_s,dataset=kinetics400 ...
 
 Long clips (ViViT, TimeSformer): `--config.model.attention_implementation=chunked --config.model.remat=True` (the
 same function with O(N) attention memory; benchmarks/long_clips.py measures what it saves).
@@ -37,6 +38,13 @@ Recipes (the papers' and their released configs'; what ours cannot do is said):
               SSv2 (their Swin-B recipe, from Kinetics-400 weights): 60 epochs, lr 3e-4, drop path 0.4, windows
               16 x 7 x 7, label smoothing 0.1, 1 x 3 views. Initialise from a
               2D Swin run (init.model_name=swin_b; checkpoints.inflate.video_swin_from_swin).
+  mvit_*      Fan et al. 2021 (MViT-B 16x4) and Li et al. 2022 (MViTv2-S 16x4), from scratch on Kinetics: 16 frames
+              at stride 4, 224x224 (the model's input_size fixes it); AdamW, their lr 1.6e-3 at batch 512 scaled
+              linearly to 2e-4 at our batch 64, 30 epochs of linear warm-up then cosine over 200, weight decay
+              0.05, drop path 0.2, label smoothing 0.1, crops of 8-100% area; evaluation 5 clips x 1 crop (their
+              K400 protocol). Their mixup, cutmix, random erasing and repeated augmentation have no counterpart on
+              clips here. (The recipe as we read the papers' appendices: check it before relying on it.) Import
+              torchvision's weights with checkpoints.import_torchvision (mvit_v1_b, mvit_v2_s).
 """
 import ml_collections
 
@@ -63,6 +71,8 @@ MODELS = {  # name -> (model_name, model attributes)
     "video_swin_t": ("video_swin_t", dict(stochastic_depth_rate=0.1)),
     "video_swin_s": ("video_swin_s", dict(stochastic_depth_rate=0.2)),
     "video_swin_b": ("video_swin_b", dict(stochastic_depth_rate=0.3)),
+    "mvit_v1_b": ("mvit_v1_b", dict(stochastic_depth_rate=0.2)),
+    "mvit_v2_s": ("mvit_v2_s", dict(stochastic_depth_rate=0.2)),
 }
 
 
@@ -101,6 +111,17 @@ def _video_swin(c: ml_collections.ConfigDict, ssv2: bool) -> None:
     c.label_smoothing = 0.1
 
 
+def _mvit(c: ml_collections.ConfigDict, ssv2: bool) -> None:
+  c.video.num_frames, c.video.frame_stride = 16, 4
+  c.video.eval_num_clips, c.video.eval_num_crops = 5, 1
+  c.video.min_crop_area = 0.08
+  c.optimizer.update(name="adamw", learning_rate=2e-4, schedule="cosine", weight_decay=0.05, grad_clip_norm=0.0)
+  c.label_smoothing = 0.1
+  c.num_epochs = 200.0
+  if ssv2:
+    c.video.frame_stride = 2  # 16 frames over SSv2's shorter videos
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   a = configs.parse_arg(arg, model="vivit_b16x2_fe", dataset="kinetics400")
   if a.model not in MODELS:
@@ -130,10 +151,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.batch_size = 64
   c.optimizer.momentum = 0.9
   c.label_smoothing = 0.0
-  recipe = _vivit if a.model.startswith("vivit") else _timesformer if a.model == "timesformer" else _video_swin
+  recipe = (_vivit if a.model.startswith("vivit") else _timesformer if a.model == "timesformer" else
+            _mvit if a.model.startswith("mvit") else _video_swin)
   recipe(c, ssv2)
-  if recipe is not _timesformer:  # 2.5 epochs of linear warm-up
-    c.optimizer.warmup_steps = round(2.5 * train_videos / c.batch_size)
+  if recipe is not _timesformer:  # linear warm-up: 2.5 epochs (MViT: 30)
+    c.optimizer.warmup_steps = round((30 if recipe is _mvit else 2.5) * train_videos / c.batch_size)
   c.log_every_steps = 100
   c.checkpoint.save_every_steps = 5000
   c.slice.devices, c.slice.hosts = SLICES["timesformer" if recipe is _timesformer else "default"]

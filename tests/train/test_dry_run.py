@@ -14,7 +14,8 @@ from vit_video.train import dry_run
 
 # Every config of the pod files: (file, argument).
 POD_CONFIGS = [(name, f"model={model},dataset={dataset}")
-               for name, models_key in (("video_pods", "RECIPES"), ("video_transformer_pods", "MODELS"))
+               for name, models_key in (("video_pods", "RECIPES"), ("video_transformer_pods", "MODELS"),
+                                        ("image_pods", "MODELS"))
                for module in [load_module(name)]
                for model in getattr(module, models_key) for dataset in module.DATASETS]
 
