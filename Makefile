@@ -8,7 +8,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REF_STAMP := $(VENV)/.installed-reference
-# The test suite's reference implementations (timm on CPU PyTorch): the CPU wheel ships on this machine kind.
+# The test suite's reference implementations (timm, torchvision and Hugging Face transformers on CPU PyTorch): the
+# CPU wheel ships on this machine kind.
 TORCH_WHEEL ?= $(wildcard /opt/wheels/torch-2.13.0+cpu-cp311-*.whl)
 
 DATA_DIR ?= data/tfds
@@ -31,8 +32,8 @@ $(STAMP): requirements.lock setup.py Makefile
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-# Test-only: timm on PyTorch, the reference implementation the importer tests compare against: the CPU wheel where
-# this machine kind ships it, else PyPI's default torch wheel (a CUDA build, which runs on CPU too).
+# Test-only: timm, torchvision and transformers on PyTorch, the references the importer tests compare against: the
+# CPU wheel where this machine kind ships it, else PyPI's default torch wheel (a CUDA build, which runs on CPU too).
 $(REF_STAMP): $(STAMP) requirements-reference.lock
 	if [ -n "$(TORCH_WHEEL)" ]; then $(PY) -m pip install -q --no-deps $(TORCH_WHEEL); \
 	else $(PY) -m pip install -q torch==2.13.0; fi
