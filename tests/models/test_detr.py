@@ -64,47 +64,6 @@ def test_detr_r50_parameter_counts():
   assert count({s: params["backbone"][s] for s in FROZEN_STAGES}) == 41_524_768 - 41_302_368
 
 
-# Each layer's position inputs, as (module, positional argument): the encoder's token positions, the decoder's
-# query embeddings (1) and encoder positions (3). `forward` scales each by an input, so that one compiled program
-# serves every test here (XLA takes seconds per program on this machine).
-POSITION_INPUTS = (("encoder0", 1), ("encoder1", 1), ("decoder0", 1), ("decoder0", 3), ("decoder1", 1),
-                   ("decoder1", 3))
-ONES = np.ones(len(POSITION_INPUTS), np.float32)
-
-
-@pytest.fixture(scope="module")
-def setup():
-  """(model, random variables, images, all-True mask, forward(variables, images, mask, position scales))."""
-  model = DETR(num_classes=K, **TINY)
-  x = noise((B, H, W, C))
-
-  @jax.jit
-  def forward(variables, x, mask, scales):
-    def interceptor(next_fun, args, kwargs, context):
-      args = list(args)
-      for k, (name, arg) in enumerate(POSITION_INPUTS):
-        if context.module.name == name and context.method_name == "__call__":
-          args[arg] = args[arg] * scales[k]
-      return next_fun(*args, **kwargs)
-    with nn.intercept_methods(interceptor):
-      return model.apply(variables, x, train=False, mask=mask)
-
-  return model, random_variables(model, x), x, np.ones((B, H, W), bool), forward
-
-
-def test_detr_r50_parameter_counts():
-  """The official DETR-R50 at COCO's 91 classes: 41,524,768 parameters, 41,302,368 trained (its log's n_parameters:
-  the frozen stem and layer1 excluded); the frozen BatchNorms' 4 x 26,560 values are constants."""
-  variables = jax.eval_shape(functools.partial(DETR(num_classes=91).init, train=False), jax.random.key(0),
-                             jnp.zeros((1, 64, 64, 3)))
-  assert set(variables) == {"params", "constants"}
-  params, mask = variables["params"], trainable_mask(variables["params"])
-  assert count(params) == 41_524_768
-  assert sum(np.prod(p.shape) for p, t in zip(jax.tree.leaves(params), jax.tree.leaves(mask)) if t) == 41_302_368
-  assert count(variables["constants"]) == 4 * 26_560
-  assert count({s: params["backbone"][s] for s in FROZEN_STAGES}) == 41_524_768 - 41_302_368
-
-
 def test_outputs_and_query_permutation_equivariance(setup):
   """Permuting the query embeddings permutes every output (the decoder has no other order); mask None is all-True."""
   model, variables, x, mask, forward = setup
