@@ -126,9 +126,14 @@ def _fewshot(sweep: ml_collections.ConfigDict, name: str, member: RunFolder) -> 
   return {dataset: done[dataset]["accuracy"] for dataset in sweep.transfer.datasets}
 
 
+def _dashed(values) -> str:
+  return "-".join(map(str, values))
+
+
 def describe(config: ml_collections.ConfigDict) -> str:
   """A short name of a member's architecture, e.g. "ViT d4 w64 p4", "BiT R14x2 w16", "R5+ViT d4 w64 p1"
-  ("Root+ViT ...": the hybrid whose trunk is the root block alone)."""
+  ("Root+ViT ...": the hybrid whose trunk is the root block alone), "ResNet basic d2-2 w24" (blocks per stage,
+  first stage's width), "Swin d2-2 w16 p2 M7", "ConvNeXt d2-2 w32-64 k7" (blocks and widths per stage)."""
   m = loop.build_model(config)
   if isinstance(m, models.vit.ViT):
     body = f"ViT d{m.depth} w{m.width} p{m.patch_size}"
@@ -139,7 +144,11 @@ def describe(config: ml_collections.ConfigDict) -> str:
   if isinstance(m, models.bit.BiT):
     return f"BiT R{3 * sum(m.stage_sizes) + 2}x{m.width_factor} w{m.width}"
   if isinstance(m, models.resnet.ResNet):
-    return f"ResNet {config.model_name}"
+    return f"ResNet {m.block} d{_dashed(m.stage_sizes)} w{m.width}"
+  if isinstance(m, models.swin.Swin):
+    return f"Swin d{_dashed(m.depths)} w{m.width} p{m.patch_size} M{m.window_size}"
+  if isinstance(m, models.convnext.ConvNeXt):
+    return f"ConvNeXt d{_dashed(m.depths)} w{_dashed(m.dims)} k{m.kernel_size}"
   return config.model_name
 
 
@@ -183,6 +192,9 @@ def run(sweep: ml_collections.ConfigDict, workdir: str, *, command: str = "", no
   folder = RunFolder(workdir)
   if not sweep.members:
     raise ValueError("the sweep has no members")
+  for name, m in sweep.members.items():  # the report's colours and table order know these families
+    if m.family not in vit_vs_resnet_report.FAMILIES:
+      raise ValueError(f"member {name}'s family {m.family!r} is not one of {', '.join(vit_vs_resnet_report.FAMILIES)}")
   for dataset in sweep.transfer.datasets:  # fail before hours of pre-training, not after
     builders.check_prepared(dataset, transfer_data_dir(sweep))
   for name in sweep.members:

@@ -1,7 +1,8 @@
 """Reporting for the ViT-vs-ResNet study: results CSV, markdown tables and the paper's Figure 5 in miniature.
 
 Figure 5 of Dosovitskiy et al. (2020) plots transfer accuracy against total pre-training compute for three
-families: ViT, ResNet (BiT) and hybrids (a ResNet stem under a ViT). Here one row per sweep member holds
+families: ViT, ResNet (BiT) and hybrids (a ResNet stem under a ViT); the same report serves any of the families
+in `FAMILIES` (ConvNeXt vs Swin vs ViT vs ResNet: experiments/convnext_vs_swin.py). One row per sweep member holds
 
     member, family, model, params, epochs, pretrain_steps, pretrain_gflop, pretrain_top1,
     then per transfer dataset DS: finetune_DS, fewshot{k}_DS for every shot count k,
@@ -34,11 +35,16 @@ BASE_COLUMNS = ("member", "family", "model", "params", "epochs", "pretrain_steps
                 "pretrain_top1")
 STR_COLUMNS = ("member", "family", "model")
 INT_COLUMNS = ("params", "pretrain_steps")
-# family key -> (legend name, colour, marker); the order is the order of tables and legends.
+# family key -> (legend name, colour, marker); the order is the order of tables and legends. A study's members
+# name one of these keys (a study uses the ones it needs: vit_vs_resnet.py the first three, convnext_vs_swin.py
+# the ConvNeXt paper's four).
 FAMILIES = {
     "vit": ("ViT", "tab:blue", "o"),
     "bit": ("ResNet (BiT)", "tab:gray", "s"),
     "hybrid": ("Hybrid", "tab:orange", "^"),
+    "resnet": ("ResNet (v1.5)", "tab:brown", "P"),
+    "swin": ("Swin", "tab:green", "D"),
+    "convnext": ("ConvNeXt", "tab:red", "v"),
 }
 _FINETUNE = re.compile(r"finetune_(.+)")
 _FEWSHOT = re.compile(r"fewshot(\d+)_(.+)")
