@@ -10,6 +10,7 @@ are installed (a missing one raises ModuleNotFoundError naming it and the pip co
   iterators            `make_iterators(config)`: a run's train and eval batches, images or clips, from its config.
   pipeline             tf.data train/eval iterators of images, yielding numpy batches.
   video_pipeline       tf.data train/eval iterators of clips (and optical flow), multi-view evaluation.
+  detection_pipeline   tf.data train/eval iterators of detection scenes: images with padded cxcywh boxes and masks.
   common               what the two pipelines share: pixel scaling, host shards, tf.data settings.
   augment              stateless (seeded) image and batch augmentations used by the image pipeline.
   flow                 dense optical flow (OpenCV DIS / Farneback), uint8 quantisation, two-stream flow stacks.

@@ -99,17 +99,18 @@ class FrozenStage(nn.Module):
 class FrozenResNet(nn.Module):
   """ResNet v1.5 trunk (torchvision layout and names, as vit_video.models.resnet) with FrozenBatchNorm, no head."""
   stage_sizes: Sequence[int]
+  width: int = 64  # F: stem channels; stage i has bottleneck width F * 2**i and 4 F * 2**i outputs.
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    """[B,H,W,C] -> [B,H',W',256 * 2**(S-1)], H' = H/2**(S+1) rounded up at every stride."""
-    x = torch_conv(64, (7, 7), (2, 2), dtype=self.dtype, param_dtype=self.param_dtype, name="conv1")(x)
+    """[B,H,W,C] -> [B,H',W',4F * 2**(S-1)], H' = H/2**(S+1) rounded up at every stride."""
+    x = torch_conv(self.width, (7, 7), (2, 2), dtype=self.dtype, param_dtype=self.param_dtype, name="conv1")(x)
     x = nn.relu(FrozenBatchNorm(self.dtype, self.param_dtype, name="bn1")(x))
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # [B,ceil(H/4),ceil(W/4),64]
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # [B,ceil(H/4),ceil(W/4),F]
     for i, num_blocks in enumerate(self.stage_sizes):
-      x = FrozenStage(num_blocks, 64 * 2**i, 1 if i == 0 else 2, self.dtype, self.param_dtype,
+      x = FrozenStage(num_blocks, self.width * 2**i, 1 if i == 0 else 2, self.dtype, self.param_dtype,
                       name=f"layer{i + 1}")(x)
     return x
 
@@ -187,6 +188,7 @@ class DETR(nn.Module):
   ffn_dim: int = 2048
   dropout_rate: float = 0.1  # On attention weights, after the FFN's ReLU and on every residual branch.
   stage_sizes: Sequence[int] = (3, 4, 6, 3)  # Backbone bottleneck blocks per stage (ResNet-50).
+  backbone_width: int = 64  # The backbone's stem channels F (FrozenResNet.width; ResNet-50: 64).
   in_channels: int = 3  # Input channels C, checked on every call.
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
@@ -201,7 +203,7 @@ class DETR(nn.Module):
     if mask is not None and mask.shape != images.shape[:3]:
       raise ValueError(f"mask shape {mask.shape} is not the images' [B,H,W] = {images.shape[:3]}")
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    features = FrozenResNet(self.stage_sizes, name="backbone", **kw)(images)  # [B,h,w,2048]
+    features = FrozenResNet(self.stage_sizes, self.backbone_width, name="backbone", **kw)(images)  # [B,h,w,2048]
     b, h, w, _ = features.shape
     valid = jnp.ones((b, h, w), bool) if mask is None else downsample_mask(mask.astype(bool), h, w)  # [B,h,w]
     pos = normalized_sine_2d(valid, self.hidden_dim).reshape(b, h * w, -1).astype(self.dtype)  # [B,N,D]
