@@ -66,8 +66,10 @@ def test_describe():
 
 
 def test_families_overlap_in_compute(quick_members):
-  """Every member trains the same steps of the same batch, so forward FLOPs per example order the pre-training
-  compute: each family's two sizes differ, and the four families' ranges share an interval of at least 1.3x."""
+  """Every member trains the same steps of the same batch, so forward FLOPs per example stand for the pre-training
+  compute: each family's two sizes differ, and the four families' ranges share an interval of at least 1.3x. (XLA
+  counts a training step at 2.5-3x the forward for Swin, ViT and ResNet here, 4-4.4x for ConvNeXt, whose
+  depthwise-conv gradients cost more: the quick run's shared range was 455-764 GFLOP, 1.7x.)"""
   ranges = {}
   for family, _, _, gflop in quick_members.values():
     lo, hi = ranges.get(family, (np.inf, 0.0))
