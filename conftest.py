@@ -28,9 +28,9 @@ def pytest_sessionfinish(session):
     shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
-# The slowest test files (worker seconds in a full run here, most first): run first, so that the two xdist workers
-# (`--dist loadfile` hands out whole files in collection order) end together instead of one waiting on a long file
-# that started last. Every other file keeps its place after these.
+# The slowest test files (worker seconds in one full run here, with other jobs on the machine; most first) run first,
+# so that the two xdist workers (`--dist loadfile` hands out whole files in collection order) end together instead
+# of one waiting on a long file that started last. Every other file keeps its place after these.
 SLOWEST_FIRST = (
     "tests/studies/test_vit_vs_resnet.py",  # 340 s
     "tests/train/test_multihost.py",  # 133 s
