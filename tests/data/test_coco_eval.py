@@ -113,3 +113,17 @@ def test_bad_ground_truth_and_detections_raise():
     evaluate([{**perfect()[0], "image_id": 99}])
   with pytest.raises(ValueError, match=r"detections of categories not in the ground truth: \[5\]"):
     evaluate([{**perfect()[0], "category_id": 5}])
+
+
+def test_crowd_regions_are_ignored_not_counted():
+  """One object and one 25 x 25 crowd region (tfds coco's is_crowd): a small detection inside the crowd, scored
+  above the hit, is ignored (pycocotools matches crowds by the detection's own area), so AP is 1; were the region
+  an object, the detection would be a false positive (IoU 0.16) and the region a miss."""
+  ex = example(5, [[5, 5, 25, 15], [30, 10, 55, 35]], [1, 1])
+  hit = {"image_id": 5, "category_id": 1, "bbox": [5.0, 5.0, 20.0, 10.0], "score": 0.5}
+  inside = {"image_id": 5, "category_id": 1, "bbox": [35.0, 15.0, 10.0, 10.0], "score": 0.9}
+  crowd = {**ex, "objects": {**ex["objects"], "is_crowd": np.array([False, True])}}
+  gt = coco_eval.ground_truth([crowd], CLASSES)
+  assert [a["iscrowd"] for a in gt.dataset["annotations"]] == [0, 1]
+  assert coco_eval.evaluate(gt, [hit, inside])["AP"] == pytest.approx(1.0)
+  assert coco_eval.evaluate(coco_eval.ground_truth([ex], CLASSES), [hit, inside])["AP"] < 0.5

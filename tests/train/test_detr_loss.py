@@ -106,3 +106,35 @@ def test_loss_ignores_padding_values(case):
   labels = np.where(pad, K - 1, case["labels"])
   boxes = np.where(pad[..., None], random_boxes(np.random.default_rng(9), (B, M)), case["target_boxes"])
   np.testing.assert_allclose(loss(outputs, labels, boxes, case["valid"])[0], total, rtol=1e-6)
+
+
+def _outputs(case) -> dict:
+  """The case's last layer as DETR's output, the earlier layers as its `aux`."""
+  layer = lambda i: {"logits": case["logits"][i], "boxes": case["boxes"][i]}  # noqa: E731
+  return {**layer(-1), "aux": [layer(i) for i in range(L - 1)]}
+
+
+def test_without_aux_loss_only_the_final_layer_counts(case):
+  targets = (case["labels"], case["target_boxes"], case["valid"])
+  total, parts = jax.jit(detr_loss.detr_loss)(_outputs(case), *targets)
+  final, final_parts = jax.jit(lambda o, *t: detr_loss.detr_loss(o, *t, aux_loss=False))(_outputs(case), *targets)
+  assert sorted(final_parts) == ["ce", "giou", "l1"] and len(parts) == 3 * L
+  np.testing.assert_allclose(final, final_parts["ce"] + 5 * final_parts["l1"] + 2 * final_parts["giou"], rtol=1e-6)
+  for k in ("ce", "l1", "giou"):
+    np.testing.assert_allclose(final_parts[k], parts[k], rtol=1e-6)
+  assert total > final
+
+
+def test_per_device_matching_equals_matching_the_whole_batch():
+  """16 images sharded over the 8 devices, each device matching its own 2: the assignment of the whole batch."""
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: PLC0415
+  rng = np.random.default_rng(3)
+  b = 16
+  args = (rng.normal(size=(b, Q, K + 1)).astype(np.float32), random_boxes(rng, (b, Q)),
+          rng.integers(0, K, (b, M)).astype(np.int32), random_boxes(rng, (b, M)), rng.uniform(size=(b, M)) < 0.7)
+  mesh = Mesh(np.asarray(jax.devices()), ("data",))
+  assert mesh.size == 8
+  sharded = [jax.device_put(a, NamedSharding(mesh, PartitionSpec("data"))) for a in args]
+  ours = jax.jit(detr_loss.per_device_match(mesh, "data"))(*sharded)
+  np.testing.assert_array_equal(ours, jax.jit(detr_loss.match)(*args))
+  assert (np.asarray(ours) >= 0).sum() == args[4].sum()

@@ -46,9 +46,11 @@ def ground_truth(examples: Iterable[dict], class_names: Sequence[str]) -> COCO:
 
     image_id  int, unique among the examples
     image     [H,W,C] (only its size is read)
-    objects   {'bbox': [M,4] tfds (y_min, x_min, y_max, x_max) normalised, 'label': [M], 'area': [M] pixels}
+    objects   {'bbox': [M,4] tfds (y_min, x_min, y_max, x_max) normalised, 'label': [M], 'area': [M] pixels,
+               optionally 'is_crowd': [M] bool (tfds coco)}
 
-  Boxes become COCO xywh pixels, every object iscrowd 0. Raises ValueError naming the image for a repeated image id,
+  Boxes become COCO xywh pixels; crowd objects are iscrowd 1 (pycocotools ignores detections on them), all
+  others 0. Raises ValueError naming the image for a repeated image id,
   a box of zero or negative width or height, or a label outside the classes; an image without objects is kept (its
   detections are false positives).
   """
@@ -62,13 +64,14 @@ def ground_truth(examples: Iterable[dict], class_names: Sequence[str]) -> COCO:
     images.append({"id": image_id, "height": int(height), "width": int(width)})
     objects = example["objects"]
     xyxy = box_ops.tfds_to_xyxy(np.asarray(objects["bbox"]).reshape(-1, 4), height=height, width=width)  # [M,4]
-    for box, label, area in zip(box_ops.xyxy_to_xywh(xyxy), objects["label"], objects["area"]):
+    crowd = objects.get("is_crowd", np.zeros(len(objects["label"]), bool))
+    for box, label, area, is_crowd in zip(box_ops.xyxy_to_xywh(xyxy), objects["label"], objects["area"], crowd):
       if box[2] <= 0 or box[3] <= 0:
         raise ValueError(f"image {image_id}: box xywh {box.tolist()} has zero or negative width or height")
       if not 0 <= label < len(class_names):
         raise ValueError(f"image {image_id}: label {label} is not one of the {len(class_names)} classes")
       annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label),
-                          "bbox": [float(v) for v in box], "area": float(area), "iscrowd": 0})
+                          "bbox": [float(v) for v in box], "area": float(area), "iscrowd": int(bool(is_crowd))})
   coco = COCO()
   coco.dataset = {"images": images, "annotations": annotations,
                   "categories": [{"id": k, "name": name} for k, name in enumerate(class_names)]}

@@ -16,9 +16,14 @@ The total sums the layers' losses. The same three weights serve the matching cos
 published settings (1, 5, 2; the official code and HF configure them separately). The box conversions here are
 jax's, differentiable, for the loss; vit_video.data.boxes has the numpy ones, for data and evaluation.
 """
+import functools
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 from scipy.optimize import linear_sum_assignment
 
 
@@ -80,6 +85,19 @@ def match(logits: jax.Array, boxes: jax.Array, labels: jax.Array, target_boxes: 
                            vmap_method="sequential")
 
 
+def per_device_match(mesh: Mesh, axis: str) -> Callable[..., jax.Array]:
+  """`match` with each device solving the assignments of its own images (shard_map over the batch axis `axis` of
+  `mesh`): under jit on many hosts no batch is gathered to one device for the host callback. Images are matched
+  independently, so the result is `match`'s."""
+
+  def matcher(logits, boxes, labels, target_boxes, valid, **weights):
+    logits, boxes = jax.lax.stop_gradient((logits, boxes))
+    return jax.shard_map(functools.partial(match, **weights), mesh=mesh, in_specs=P(axis),
+                         out_specs=P(axis))(logits, boxes, labels, target_boxes, valid)
+
+  return matcher
+
+
 def set_loss(logits: jax.Array, boxes: jax.Array, labels: jax.Array, target_boxes: jax.Array, matched: jax.Array,
              num_boxes: jax.Array, *, eos_coef: float) -> dict[str, jax.Array]:
   """The three losses of one layer's predictions given the matching `matched` [B,M] (-1: unmatched):
@@ -101,19 +119,23 @@ def set_loss(logits: jax.Array, boxes: jax.Array, labels: jax.Array, target_boxe
 
 def detr_loss(outputs: dict, labels: jax.Array, target_boxes: jax.Array, valid: jax.Array, *,
               class_weight: float = 1.0, l1_weight: float = 5.0, giou_weight: float = 2.0,
-              eos_coef: float = 0.1) -> tuple[jax.Array, dict[str, jax.Array]]:
+              eos_coef: float = 0.1, aux_loss: bool = True,
+              matcher: Callable[..., jax.Array] = match) -> tuple[jax.Array, dict[str, jax.Array]]:
   """DETR's loss of the model's `outputs` ({"logits", "boxes", "aux"}) on padded targets (module docstring).
 
+  `aux_loss` False: the final layer's loss only (the paper's ablation; `aux` is ignored). `matcher`: `match`, or
+  `per_device_match(mesh, axis)` under jit on a mesh.
+
   Returns (total, parts): parts "ce", "l1", "giou" for the final layer and "ce_{i}", "l1_{i}", "giou_{i}" for aux
-  layer i (HF's names less "loss_"), each unweighted; total = sum over layers of class_weight * ce + l1_weight * l1
-  + giou_weight * giou.
+  layer i (HF's names less "loss_"), each unweighted; total = sum over the layers of class_weight * ce + l1_weight
+  * l1 + giou_weight * giou.
   """
   target_boxes = target_boxes.astype(jnp.float32)
   num_boxes = jnp.maximum(valid.sum(), 1).astype(jnp.float32)
-  layers = [("", outputs)] + [(f"_{i}", aux) for i, aux in enumerate(outputs["aux"])]
+  layers = [("", outputs)] + ([(f"_{i}", aux) for i, aux in enumerate(outputs["aux"])] if aux_loss else [])
   total, parts = 0.0, {}
   for suffix, out in layers:
-    matched = match(out["logits"], out["boxes"], labels, target_boxes, valid, class_weight=class_weight,
+    matched = matcher(out["logits"], out["boxes"], labels, target_boxes, valid, class_weight=class_weight,
                     l1_weight=l1_weight, giou_weight=giou_weight)
     losses = set_loss(out["logits"], out["boxes"], labels, target_boxes, matched, num_boxes, eos_coef=eos_coef)
     total += class_weight * losses["ce"] + l1_weight * losses["l1"] + giou_weight * losses["giou"]
