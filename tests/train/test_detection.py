@@ -3,6 +3,8 @@ real Fashion-MNIST items (boxes round-trip, padding and masks, every eval image 
 train/detection.py (the step learns a batch, the learning rates per group, frozen leaves stay, and an end-to-end
 tiny run that trains, checkpoints, resumes to the same state and reports COCO AP)."""
 import json
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -11,26 +13,23 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from etils import epath
 
-from tests.experiment_files import get_config
+from tests.experiment_files import ROOT, get_config
+from tests.train.test_multihost import _env, _free_port, _wait
+from vit_video import checkpoints
 from vit_video.data import boxes as box_ops
 from vit_video.data import builders, detection_pipeline, prepare
 from vit_video.data.common import normalize
-from vit_video.train import detection
+from vit_video.train import checkpointing, detection
 from vit_video.train.run_folder import RunFolder
 
-REAL_RAW_DIR = epath.Path(__file__).parents[2] / "data" / "raw" / "fashion_mnist"
 NAME = "fmnist_scenes/tiny"
 COMMON = dict(image_size=40, max_objects=5, process_index=0, process_count=1)
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
+def data_dir(tiny_scenes):
   """fmnist_scenes/tiny (60 train, 30 test scenes of 1-4 items) prepared from the real Fashion-MNIST files."""
-  if not (REAL_RAW_DIR / "train-images-idx3-ubyte.gz").exists():
-    pytest.skip("real Fashion-MNIST idx files absent: run `python -m vit_video.data.prepare fashion_mnist_local`")
-  data_dir = str(tmp_path_factory.mktemp("tfds"))
-  prepare.prepare(NAME, data_dir, manual_dir=str(REAL_RAW_DIR))
-  return data_dir
+  return tiny_scenes
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +157,91 @@ def test_end_to_end_run_checkpoints_resumes_and_reports_ap(config, detector, tmp
   drop = lambda rs: json.dumps([{k: v for k, v in r.items() if k != "examples_per_second"} for r in rs])  # noqa: E731
   assert drop(folder.read_metrics()) == drop(records)
   assert again["eval_AP"] == pytest.approx(summary["eval_AP"], abs=1e-6)
+
+
+def test_keep_aspect_ratio_pads_with_a_pixel_mask_and_crowd_or_empty_boxes_are_no_targets():
+  """A 30x60 image (coco-like: varied shapes, crowd flags): the longer side goes to S = 40 (a 20x40 image padded
+  below with zeros), the pixel mask marks the image, the normalised boxes stay; the crowd object and a box of no
+  width are dropped from the targets, the others keep their order."""
+  rng = np.random.default_rng(0)
+  image = rng.integers(0, 256, (30, 60, 3)).astype(np.uint8)
+  bbox = np.array([[0.1, 0.2, 0.5, 0.6], [0.2, 0.3, 0.9, 0.3], [0.0, 0.0, 1.0, 1.0], [0.5, 0.5, 0.7, 0.9]],
+                  np.float32)  # (y0, x0, y1, x1); the second has no width
+  example = {"image": tf.constant(image), "image_id": tf.constant(4, tf.int64),
+             "objects": {"bbox": tf.constant(bbox), "label": tf.constant([1, 2, 3, 4], tf.int64),
+                         "is_crowd": tf.constant([False, False, True, False])}}
+  out = {k: v.numpy() for k, v in detection_pipeline._preprocess(
+      example, image_size=40, channels=3, max_objects=5, keep_aspect_ratio=True).items()}
+  assert out["image"].shape == (40, 40, 3) and out["pixel_mask"].shape == (40, 40)
+  np.testing.assert_array_equal(out["pixel_mask"], np.arange(40)[:, None] < 20 * np.ones((1, 40), bool))
+  assert not out["image"][20:].any()  # zero padding (the normalised image's 0)
+  resized = tf.image.resize(image.astype(np.float32), (20, 40), antialias=True).numpy()
+  np.testing.assert_allclose(out["image"][:20], normalize(resized), atol=1e-5)
+  np.testing.assert_array_equal(out["box_mask"], [True, True, False, False, False])
+  np.testing.assert_array_equal(out["labels"][:2], [1, 4])
+  np.testing.assert_allclose(box_ops.xyxy_to_tfds(box_ops.cxcywh_to_xyxy(out["boxes"][:2]), height=1, width=1),
+                             bbox[[0, 3]], atol=1e-6)
+  square = detection_pipeline._preprocess(example, image_size=40, channels=3, max_objects=5)
+  assert "pixel_mask" not in square and square["image"].shape == (40, 40, 3)
+
+
+def test_backbone_starts_from_a_resnet_classifier_run(config, detector, tmp_path):
+  """A checkpoint of a bottleneck ResNet classifier with DETR's backbone shape (stages (1, 1), width 8, 1 channel):
+  `init_backbone` puts its kernels in params and its BatchNorm scale, bias and statistics in the constants, and
+  leaves the transformer as it was; a classifier of another width is refused naming the shapes."""
+  from vit_video import models  # noqa: PLC0415
+  resnet = models.create_model("resnet50", num_classes=10, stage_sizes=(1, 1), width=8, in_channels=1)
+  variables = jax.jit(lambda r: resnet.init(r, np.zeros((1, 28, 28, 1), np.float32), train=False))(
+      jax.random.key(1))
+  stats = jax.tree.map(lambda a: np.random.default_rng(2).uniform(0.5, 2.0, a.shape).astype(np.float32),
+                       variables["batch_stats"])
+  with checkpointing.Checkpointer(epath.Path(tmp_path) / "resnet" / "checkpoints", save_every_steps=1,
+                                  total_steps=1, async_save=False) as ckpt:
+    ckpt.save(1, {"params": variables["params"], "batch_stats": stats}, meta={"step": 1}, force=True)
+  state = detector.init(0)
+  started = jax.device_get(detector.init_backbone(state, str(tmp_path / "resnet")))
+  first = variables["params"]["layer1"]["block0"]
+  np.testing.assert_array_equal(started.params["backbone"]["layer1"]["block0"]["conv2"]["kernel"],
+                                first["conv2"]["kernel"])
+  bn = started.constants["backbone"]["layer2"]["block0"]["downsample_bn"]
+  np.testing.assert_array_equal(bn["var"], stats["layer2"]["block0"]["downsample_bn"]["var"])
+  np.testing.assert_array_equal(bn["scale"], variables["params"]["layer2"]["block0"]["downsample_bn"]["scale"])
+  np.testing.assert_array_equal(started.params["query_embed"], jax.device_get(state.params["query_embed"]))
+  wide = models.create_model("resnet50", num_classes=10, stage_sizes=(1, 1), width=16, in_channels=1)
+  other = jax.eval_shape(lambda r: wide.init(r, np.zeros((1, 28, 28, 1), np.float32), train=False),
+                         jax.random.key(1))
+  other = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), other)
+  with pytest.raises(ValueError, match=r"shapes differ: constants/backbone/bn1/bias: classifier \(16,\), "
+                                       r"DETR \(8,\)"):
+    checkpoints.detr_backbone_from_resnet(other, jax.device_get({"params": state.params,
+                                                                   "constants": state.constants}))
+
+
+def test_two_processes_train_and_score_every_image(config, detector, data_dir, tmp_path):
+  """The tiny run as a job of two processes on 127.0.0.1 (2 CPU devices each; each host reads its half of the
+  scenes and matches its own images): it trains and checkpoints, process 0 alone writes the records, and the COCO
+  metrics it reports are those of its final parameters scored over all 30 test images in this one process."""
+  workdir, address = tmp_path / "job", f"127.0.0.1:{_free_port()}"
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "vit_video.detection", f"--config={ROOT}/experiments/detr_scenes.py:tiny",
+       f"--workdir={workdir}", f"--config.dataset.data_dir={data_dir}", "--config.distributed.initialize=True",
+       f"--config.distributed.coordinator_address={address}", "--config.distributed.num_processes=2",
+       f"--config.distributed.process_id={i}"], cwd=ROOT, env=_env(2), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True) for i in range(2)]
+  _wait(procs)
+  folder = RunFolder(workdir)
+  records = folder.read_metrics()
+  assert [(r["step"], r["kind"]) for r in records] == [(2, "train"), (4, "train"), (6, "train"), (6, "eval")]
+  assert all(np.isfinite(r["loss"]) for r in records if r["kind"] == "train")
+  summary = json.loads((workdir / "summary.json").read_text())
+  with checkpointing.Checkpointer(folder.checkpoints, save_every_steps=3, total_steps=6, async_save=False) as ckpt:
+    state, meta = ckpt.restore_latest(detector.abstract_state, expected_meta=detection.META)
+  assert meta["step"] == 6
+  ds = config.dataset
+  batches = detection_pipeline.make_eval_iterator(
+      ds.name, ds.eval_split, data_dir, global_batch_size=config.batch_size, image_size=ds.image_size,
+      channels=ds.channels, max_objects=ds.max_objects, process_index=0, process_count=1)
+  here = detector.evaluate(detector.place(state), batches, detection_pipeline.ground_truth(ds.name, "test", data_dir))
+  assert summary["eval_images"] == here["images"] == 30
+  for k in ("AP", "AP50", "AR100"):
+    assert summary[f"eval_{k}"] == pytest.approx(here[k], abs=1e-9), k

@@ -15,7 +15,7 @@ from vit_video.train import dry_run
 # Every config of the pod files: (file, argument).
 POD_CONFIGS = [(name, f"model={model},dataset={dataset}")
                for name, models_key in (("video_pods", "RECIPES"), ("video_transformer_pods", "MODELS"),
-                                        ("image_pods", "MODELS"))
+                                        ("image_pods", "MODELS"), ("detr_pods", "MODELS"))
                for module in [load_module(name)]
                for model in getattr(module, models_key) for dataset in module.DATASETS]
 
@@ -96,3 +96,20 @@ def test_command_line_dry_run_exits_non_zero_on_a_problem(tiny_fmnist, tmp_path)
   assert proc.returncode == 1, proc.stderr[-3000:]
   assert "batch_size 64 is not divisible by the 48 devices" in proc.stdout
   assert "parameters" in proc.stdout and not os.path.exists(workdir)
+
+
+def test_a_detection_config_is_planned_as_a_detector(tmp_path):
+  """DETR's plan: its parameters (trained and frozen) at the declared slice; and every problem of a bad slice and
+  config at once: the batch over the devices, the targets beyond the queries, a dataset that is not prepared."""
+  config = load_module("detr_pods").get_config("model=detr_r50,dataset=coco")
+  plan = dry_run.plan(config, check_data=False)
+  assert plan.problems == [], plan.report()
+  assert "41,521,941 (41,299,541 trained" in plan.report()  # DETR-R50 at 80 classes: 41,524,768 - 11 * 257
+  bad = config.unlock()
+  bad.dataset.max_objects, bad.dataset.data_dir = 120, str(tmp_path)
+  plan = dry_run.plan(bad.lock(), devices=48, hosts=4)
+  text = "\n".join(plan.problems)
+  assert "batch_size 64 is not divisible by the 48 devices" in text
+  assert "dataset.max_objects 120 exceeds model.num_queries 100" in text
+  assert "coco/2017" in text and "prepare" in text
+  assert len(plan.problems) == 3, plan.report()

@@ -10,7 +10,8 @@ D; a post-norm transformer encoder runs over its N = H/32 * W/32 tokens, with th
 query embeddings (added to its queries and keys; its inputs start at zero) into Q detections, each a class
 distribution over K classes plus "no object" (the last logit) and a box (cx, cy, w, h) in [0, 1] relative to the
 image. The same heads read every decoder layer through the final LayerNorm: the earlier layers' outputs, `aux`,
-get the auxiliary losses (vit_video.train.detr_loss).
+get the auxiliary losses (vit_video.train.detr_loss). Every attention's weights [B,h,Nq,Nk] are sown into
+"intermediates" (`apply(..., mutable=["intermediates"])`): `decoder{i}/cross_attn` holds where each query looks.
 
 Frozen BatchNorm: DETR fine-tunes an ImageNet ResNet with its BatchNorm statistics and affine terms fixed (torch
 buffers, not parameters), so they live in the "constants" collection: pass `{"params": ..., "constants": ...}`
@@ -131,9 +132,10 @@ class Attention(nn.Module):
         (self.num_heads, d // self.num_heads), kernel_init=nn.initializers.xavier_uniform(), dtype=self.dtype,
         param_dtype=self.param_dtype, name=name)
     use_dropout = not deterministic and self.dropout_rate > 0
-    out, _ = dot_product_attention(  # [B,Nq,h,d]
+    out, weights = dot_product_attention(  # [B,Nq,h,d], [B,h,Nq,Nk]
         dense("query")(q), dense("key")(k), dense("value")(v), mask=mask, dropout_rate=self.dropout_rate,
         dropout_rng=self.make_rng("dropout") if use_dropout else None)
+    self.sow("intermediates", "attention_weights", weights)  # kept only with mutable=["intermediates"]
     return nn.DenseGeneral(d, axis=(-2, -1), kernel_init=nn.initializers.xavier_uniform(), dtype=self.dtype,
                            param_dtype=self.param_dtype, name="out")(out)  # [B,Nq,D]
 

@@ -8,9 +8,13 @@ dropout keys are functions of (seed, step)), so a killed run restarted ends wher
 Optimizer (DETR's): AdamW with decoupled weight decay on every trained parameter, the backbone at
 `backbone_lr_factor` times the rate, the stem and first stage frozen (`detr.trainable_mask`: their gradients are
 zeroed before clipping and they never move), the gradient of the trained parameters clipped to a global norm, the
-rate divided by 10 after `decay_at` of the steps. Data-parallel with jit over a mesh of every device (parameters
-replicated; the Hungarian matching runs on the host through pure_callback); one process only, since evaluation
-scores the detections of every image in this process.
+rate divided by 10 after `decay_at` of the steps. `init.backbone` (a workdir of a package ResNet classifier, e.g.
+`experiments/detr_scenes.py:backbone`) starts the backbone from its weights (checkpoints.detr_backbone_from_resnet).
+
+Data-parallel with jit over a mesh of every device of every host (parameters replicated): each host reads its own
+shard of the data (detection_pipeline's 'split' mode), each device solves the Hungarian matching of its own images
+on its host (detr_loss.per_device_match), and `config.distributed` joins a multi-process job as the classification
+loop does. Evaluation hands every host the detections of the whole global batch, so each scores the full split.
 
 Evaluation: per image, the class probabilities are a softmax over K+1 logits with the no-object one dropped; each
 query's score is its best class's probability, the `eval_max_detections` best queries are kept, and pycocotools
@@ -29,16 +33,19 @@ import ml_collections
 import numpy as np
 import optax
 
+from vit_video import checkpoints
 from vit_video.data import coco_eval, detection_pipeline
 from vit_video.models import detr
 from vit_video.train import checkpointing, optim, parallel, run_lock, writers
-from vit_video.train.detr_loss import detr_loss
+from vit_video.train.detr_loss import detr_loss, match, per_device_match
 from vit_video.train.run_folder import RunFolder
 
 META = {"model": "detr"}
 # Config keys a resumed run may change: paths, and how long it trains and how often it logs, evaluates and saves.
 _MAY_DIFFER = ("dataset.data_dir", "total_steps", "log_every_steps", "eval_every_steps",
-               "checkpoint.save_every_steps", "checkpoint.max_to_keep", "checkpoint.async_save")
+               "checkpoint.save_every_steps", "checkpoint.max_to_keep", "checkpoint.async_save", "init.backbone",
+               "distributed.initialize", "distributed.coordinator_address", "distributed.num_processes",
+               "distributed.process_id")
 
 
 @flax.struct.dataclass
@@ -87,18 +94,19 @@ def init_state(model: detr.DETR, tx: optax.GradientTransformation, rng: jax.Arra
 
 
 def make_train_step(model: detr.DETR, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                    loss: ml_collections.ConfigDict) -> Callable[[DetrState, dict], tuple[DetrState, dict]]:
-  """(state, {'image', 'boxes', 'labels', 'box_mask'}) -> (state, {'loss', 'ce', 'l1', 'giou', 'grad_norm',
-  'learning_rate'}): the final layer's loss parts, the total over all layers, the trained parameters' gradient
-  norm before clipping."""
+                    loss: ml_collections.ConfigDict, matcher: Callable = match
+                    ) -> Callable[[DetrState, dict], tuple[DetrState, dict]]:
+  """(state, {'image', ('pixel_mask'), 'boxes', 'labels', 'box_mask'}) -> (state, {'loss', 'ce', 'l1', 'giou', 'grad_norm',
+  'learning_rate'}): the final layer's loss parts, the total over the layers, the trained parameters' gradient
+  norm before clipping. `matcher`: detr_loss.match, or per_device_match under jit on a mesh."""
 
   def train_step(state: DetrState, batch: dict) -> tuple[DetrState, dict]:
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
     def loss_fn(params):
       out = model.apply({"params": params, "constants": state.constants}, batch["image"], train=True,
-                        rngs={"dropout": rng})
-      return detr_loss(out, batch["labels"], batch["boxes"], batch["box_mask"], **loss)
+                        mask=batch.get("pixel_mask"), rngs={"dropout": rng})
+      return detr_loss(out, batch["labels"], batch["boxes"], batch["box_mask"], matcher=matcher, **loss)
 
     (total, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -112,11 +120,14 @@ def make_train_step(model: detr.DETR, tx: optax.GradientTransformation, schedule
 
 
 def make_eval_step(model: detr.DETR) -> Callable[[DetrState, dict], dict]:
-  """(state, {'image'}) -> {'logits' [B,Q,K+1], 'boxes' [B,Q,4]}, the final decoder layer's."""
+  """(state, {'image', ('pixel_mask'), 'image_id', 'mask'}) -> {'logits' [B,Q,K+1], 'boxes' [B,Q,4]} of the final
+  decoder layer, with the batch's 'image_id' [B] and 'mask' [B] passed through (every host gets the global
+  batch's)."""
 
   def eval_step(state: DetrState, batch: dict) -> dict:
-    out = model.apply({"params": state.params, "constants": state.constants}, batch["image"], train=False)
-    return {"logits": out["logits"], "boxes": out["boxes"]}
+    out = model.apply({"params": state.params, "constants": state.constants}, batch["image"], train=False,
+                      mask=batch.get("pixel_mask"))
+    return {"logits": out["logits"], "boxes": out["boxes"], "image_id": batch["image_id"], "mask": batch["mask"]}
 
   return eval_step
 
@@ -148,32 +159,44 @@ class Detector:
     self.abstract_state = jax.eval_shape(init, jax.random.key(0))
     self.shardings = self.layout.state_shardings(self.abstract_state)
     self._init = self.layout.compile_init(init, self.shardings)
-    self.train_step = self.layout.compile_step(make_train_step(self.model, self.tx, self.schedule, config.loss),
-                                               self.shardings, updates_state=True)
+    matcher = per_device_match(self.layout.mesh, parallel.DATA_AXIS)
+    self.train_step = self.layout.compile_step(
+        make_train_step(self.model, self.tx, self.schedule, config.loss, matcher), self.shardings,
+        updates_state=True)
     self.eval_step = self.layout.compile_step(make_eval_step(self.model), self.shardings, updates_state=False)
 
   def init(self, seed: int) -> DetrState:
     return self._init(jax.random.key(seed))
 
   def place(self, state: DetrState) -> DetrState:
-    """A host state (a restored checkpoint's numpy arrays) where the steps want it."""
-    return jax.device_put(state, self.shardings)
+    """A host state (a restored checkpoint's numpy arrays, the same on every host) where the steps want it."""
+    return self.layout.place(state, self.shardings)
+
+  def init_backbone(self, state: DetrState, workdir: str) -> DetrState:
+    """`state` with the backbone of the ResNet classifier trained in `workdir` (or a checkpoint folder of it)."""
+    host = jax.device_get(state)
+    variables = checkpoints.detr_backbone_from_resnet(checkpointing.restore_params(workdir),
+                                                      {"params": host.params, "constants": host.constants})
+    return self.place(host.replace(params=variables["params"], constants=variables["constants"]))
 
   def step(self, state: DetrState, batch: dict) -> tuple[DetrState, dict]:
     return self.train_step(state, parallel.host_batch_to_global(batch, self.layout))
 
   def evaluate(self, state: DetrState, batches, gt) -> dict[str, float]:
-    """COCO metrics of the detections on every real image of `batches` against the ground truth `gt`."""
-    dets = []
+    """COCO metrics of the detections on every real image of `batches` (this host's shard of the eval split)
+    against the ground truth `gt` (the whole split), and 'images', how many were scored: each host scores every
+    host's detections."""
+    dets, images = [], 0
     for batch in batches:
-      out = jax.device_get(self.eval_step(state, parallel.host_batch_to_global({"image": batch["image"]},
-                                                                                 self.layout)))
+      inputs = {k: batch[k] for k in ("image", "pixel_mask", "image_id", "mask") if k in batch}
+      out = jax.device_get(self.eval_step(state, parallel.host_batch_to_global(inputs, self.layout)))
       boxes, scores, labels = postprocess(out["logits"], out["boxes"], self.config.eval_max_detections)
-      for i in np.flatnonzero(batch["mask"]):
-        image = gt.imgs[int(batch["image_id"][i])]
-        dets += coco_eval.detections(batch["image_id"][i:i + 1], boxes[i:i + 1], scores[i:i + 1],
+      for i in np.flatnonzero(out["mask"]):
+        images += 1
+        image = gt.imgs[int(out["image_id"][i])]
+        dets += coco_eval.detections(out["image_id"][i:i + 1], boxes[i:i + 1], scores[i:i + 1],
                                      labels[i:i + 1], height=image["height"], width=image["width"])
-    return coco_eval.evaluate(gt, dets)
+    return {**coco_eval.evaluate(gt, dets), "images": images}
 
 
 def _flat(config: dict) -> dict:
@@ -188,9 +211,10 @@ def train_and_evaluate_detr(config: ml_collections.ConfigDict, workdir: str, *,
 
   `detector`: a `Detector(config, config.total_steps)` whose compiled steps to reuse (notebooks, tests); the
   train step holds a host callback (the matching), which XLA's persistent cache does not keep."""
-  if jax.process_count() > 1:
-    raise ValueError(f"train_and_evaluate_detr runs in one process (got {jax.process_count()}): its COCO "
-                     "evaluation gathers no detections across hosts")
+  d = config.distributed
+  if d.initialize:
+    parallel.initialize_distributed(coordinator_address=d.coordinator_address, num_processes=d.num_processes,
+                                    process_id=d.process_id)
   folder = RunFolder(workdir)
   ds = config.dataset
   if config.num_classes != len(detection_pipeline.class_names(ds.name, ds.data_dir)):
@@ -212,19 +236,27 @@ def train_and_evaluate_detr(config: ml_collections.ConfigDict, workdir: str, *,
 
 def _train(config, folder: RunFolder, detector: Detector, checkpointer) -> tuple[DetrState, dict]:
   ds, total = config.dataset, config.total_steps
-  # Host copies in and out (one process; saving the replicated device arrays costs orbax a program per device).
+  # Host copies in and out: the state is replicated, so every host holds all of it (saving the device arrays would
+  # cost orbax a program per device).
   restored = checkpointer.restore_latest(detector.abstract_state, expected_meta=META)
-  state, start_step = ((detector.init(config.seed), 0) if restored is None else
-                       (detector.place(restored[0]), restored[1]["step"]))
+  if restored is None:
+    state, start_step = detector.init(config.seed), 0
+    if config.init.backbone:
+      state = detector.init_backbone(state, config.init.backbone)
+  else:
+    state, start_step = detector.place(restored[0]), restored[1]["step"]
   if start_step > total:
     raise ValueError(f"{folder} holds a checkpoint at step {start_step}, past this config's {total} steps")
   if start_step:
     logging.info("resumed from step %d in %s", start_step, folder)
-  folder.write_config(config.to_dict())
+  if jax.process_index() == 0:
+    folder.write_config(config.to_dict())
   common = dict(global_batch_size=config.batch_size, image_size=ds.image_size, channels=ds.channels,
-                max_objects=ds.max_objects, process_index=0, process_count=1)
+                max_objects=ds.max_objects, keep_aspect_ratio=ds.keep_aspect_ratio,
+                process_index=jax.process_index(), process_count=jax.process_count())
   train_iter = detection_pipeline.make_train_iterator(ds.name, ds.train_split, ds.data_dir, seed=config.seed,
-                                                      start_step=start_step, stop_step=total, **common)
+                                                      start_step=start_step, stop_step=total, cache=ds.cache,
+                                                      **common)
   gt = detection_pipeline.ground_truth(ds.name, ds.eval_split, ds.data_dir)
   evaluate = lambda: detector.evaluate(  # noqa: E731
       state, detection_pipeline.make_eval_iterator(ds.name, ds.eval_split, ds.data_dir, **common), gt)
@@ -256,7 +288,8 @@ def _train(config, folder: RunFolder, detector: Detector, checkpointer) -> tuple
              **{f"eval_{k}": v for k, v in eval_metrics.items()},
              "params": count(detector.abstract_state.params), "trained_params": count(trained),
              "seconds_this_start": time.perf_counter() - start_time}
-  folder.write_summary(summary)
+  if jax.process_index() == 0:
+    folder.write_summary(summary)
   logging.info("done: %s step %d, eval AP %.4f, AP50 %.4f, %s", config.name, total, eval_metrics["AP"],
                eval_metrics["AP50"], folder)
   return state, summary

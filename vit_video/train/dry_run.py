@@ -14,6 +14,10 @@ sharding. It reports parameters, bytes per device of parameters, optimizer state
 and with `compile_step` XLA's temporary memory of one device's train step (the step compiled for one local device
 at the per-device batch: the activations of pure data parallelism; FSDP adds each layer's gathered parameters on
 top). Every problem is collected, not just the first.
+
+Detection configs (`config.task == "detection"`, train/detection.py: DETR) are planned the same way over their own
+program: the train and eval batches over devices and hosts, the detection dataset's features, classes and host
+shards, `max_objects` against the queries, the parameters (trained and frozen) and the replicated state per device.
 """
 import dataclasses
 import math
@@ -24,6 +28,7 @@ import ml_collections
 import numpy as np
 
 from vit_video.data import builders, iterators, video_pipeline
+from vit_video.data.common import shard_sizes
 from vit_video.data.pipeline import HOST_SHARDINGS
 from vit_video.train import loop, parallel
 
@@ -52,7 +57,8 @@ class Plan:
 
 def declared_slice(config: ml_collections.ConfigDict) -> tuple[int, int]:
   """(devices, hosts) of `config.slice`; (0, 0) when the config declares none."""
-  return int(config.slice.devices), int(config.slice.hosts)
+  declared = config.get("slice")
+  return (0, 0) if declared is None else (int(declared.devices), int(declared.hosts))
 
 
 def slice_size(config: ml_collections.ConfigDict, devices: int = 0, hosts: int = 0) -> tuple[int, int]:
@@ -138,16 +144,13 @@ def _check_data(config, hosts: int, plan: Plan) -> int | None:
 def plan(config: ml_collections.ConfigDict, *, devices: int = 0, hosts: int = 0, check_data: bool = True,
          compile_step: bool = False) -> Plan:
   """Plans `config` on `devices` devices of `hosts` hosts (0: `slice_size`'s defaults); see the module docstring."""
+  if config.get("task") == "detection":
+    return _plan_detection(config, devices=devices, hosts=hosts, check_data=check_data, compile_step=compile_step)
   devices, hosts = slice_size(config, devices, hosts)
-  declared = declared_slice(config)
   p = Plan()
-  if (devices, hosts) == declared:
-    which = "the declared slice"
-  else:
-    which = f"declared: {declared[0]} devices, {declared[1]} host(s)" if declared[0] else "no slice declared"
   p.lines.append(f"dry run of {config.name or config.model_name} ({config.model_name}) on {devices} devices, "
-                 f"{hosts} host(s) ({which}); {config.parallelism}, fsdp {'on' if config.fsdp else 'off'}, "
-                 f"compute {config.dtype}")
+                 f"{hosts} host(s) ({_which_slice(config, devices, hosts)}); {config.parallelism}, fsdp "
+                 f"{'on' if config.fsdp else 'off'}, compute {config.dtype}")
   if devices < 1 or hosts < 1 or devices % hosts:
     p.problems.append(f"{devices} devices do not split evenly over {hosts} hosts")
     return p
@@ -194,6 +197,93 @@ def plan(config: ml_collections.ConfigDict, *, devices: int = 0, hosts: int = 0,
                                            planned_steps)
     p.add("activations", f"{_size(p.activation_bytes)} per device (XLA's temporaries of one device's train step "
                          f"at {config.batch_size // devices} per device)")
+  return p
+
+
+def _which_slice(config, devices: int, hosts: int) -> str:
+  declared = declared_slice(config)
+  if (devices, hosts) == declared:
+    return "the declared slice"
+  return f"declared: {declared[0]} devices, {declared[1]} host(s)" if declared[0] else "no slice declared"
+
+
+def _check_detection_data(config, hosts: int, plan: Plan) -> None:
+  from vit_video.data import detection_pipeline  # noqa: PLC0415  (pycocotools only for detection)
+  ds = config.dataset
+  try:
+    builder = detection_pipeline.detection_builder(ds.name, ds.data_dir)
+  except ValueError as e:
+    plan.add("data", f"{ds.name} in {ds.data_dir}: not usable")
+    plan.problems.append(str(e))
+    return
+  classes = len(builder.info.features["objects"]["label"].names)
+  if classes != config.num_classes:
+    plan.problems.append(f"num_classes {config.num_classes} differs from the {classes} object classes of {ds.name}")
+  sizes = {}
+  for split in (ds.train_split, ds.eval_split):
+    try:
+      sizes[split] = min(shard_sizes(builder, split, hosts))
+    except (KeyError, ValueError) as e:
+      plan.problems.append(f"split {split!r} is not a split of {ds.name}: {e}")
+  plan.add("data", f"{ds.name} in {ds.data_dir}: " + ", ".join(f"{s} {n:,} per host (at least)"
+                                                                  for s, n in sizes.items()))
+  if sizes.get(ds.train_split) == 0:
+    plan.problems.append(f"split {ds.train_split!r} leaves some of the {hosts} hosts without training images")
+
+
+def _plan_detection(config, *, devices: int, hosts: int, check_data: bool, compile_step: bool) -> Plan:
+  """The dry run of a detection config (module docstring)."""
+  from vit_video.models import detr  # noqa: PLC0415
+  from vit_video.train import detection  # noqa: PLC0415  (pycocotools only for detection)
+  devices, hosts = slice_size(config, devices, hosts)
+  p = Plan()
+  p.lines.append(f"dry run of {config.name} (DETR, {config.model.num_queries} queries) on {devices} devices, "
+                 f"{hosts} host(s) ({_which_slice(config, devices, hosts)}); jit, parameters replicated")
+  if devices < 1 or hosts < 1 or devices % hosts:
+    p.problems.append(f"{devices} devices do not split evenly over {hosts} hosts")
+    return p
+  _check_batches(config, devices, hosts, p, video=False)
+  ds = config.dataset
+  if ds.max_objects > config.model.num_queries:
+    p.problems.append(f"dataset.max_objects {ds.max_objects} exceeds model.num_queries {config.model.num_queries}: "
+                      "an image's targets beyond the queries would never be matched")
+  if check_data:
+    _check_detection_data(config, hosts, p)
+  if not 0 < config.optimizer.decay_at <= 1:
+    p.problems.append(f"optimizer.decay_at {config.optimizer.decay_at} is not a fraction of the run in (0, 1]")
+  p.add("steps", f"{config.total_steps:,}, the rate divided by 10 after "
+                 f"{round(config.total_steps * config.optimizer.decay_at):,}")
+  try:
+    model = detection.build_model(config)
+    tx, schedule = detection.make_optimizer(config.optimizer, config.total_steps)
+    shape = (ds.image_size, ds.image_size, ds.channels)
+    state = jax.eval_shape(lambda rng: detection.init_state(model, tx, rng, shape), jax.random.key(0))
+  except ValueError as e:
+    p.problems.append(str(e))
+    return p
+  count = lambda tree: sum(math.prod(a.shape) for a in jax.tree.leaves(tree))  # noqa: E731
+  trained = jax.tree.leaves(jax.tree.map(lambda a, t: a if t else None, state.params,
+                                         detr.trainable_mask(state.params)))
+  p.add("parameters", f"{count(state.params):,} ({count(trained):,} trained, the rest frozen; "
+                      f"{count(state.constants):,} frozen BatchNorm constants)")
+  layout = parallel.abstract_layout("jit", num_devices=devices)
+  for field, name in (("params", "params"), ("constants", "constants"), ("opt_state", "optimizer state")):
+    p.bytes_per_device[field] = _bytes(getattr(state, field), layout)
+  p.add("per device", ", ".join(f"{name} {_size(p.bytes_per_device[field])}" for field, name in
+                                (("params", "params"), ("constants", "constants"), ("opt_state", "optimizer state")))
+        + f": {_size(sum(p.bytes_per_device.values()))} (replicated)")
+  if compile_step and config.batch_size % devices == 0:
+    b, m = config.batch_size // devices, ds.max_objects
+    batch = {"image": jax.ShapeDtypeStruct((b, *shape), jnp.float32),
+             "boxes": jax.ShapeDtypeStruct((b, m, 4), jnp.float32),
+             "labels": jax.ShapeDtypeStruct((b, m), jnp.int32), "box_mask": jax.ShapeDtypeStruct((b, m), bool)}
+    if ds.keep_aspect_ratio:
+      batch["pixel_mask"] = jax.ShapeDtypeStruct((b, *shape[:2]), bool)
+    step = detection.make_train_step(model, tx, schedule, config.loss)
+    compiled = jax.jit(step, donate_argnums=0).lower(state, batch).compile()
+    p.activation_bytes = int(compiled.memory_analysis().temp_size_in_bytes)
+    p.add("activations", f"{_size(p.activation_bytes)} per device (XLA's temporaries of one device's train step "
+                         f"at {b} per device)")
   return p
 
 
