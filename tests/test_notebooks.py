@@ -93,13 +93,17 @@ def small_settings(name: str, fixture: Callable[[str], str], workdir: str) -> di
       "vivit_and_swin": lambda: {"ROOT": ROOT, "DATA_DIR": fixture("tiny_moving_fmnist"), "TINY": True,
                                  "RESULTS_CSV": fixture("synthetic_video_results_csv"), "WORKDIR": workdir,
                                  "MODEL": "vivit_st", "FACTORISED": "vivit_fsa", "TRAIN_STEPS": 3},
+      "detr_and_convnext": lambda: {"ROOT": ROOT, "DATA_DIR": fixture("tiny_scenes"), "TINY": True,
+                                    "WORKDIR": workdir, "OVERRIDES": {"total_steps": 2}, "NUM_IMAGES": 2,
+                                    "SCORE_THRESHOLD": 0.0, "CONVNEXT_CSV": os.path.join(
+                                        ROOT, "experiments", "results", "convnext_vs_swin_quick", "results.csv")},
   }
   return settings[name]()
 
 
 def test_every_notebook_has_settings():
   names = [os.path.splitext(os.path.basename(p))[0] for p in NOTEBOOKS]
-  assert {"train_quickstart", "vit_vs_resnet", "video_classics", "vivit_and_swin"} <= set(names)
+  assert {"train_quickstart", "vit_vs_resnet", "video_classics", "vivit_and_swin", "detr_and_convnext"} <= set(names)
   for name in names:
     small_settings(name, lambda fixture_name: fixture_name, "w")  # KeyError for a notebook without settings
 
