@@ -99,8 +99,9 @@ def test_command_line_dry_run_exits_non_zero_on_a_problem(tiny_fmnist, tmp_path)
 
 
 def test_a_detection_config_is_planned_as_a_detector(tmp_path):
-  """DETR's plan: its parameters (trained and frozen) at the declared slice; and every problem of a bad slice and
-  config at once: the batch over the devices, the targets beyond the queries, a dataset that is not prepared."""
+  """DETR's plan: its parameters (trained and frozen) at the declared slice; every problem of a bad slice and
+  config at once: the batch over the devices, the targets beyond the queries, a dataset that is not prepared; and
+  the tiny config's activation bytes from its compiled train step."""
   config = load_module("detr_pods").get_config("model=detr_r50,dataset=coco")
   plan = dry_run.plan(config, check_data=False)
   assert plan.problems == [], plan.report()
@@ -113,3 +114,6 @@ def test_a_detection_config_is_planned_as_a_detector(tmp_path):
   assert "dataset.max_objects 120 exceeds model.num_queries 100" in text
   assert "coco/2017" in text and "prepare" in text
   assert len(plan.problems) == 3, plan.report()
+  tiny = load_module("detr_scenes").get_config("tiny")  # with XLA's estimate of one device's train step
+  plan = dry_run.plan(tiny, devices=8, check_data=False, compile_step=True)
+  assert plan.problems == [] and plan.activation_bytes > 0, plan.report()

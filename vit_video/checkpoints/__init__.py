@@ -21,6 +21,6 @@ from vit_video.checkpoints.surgery import IMAGE_FAMILY, from_image_model, merge_
 from vit_video.checkpoints.timm import import_timm
 from vit_video.checkpoints.torchvision import import_torchvision
 
-__all__ = ["IMAGE_FAMILY", "INFLATIONS", "detr_backbone_from_resnet", "from_image_model", "i3d_from_resnet", "import_hf_detr", "import_timm",
-           "import_torchvision", "import_vit_npz", "inflate_kernel", "merge_params", "timesformer_from_vit",
-           "video_swin_from_swin", "vivit_from_vit"]
+__all__ = ["IMAGE_FAMILY", "INFLATIONS", "detr_backbone_from_resnet", "from_image_model", "i3d_from_resnet",
+           "import_hf_detr", "import_timm", "import_torchvision", "import_vit_npz", "inflate_kernel", "merge_params",
+           "timesformer_from_vit", "video_swin_from_swin", "vivit_from_vit"]

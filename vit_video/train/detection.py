@@ -96,9 +96,9 @@ def init_state(model: detr.DETR, tx: optax.GradientTransformation, rng: jax.Arra
 def make_train_step(model: detr.DETR, tx: optax.GradientTransformation, schedule: optax.Schedule,
                     loss: ml_collections.ConfigDict, matcher: Callable = match
                     ) -> Callable[[DetrState, dict], tuple[DetrState, dict]]:
-  """(state, {'image', ('pixel_mask'), 'boxes', 'labels', 'box_mask'}) -> (state, {'loss', 'ce', 'l1', 'giou', 'grad_norm',
-  'learning_rate'}): the final layer's loss parts, the total over the layers, the trained parameters' gradient
-  norm before clipping. `matcher`: detr_loss.match, or per_device_match under jit on a mesh."""
+  """(state, {'image', ('pixel_mask'), 'boxes', 'labels', 'box_mask'}) -> (state, {'loss', 'ce', 'l1', 'giou',
+  'grad_norm', 'learning_rate'}): the final layer's loss parts, the total over the layers, the trained parameters'
+  gradient norm before clipping. `matcher`: detr_loss.match, or per_device_match under jit on a mesh."""
 
   def train_step(state: DetrState, batch: dict) -> tuple[DetrState, dict]:
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)

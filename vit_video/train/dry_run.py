@@ -34,6 +34,7 @@ from vit_video.train import loop, parallel
 
 _STATE_PARTS = (("params", "params"), ("opt_state", "optimizer state"), ("ema_params", "EMA"),
                 ("batch_stats", "BatchNorm statistics"))
+_DETECTION_PARTS = (("params", "params"), ("constants", "constants"), ("opt_state", "optimizer state"))
 
 
 @dataclasses.dataclass
@@ -267,10 +268,9 @@ def _plan_detection(config, *, devices: int, hosts: int, check_data: bool, compi
   p.add("parameters", f"{count(state.params):,} ({count(trained):,} trained, the rest frozen; "
                       f"{count(state.constants):,} frozen BatchNorm constants)")
   layout = parallel.abstract_layout("jit", num_devices=devices)
-  for field, name in (("params", "params"), ("constants", "constants"), ("opt_state", "optimizer state")):
+  for field, _ in _DETECTION_PARTS:
     p.bytes_per_device[field] = _bytes(getattr(state, field), layout)
-  p.add("per device", ", ".join(f"{name} {_size(p.bytes_per_device[field])}" for field, name in
-                                (("params", "params"), ("constants", "constants"), ("opt_state", "optimizer state")))
+  p.add("per device", ", ".join(f"{name} {_size(p.bytes_per_device[field])}" for field, name in _DETECTION_PARTS)
         + f": {_size(sum(p.bytes_per_device.values()))} (replicated)")
   if compile_step and config.batch_size % devices == 0:
     b, m = config.batch_size // devices, ds.max_objects
