@@ -93,7 +93,7 @@ def small_settings(name: str, fixture: Callable[[str], str], workdir: str) -> di
       "vivit_and_swin": lambda: {"ROOT": ROOT, "DATA_DIR": fixture("tiny_moving_fmnist"), "TINY": True,
                                  "RESULTS_CSV": fixture("synthetic_video_results_csv"), "WORKDIR": workdir,
                                  "MODEL": "vivit_st", "FACTORISED": "vivit_fsa", "TRAIN_STEPS": 3},
-      "detr_and_convnext": lambda: {"ROOT": ROOT, "DATA_DIR": fixture("tiny_scenes"), "TINY": True,
+      "detr_and_convnext": lambda: {"ROOT": ROOT, "DATA_DIR": fixture("tiny_scenes"), "CONFIG_ARG": "tiny",
                                     "WORKDIR": workdir, "OVERRIDES": {"total_steps": 2}, "NUM_IMAGES": 2,
                                     "SCORE_THRESHOLD": 0.0, "CONVNEXT_CSV": os.path.join(
                                         ROOT, "experiments", "results", "convnext_vs_swin_quick", "results.csv")},
