@@ -16,7 +16,8 @@ backbone learns at the full rate (DETR's 0.1 is for fine-tuning a pre-trained on
 frozen as DETR's.
 
 Measured on the 2-core CPU (README, "DETR in miniature", has every run): the paper's recipe from scratch, 1,400
-steps (10 min), test AP 0.00002: not learned; `pretrained`, 8,400 steps, LONG_DOC
+steps (10 min), test AP 0.00002: not learned (the class loss never moved); `pretrained`, 8,400 steps (40 min,
+part of it beside another run), test AP 0.066, AP50 0.170, AR100 0.222.
 """
 import ml_collections
 
