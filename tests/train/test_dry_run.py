@@ -106,14 +106,14 @@ def test_a_detection_config_is_planned_as_a_detector(tmp_path):
   plan = dry_run.plan(config, check_data=False)
   assert plan.problems == [], plan.report()
   assert "41,521,941 (41,299,541 trained" in plan.report()  # DETR-R50 at 80 classes: 41,524,768 - 11 * 257
-  bad = config.unlock()
-  bad.dataset.max_objects, bad.dataset.data_dir = 120, str(tmp_path)
+  tiny = load_module("detr_scenes").get_config("tiny")
+  bad = tiny.unlock()
+  bad.dataset.max_objects, bad.dataset.data_dir = 12, str(tmp_path)
   plan = dry_run.plan(bad.lock(), devices=48, hosts=4)
   text = "\n".join(plan.problems)
-  assert "batch_size 64 is not divisible by the 48 devices" in text
-  assert "dataset.max_objects 120 exceeds model.num_queries 100" in text
-  assert "coco/2017" in text and "prepare" in text
+  assert "batch_size 8 is not divisible by the 48 devices" in text
+  assert "dataset.max_objects 12 exceeds model.num_queries 10" in text
+  assert "fmnist_scenes/tiny" in text and "prepare" in text
   assert len(plan.problems) == 3, plan.report()
-  tiny = load_module("detr_scenes").get_config("tiny")  # with XLA's estimate of one device's train step
-  plan = dry_run.plan(tiny, devices=8, check_data=False, compile_step=True)
+  plan = dry_run.plan(tiny, devices=8, check_data=False, compile_step=True)  # XLA's estimate of one device's step
   assert plan.problems == [] and plan.activation_bytes > 0, plan.report()
