@@ -107,7 +107,7 @@ def test_a_detection_config_is_planned_as_a_detector(tmp_path):
   assert plan.problems == [], plan.report()
   assert "41,521,941 (41,299,541 trained" in plan.report()  # DETR-R50 at 80 classes: 41,524,768 - 11 * 257
   tiny = load_module("detr_scenes").get_config("tiny")
-  bad = tiny.unlock()
+  bad = load_module("detr_scenes").get_config("tiny").unlock()
   bad.dataset.max_objects, bad.dataset.data_dir = 12, str(tmp_path)
   plan = dry_run.plan(bad.lock(), devices=48, hosts=4)
   text = "\n".join(plan.problems)
