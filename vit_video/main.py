@@ -28,6 +28,9 @@ def main(argv: list[str]) -> None:
   logging.getLogger().setLevel(logging.INFO)
   if _DRY_RUN.dry_run.value:
     cli.dry_run(_CONFIG.value, _DRY_RUN)
+  if _CONFIG.value.get("task") == "detection":
+    raise app.UsageError(f"{_CONFIG.value.name!r} is a detection config: train it with `python -m "
+                         "vit_video.detection`")
   from vit_video.train import loop  # noqa: PLC0415
   _, s = cli.exit_on_failure(lambda: loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value))
   import jax  # noqa: PLC0415

@@ -98,6 +98,18 @@ def test_command_line_dry_run_exits_non_zero_on_a_problem(tiny_fmnist, tmp_path)
   assert "parameters" in proc.stdout and not os.path.exists(workdir)
 
 
+@pytest.mark.parametrize("command, config, message", [
+    ("vit_video.main", "detr_scenes.py:tiny", "'detr_scenes/tiny' is a detection config: train it with"),
+    ("vit_video.detection", "vit_fashion_mnist.py:quick", "is not a detection config"),
+])
+def test_each_command_refuses_the_other_kind_of_config(command, config, message, tmp_path):
+  proc = subprocess.run([sys.executable, "-m", command, f"--config={ROOT}/experiments/{config}",
+                         f"--workdir={tmp_path / 'never_written'}"], cwd=ROOT, capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-3000:]
+  assert not (tmp_path / "never_written").exists()
+
+
 def test_a_detection_config_is_planned_as_a_detector(tmp_path):
   """DETR's plan: its parameters (trained and frozen) at the declared slice; every problem of a bad slice and
   config at once: the batch over the devices, the targets beyond the queries, a dataset that is not prepared; and
