@@ -35,8 +35,8 @@ def detr_backbone_from_resnet(resnet: dict, detr_variables: dict) -> dict:
       moved[f"constants/backbone/{name}"] = value
   for name, value in stats.items():
     moved[f"constants/backbone/{name}"] = value
-  target = {f"{c}/{k}": v for c in ("params", "constants") for k, v in flat(detr_variables[c]).items()
-            if k.startswith("backbone/")}
+  out = {c: flat(detr_variables[c]) for c in ("params", "constants")}
+  target = {f"{c}/{k}": v for c in out for k, v in out[c].items() if k.startswith("backbone/")}
   missing, extra = sorted(set(target) - set(moved)), sorted(set(moved) - set(target))
   shapes = [f"{k}: classifier {np.shape(moved[k])}, DETR {np.shape(target[k])}"
             for k in sorted(set(target) & set(moved)) if np.shape(moved[k]) != np.shape(target[k])]
@@ -45,7 +45,6 @@ def detr_backbone_from_resnet(resnet: dict, detr_variables: dict) -> dict:
         [*([f"DETR arrays it lacks: {missing[:4]}{' ...' if len(missing) > 4 else ''}"] if missing else []),
          *([f"arrays DETR lacks: {extra[:4]}{' ...' if len(extra) > 4 else ''}"] if extra else []),
          *(["shapes differ: " + "; ".join(shapes[:3])] if shapes else [])]))
-  out = {c: flat(detr_variables[c]) for c in ("params", "constants")}
   for key, value in moved.items():
     collection, name = key.split("/", 1)
     out[collection][name] = np.asarray(value, dtype=target[key].dtype)
