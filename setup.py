@@ -41,6 +41,9 @@ setuptools.setup(
             "imageio-ffmpeg>=0.8,<1",  # an ffmpeg binary for decoding video files (no system install needed)
             "pycocotools>=2.0.10,<2.1",  # COCO box AP of detections (vit_video.data.coco_eval)
             "scipy>=1.10",  # DETR's Hungarian matching (vit_video.train.detr_loss)
+            "pycocoevalcap>=1.2,<1.3",  # BLEU and CIDEr of generated captions (the COCO caption evaluation)
+            "easy-vqa>=1.0,<1.1",  # the easy_vqa dataset's images and questions (bundled in the wheel)
+            "scikit-image>=0.26,<0.27",  # the natural photographs the Fourier-feature study regresses
         ],
         # Accelerators: jax's extras at the locked jax version (jaxlib is the same wheel; the plugin adds the device).
         "tpu": ["jax[tpu]>=0.10,<0.11"],
