@@ -21,6 +21,10 @@ The contract (tests/models/test_contract.py checks it for every name in MODELS):
                                 I3D, "fc8" for C3D); absent when num_classes == 0
       batch_norm: bool          True when the family keeps BatchNorm statistics in `batch_stats` (LRCN and VTN
                                 only with a ResNet backbone) and so has `axis_name`
+  - Feature grids: the image families ViT (and its hybrids), ResNet, BiT, ConvNeXt and Swin (Video Swin too) take
+    `return_grid=True` with `num_classes=0` and return the float32 map they would pool, [B,h,w,D] (ViT: the patch
+    tokens after the final LayerNorm, class token dropped), for models that attend over image regions (captioning,
+    VQA); tests/models/test_feature_grid.py checks that it averages to the pooled features.
 Every family file ends with `MODELS = {name: functools.partial(Class, **variant_attributes)}`; this module merges
 them. A reader goes from a name to its file in one hop: vit_* and r*_vit_* -> vit.py, resnet* -> resnet.py,
 bit_* -> bit.py, single_frame, late_fusion_*, early_fusion, slow_fusion -> video_cnn.py, c3d -> c3d.py,

@@ -92,6 +92,7 @@ class BiT(nn.Module):
   gn_epsilon: float = 1e-5  # timm's GroupNorm epsilon.
   std_eps: float = 1e-8  # Weight standardisation, (w - mean) / sqrt(var + std_eps), as timm.
   in_channels: int = 3  # Input channels C, checked on every call.
+  return_grid: bool = False  # With num_classes 0: return the final map relu(norm(x)) [B,h,w,D] instead of pooling.
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -104,6 +105,8 @@ class BiT(nn.Module):
     no dropout.
     """
     del train
+    if self.return_grid and self.num_classes:
+      raise ValueError(f"return_grid needs num_classes=0 (no classifier); got num_classes={self.num_classes}")
     if not self.stage_sizes:
       raise ValueError("stage_sizes is empty; BiT needs at least one stage")
     if x.ndim != 4 or x.shape[-1] != self.in_channels:
@@ -117,6 +120,8 @@ class BiT(nn.Module):
                    param_dtype=self.param_dtype, name=f"stage{i}")(x)
     x = nn.GroupNorm(num_groups=self.num_groups, epsilon=self.gn_epsilon, use_fast_variance=False,
                      dtype=self.dtype, param_dtype=self.param_dtype, name="norm")(x)
+    if self.return_grid:
+      return nn.relu(x).astype(jnp.float32)  # [B,h,w,D]
     x = jnp.mean(nn.relu(x), axis=(1, 2), dtype=jnp.float32)  # [B,D]
     if self.num_classes == 0:
       return x

@@ -111,6 +111,8 @@ class ConvNeXt(nn.Module):
 
   Attributes:
     num_classes: K; 0 returns the pooled, normalised features `[B, dims[-1]]`.
+    return_grid: with num_classes 0, return the last stage's map `[B,H/32,W/32,dims[-1]]` (before the pool and
+      the final LayerNorm, which normalises the pooled vector) instead.
     depths, dims: blocks and width per stage (as many stages as entries).
     kernel_size: of the depthwise convs.
     mlp_ratio: hidden width of the blocks' MLP / their width.
@@ -130,12 +132,16 @@ class ConvNeXt(nn.Module):
   layer_scale_init: float | None = 1e-6
   drop_path_rate: float = 0.0
   in_channels: int = 3
+  return_grid: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    """`[B,H,W,C] -> [B,K]` float32 logits (or `[B,D]` features when num_classes == 0)."""
+    """`[B,H,W,C] -> [B,K]` float32 logits (or `[B,D]` features when num_classes == 0, `[B,h,w,D]` with
+    return_grid)."""
+    if self.return_grid and self.num_classes:
+      raise ValueError(f"return_grid needs num_classes=0 (no classifier); got num_classes={self.num_classes}")
     check_input(self, x)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     x = conv(self.dims[0], 4, 4, pad=False, name="stem_conv", **kw)(x.astype(self.dtype))  # [B,H/4,W/4,D_0]
@@ -144,6 +150,8 @@ class ConvNeXt(nn.Module):
       x = ConvNeXtStage(width, rates, downsample=i > 0, kernel_size=self.kernel_size, mlp_ratio=self.mlp_ratio,
                         layer_scale_init=self.layer_scale_init, name=f"stage_{i}", **kw)(
                             x, deterministic=not train)  # [B,H_i,W_i,D_i]
+    if self.return_grid:
+      return x.astype(jnp.float32)  # [B,h,w,D]
     x = nn.LayerNorm(epsilon=LN_EPS, name="norm", **kw)(x.mean(axis=(1, 2)))  # [B,D]
     if not self.num_classes:
       return x.astype(jnp.float32)

@@ -118,6 +118,7 @@ class ResNet(nn.Module):
   stage_sizes: Sequence[int]  # Blocks per stage, e.g. (3, 4, 6, 3); stage i has width * 2**i features.
   block: str  # "basic" (resnet18/34) or "bottleneck" (resnet50/101/152).
   width: int = 64  # Stem channels and first-stage bottleneck width (64 in all published models).
+  return_grid: bool = False  # With num_classes 0: return the last feature map [B,h,w,D] instead of pooling it.
   zero_init_residual: bool = False  # Zero every block's last BN scale (Goyal et al. 2017); off as in torchvision.
   in_channels: int = 3  # Input channels C, checked on every call.
   axis_name: str | None = None  # Named batch axis for BatchNorm statistics under shard_map/pmap.
@@ -132,6 +133,8 @@ class ResNet(nn.Module):
     feature map is [B,ceil(H/2**(S+1)),ceil(W/2**(S+1)),D]. `train`: BatchNorm uses (and, with
     mutable=["batch_stats"], updates) batch statistics; otherwise the running averages.
     """
+    if self.return_grid and self.num_classes:
+      raise ValueError(f"return_grid needs num_classes=0 (no classifier); got num_classes={self.num_classes}")
     if self.block not in BLOCKS:
       raise ValueError(f"block {self.block!r} is not one of {sorted(BLOCKS)}")
     if not self.stage_sizes:
@@ -148,6 +151,8 @@ class ResNet(nn.Module):
           self.block, num_blocks, self.width * 2**i, strides=1 if i == 0 else 2,
           zero_init_residual=self.zero_init_residual, axis_name=self.axis_name, dtype=self.dtype,
           param_dtype=self.param_dtype, name=f"layer{i + 1}")(x, deterministic=not train)
+    if self.return_grid:
+      return x.astype(jnp.float32)  # [B,h,w,D]
     x = jnp.mean(x, axis=(1, 2), dtype=jnp.float32)  # [B,D]
     if self.num_classes == 0:
       return x

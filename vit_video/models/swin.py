@@ -185,6 +185,8 @@ class SwinBase(nn.Module, kw_only=True):
 
   Attributes:
     num_classes: K; 0 returns the pooled features `[B, width * 2**(S-1)]` instead of logits.
+    return_grid: with num_classes 0, return the last stage's token map after the final LayerNorm (`[B,h,w,D']`;
+      Video Swin `[B,t,h,w,D']`) instead of pooling it.
     width: C of the first stage; stage i has width * 2**i channels.
     depths, num_heads: blocks and attention heads per stage (as many stages as entries).
     mlp_ratio: MLP hidden width / block width.
@@ -211,11 +213,15 @@ class SwinBase(nn.Module, kw_only=True):
   in_channels: int = 3
   attention_implementation: Implementation = "einsum"
   sow_attention_weights: bool = False
+  return_grid: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
   def check_options(self) -> None:
-    """ValueError unless there is one head count per stage and `window_padding` is one of the family's."""
+    """ValueError unless there is one head count per stage, `window_padding` is one of the family's, and
+    return_grid comes without a classifier."""
+    if self.return_grid and self.num_classes:
+      raise ValueError(f"return_grid needs num_classes=0 (no classifier); got num_classes={self.num_classes}")
     if len(self.depths) != len(self.num_heads):
       raise ValueError(f"depths {self.depths} and num_heads {self.num_heads} must have one entry per stage")
     if self.window_padding not in self.window_paddings:
@@ -236,6 +242,8 @@ class SwinBase(nn.Module, kw_only=True):
           sow_attention_weights=self.sow_attention_weights, dtype=self.dtype, param_dtype=self.param_dtype,
           name=f"stage_{i}")(x, deterministic=not train)  # [B,*S_i,D_i]
     x = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, param_dtype=self.param_dtype, name="norm")(x)
+    if self.return_grid:
+      return x.astype(jnp.float32)  # [B,*S',D']
     x = x.mean(axis=tuple(range(1, x.ndim - 1)))  # [B,D']
     if not self.num_classes:
       return x.astype(jnp.float32)

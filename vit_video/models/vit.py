@@ -150,6 +150,8 @@ class ViT(TransformerOptions):
   Attributes (and TransformerOptions': mlp_dim, num_heads, dropout rates, stochastic depth, attention
   implementation, remat, dtypes):
     num_classes: K; 0 returns the pooled (pre-logits) features `[B,D']` instead of logits.
+    return_grid: with num_classes 0, return the encoder's patch tokens as a grid `[B,H/P,W/P,D]` (after the
+      final LayerNorm, class token dropped) instead of pooling them.
     patch_size: P; image (or trunk feature map) sides must be divisible by it.
     width, depth: D and the number of blocks.
     pool: "token" (class token) or "gap" (mean of all tokens, no class token).
@@ -178,10 +180,14 @@ class ViT(TransformerOptions):
   in_channels: int = 3
   head_bias_init: float = 0.0
   scan: bool = False
+  return_grid: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    """`[B,H,W,C] -> [B,K]` float32 logits (or `[B,D']` features when num_classes == 0)."""
+    """`[B,H,W,C] -> [B,K]` float32 logits (or `[B,D']` features when num_classes == 0, `[B,h,w,D]` with
+    return_grid)."""
+    if self.return_grid and self.num_classes:
+      raise ValueError(f"return_grid needs num_classes=0 (no classifier); got num_classes={self.num_classes}")
     if x.ndim != 4:
       raise ValueError(f"ViT expects images [B,H,W,C]; got shape {x.shape}")
     if x.shape[-1] != self.in_channels:
@@ -203,11 +209,15 @@ class ViT(TransformerOptions):
       raise ValueError(f"image size {x.shape[1:3]} is not divisible by patch size {self.patch_size}")
     x = PatchEmbedding((self.patch_size, self.patch_size), self.width, dtype=self.dtype,
                        param_dtype=self.param_dtype, name="embedding")(x)  # [B,H/P,W/P,D]
+    grid = x.shape[1:3]  # (h, w) = (H/P, W/P)
     x = x.reshape(x.shape[0], -1, x.shape[-1])  # [B,N,D]
     if self.pool == "token":
       x = ClassToken(param_dtype=self.param_dtype, name="cls")(x)  # [B,1+N,D]
     x = Encoder(depth=self.depth, scan=self.scan, name="Transformer", **self.transformer_options())(
         x, deterministic=not train)
+    if self.return_grid:
+      tokens = x[:, 1:] if self.pool == "token" else x  # [B,N,D]
+      return tokens.reshape(tokens.shape[0], *grid, tokens.shape[-1]).astype(jnp.float32)  # [B,h,w,D]
     x = x[:, 0] if self.pool == "token" else x.mean(axis=1)  # [B,D]
     if self.representation_size is not None:
       x = nn.tanh(nn.Dense(self.representation_size, dtype=self.dtype, param_dtype=self.param_dtype,
