@@ -96,20 +96,25 @@ def score(references: Mapping[object, Sequence[str]], candidates: Mapping[object
   return {**{f"bleu{n + 1}": float(b) for n, b in enumerate(bleu)}, "cider": float(cider)}
 
 
-def cider_per_caption(references: Mapping[object, Sequence[str]], candidates: Mapping[object, str]) -> dict:
-  """CIDEr(-D) of each candidate against its references (document frequencies from all the references given)."""
+def bleu_per_caption(references: Mapping[object, Sequence[str]], candidates: Mapping[object, str]) -> dict:
+  """Sentence-level BLEU of each candidate against its own references, the mean of BLEU-1..4 (pycocoevalcap's
+  per-caption scores, smoothed by its tiny constants, so a caption with no 4-gram in common still ranks by its
+  shorter n-grams)."""
   gts, res = _prepared(references, candidates)
-  _, scores = Cider().compute_score(gts, res)
-  return {key: float(s) for key, s in zip(gts, scores)}
+  _, per_n = Bleu(4).compute_score(gts, res, verbose=0)  # [4][num captions]
+  return {key: float(np.mean([s[i] for s in per_n])) for i, key in enumerate(gts)}
 
 
 def consensus(captions: Sequence[str]) -> int:
-  """The index of the caption that agrees most with the others (Devlin et al. 2015's consensus re-ranking): the
-  one with the highest CIDEr(-D) against all the others as references. Ties: the first. One caption: 0."""
+  """The index of the caption that agrees most with the others (Devlin et al. 2015's consensus re-ranking): the one
+  with the highest `bleu_per_caption` against all the others as references. Ties: the first. One caption: 0.
+
+  BLEU, not CIDEr: CIDEr's document frequencies would come from these few captions, and an n-gram shared by every
+  caption's references (here all but one of the same captions) gets weight 0, so every score would be 0."""
   if not captions:
     raise ValueError("consensus needs at least one caption")
   if len(captions) == 1:
     return 0
-  scores = cider_per_caption({i: [c for j, c in enumerate(captions) if j != i] for i in range(len(captions))},
-                             dict(enumerate(captions)))
+  scores = bleu_per_caption({i: [c for j, c in enumerate(captions) if j != i] for i in range(len(captions))},
+                            dict(enumerate(captions)))
   return int(np.argmax([scores[i] for i in range(len(captions))]))
