@@ -87,3 +87,16 @@ def tiny_scenes(tmp_path_factory) -> str:
   data_dir = str(tmp_path_factory.mktemp("tiny_scenes"))
   prepare.prepare("fmnist_scenes/tiny", data_dir, manual_dir=raw)
   return data_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_captions(tmp_path_factory) -> str:
+  """A tfds data_dir holding `fmnist_captions/tiny` (48 train / 24 test 32x32 captioned scenes of 2-3 items)
+  prepared from the real Fashion-MNIST files (`make test` fetches them first)."""
+  from vit_video.data import prepare  # noqa: PLC0415  (TensorFlow only for these tests)
+  raw = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "raw", "fashion_mnist")
+  if not os.path.exists(os.path.join(raw, "train-images-idx3-ubyte.gz")):
+    pytest.skip("real Fashion-MNIST idx files absent: run `python -m vit_video.data.prepare fashion_mnist_local`")
+  data_dir = str(tmp_path_factory.mktemp("tiny_captions"))
+  prepare.prepare("fmnist_captions/tiny", data_dir, manual_dir=raw)
+  return data_dir
