@@ -97,13 +97,17 @@ def small_settings(name: str, fixture: Callable[[str], str], workdir: str) -> di
                                     "WORKDIR": workdir, "OVERRIDES": {"total_steps": 2}, "NUM_IMAGES": 2,
                                     "SCORE_THRESHOLD": 0.0, "CONVNEXT_CSV": os.path.join(
                                         ROOT, "experiments", "results", "convnext_vs_swin_quick", "results.csv")},
+      "fourier_features": lambda: {"ROOT": ROOT, "SIZE": 10, "STEPS": 3,
+                                   "MODEL": {"depth": 2, "width": 8, "num_features": 4}, "RESULTS_DIR": os.path.join(
+                                       ROOT, "experiments", "results", "fourier_features_cpu")},
   }
   return settings[name]()
 
 
 def test_every_notebook_has_settings():
   names = [os.path.splitext(os.path.basename(p))[0] for p in NOTEBOOKS]
-  assert {"train_quickstart", "vit_vs_resnet", "video_classics", "vivit_and_swin", "detr_and_convnext"} <= set(names)
+  assert {"train_quickstart", "vit_vs_resnet", "video_classics", "vivit_and_swin", "detr_and_convnext",
+          "fourier_features"} <= set(names)
   for name in names:
     small_settings(name, lambda fixture_name: fixture_name, "w")  # KeyError for a notebook without settings
 
