@@ -69,11 +69,11 @@ def make_model(config: ml_collections.ConfigDict, member: str) -> CoordinateMLP:
 
 def fit(model: CoordinateMLP, data: dict[str, np.ndarray], *, steps: int, learning_rate: float, seed: int,
         eval_every: int = 0) -> dict:
-  """Full-batch Adam on the MSE of data["train_coords"] [N,2] -> data["train_pixels"] [N,C] for `steps` steps.
+  """Full-batch Adam on the MSE of data["train_coords"] [N,d] -> data["train_pixels"] [N,C] for `steps` steps.
 
   Returns {"variables" (params and, for the Gaussian mapping, constants), "curve" [(step, train PSNR, test PSNR)]
   at step 0, every `eval_every` steps (0: only at the end) and at the end, "reconstruction" [H,W,C] float32 (the
-  MLP at every pixel of data["coords"])}. The steps run in jitted `lax.scan` chunks of `eval_every`.
+  MLP at every pixel of data["coords"] [H,W,d]), any d}. The steps run in jitted `lax.scan` chunks of `eval_every`.
   """
   if steps < 1:
     raise ValueError(f"steps={steps} must be >= 1")
@@ -110,8 +110,9 @@ def fit(model: CoordinateMLP, data: dict[str, np.ndarray], *, steps: int, learni
     params, opt_state = train_chunk(params, opt_state, length)
     done += length
     curve.append((done, *map(float, evaluate(params))))
-  coords = jnp.asarray(data["coords"])  # [H,W,2]
-  reconstruction = np.asarray(jax.jit(predict)(params, coords.reshape(-1, 2))).reshape(*coords.shape[:2], -1)
+  coords = jnp.asarray(data["coords"])  # [H,W,d] (or any [...,d])
+  flat = coords.reshape(-1, coords.shape[-1])  # [H*W,d]
+  reconstruction = np.asarray(jax.jit(predict)(params, flat)).reshape(*coords.shape[:-1], -1)  # [H,W,C]
   return {"variables": {"params": params, **constants}, "curve": curve, "reconstruction": reconstruction}
 
 
