@@ -1,0 +1,77 @@
+"""VQA with attention on easy-VQA: stacked attention networks (Yang et al. 2016) against the question-only and
+image-only baselines, each trained with one recipe and budget (vit_video/studies/vqa.py).
+
+    python -m vit_video.study --config=experiments/vqa.py:cpu --workdir=workdirs/vqa_cpu
+    python -m vit_video.study --config=experiments/vqa.py:tiny --workdir=/tmp/vqa_tiny   # seconds; for tests
+
+The dataset is built into `data_dir` by the study when it is absent (offline, from the installed easy-vqa package;
+about 15 s). Members (vit_video/models/vqa.py), all with the same image encoder, a two-stage basic-block ResNet
+(resnet18's blocks, one per stage, stem width 8: a 64x64 image gives an 8x8 grid of 16-channel regions, 64 regions)
+trained jointly from scratch, and the same width D = 64:
+
+  question_only    the LSTM's question vector -> answer (the language prior: the image is never read)
+  image_only       the mean of the regions -> answer (the question is never read)
+  pooled_lstm      LSTM question + mean region -> answer (fusion without attention)
+  san_lstm         SAN, 2 attention layers, LSTM question encoder (the paper's SAN(2, LSTM))
+  san_transformer  SAN, 2 attention layers, a 2-block transformer question encoder (mean over the words)
+
+Scales: `cpu` trains each member 1,500 steps of 64 questions (2.5 epochs of the 38,575 training questions) and scores
+all 9,673 test questions; `tiny` 4 steps of 8 on easy_vqa/tiny with tiny widths (the smoke test's).
+"""
+import ml_collections
+
+from vit_video import configs
+
+SCALES = ("cpu", "tiny")
+
+MEMBERS = {  # name -> VQA attributes over `model`
+    "question_only": dict(kind="question_only", question_encoder="lstm"),
+    "image_only": dict(kind="image_only", question_encoder="lstm"),  # the encoder is unused
+    "pooled_lstm": dict(kind="pooled", question_encoder="lstm"),
+    "san_lstm": dict(kind="san", question_encoder="lstm"),
+    "san_transformer": dict(kind="san", question_encoder="transformer"),
+}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  a = configs.parse_arg(arg, **{s: False for s in SCALES})
+  picked = [s for s in SCALES if a[s]] or ["cpu"]
+  if len(picked) > 1:
+    raise ValueError(f"pick one scale of {', '.join(SCALES)}; got {', '.join(picked)}")
+  scale = picked[0]
+  tiny = scale == "tiny"
+  c = ml_collections.ConfigDict()
+  c.study = "vqa"  # The study that runs this config (vit_video/studies/vqa.py).
+  c.name = f"vqa/{scale}"
+  c.seed = 0  # Initialisation, batch order and dropout of every member.
+  c.dataset = "easy_vqa/tiny" if tiny else "easy_vqa"  # A config of vit_video/data/easy_vqa.py.
+  c.data_dir = "./data/tfds"  # tfds data_dir; the study builds the dataset there when it is absent.
+  c.max_length = 10  # L: questions padded to this many words (easy-VQA's longest has 9).
+
+  # One recipe for every member: Adam, linear warm-up, cosine decay to 0, softmax cross-entropy over the answers.
+  c.batch_size = 8 if tiny else 64
+  c.steps = 4 if tiny else 1500
+  c.learning_rate = 1e-3
+  c.warmup_steps = 1 if tiny else 100
+  c.log_every_steps = 2 if tiny else 100
+  c.eval_batch_size = 32 if tiny else 500
+
+  c.model = ml_collections.ConfigDict(dict(  # VQA attributes every member shares (vit_video/models/vqa.py)
+      width=8 if tiny else 64,  # D: question vector and regions
+      embed_dim=6 if tiny else 32,  # the LSTM's word embeddings
+      transformer_depth=1 if tiny else 2,
+      transformer_heads=2 if tiny else 4,
+      transformer_mlp_dim=12 if tiny else 128,
+      transformer_pool="mean",
+      attention_layers=2,  # K, the paper's best
+      attention_dim=10 if tiny else 64,  # A
+      image_model="resnet18",
+      image_options=dict(stage_sizes=(1, 1), width=4 if tiny else 8),
+  ))
+  c.members = ml_collections.ConfigDict(MEMBERS)
+  c.models = tuple(MEMBERS)  # table order (a ConfigDict's keys come back sorted)
+  c.figure = ml_collections.ConfigDict(dict(
+      member="san_lstm",  # whose stacked attention attention.png shows
+      examples=3 if tiny else 6,  # test questions shown: the first of each type, then the next ones
+  ))
+  return c.lock()
