@@ -98,7 +98,8 @@ def small_settings(name: str, fixture: Callable[[str], str], workdir: str) -> di
                                     "SCORE_THRESHOLD": 0.0, "CONVNEXT_CSV": os.path.join(
                                         ROOT, "experiments", "results", "convnext_vs_swin_quick", "results.csv")},
       "fourier_features": lambda: {"ROOT": ROOT, "SIZE": 10, "STEPS": 3,
-                                   "MODEL": {"depth": 2, "width": 8, "num_features": 4}, "RESULTS_DIR": os.path.join(
+                                   "MODEL": {"depth": 2, "width": 8, "num_features": 4},
+                                   "MEMBERS": ["none", "gaussian_10"], "RESULTS_DIR": os.path.join(
                                        ROOT, "experiments", "results", "fourier_features_cpu")},
   }
   return settings[name]()
