@@ -8,8 +8,9 @@ MLP with a sigmoid output, 256 frequencies, full-batch Adam at 1e-3 for 2,000 st
 256 x 256 grid of even rows and columns), PSNR on the other pixels; its Table 1 natural-image row is 19.32 /
 21.71 / 24.95 / 25.57 dB for no mapping / basic / positional encoding / Gaussian at sigma 10. Members here: those
 four, and the Gaussian at sigma 1 and 100 (the paper's Figure 3 scales: too smooth, and overfitting). Positional
-encoding: 128 log-linear frequencies per coordinate up to sigma = 2^6 = 64 (256 in all, as many as the Gaussian's),
-the top frequency of the log-linear encoding in the paper's experiment notebooks.
+encoding: 128 log-linear frequencies per coordinate from 1 to sigma = 2^6 = 64 cycles per image (256 in all, as
+many as the Gaussian's). The paper tunes this scale per task; 2^6 is the `posenc_scale = 6` of a public port of its
+experiment code (its own table of scales could not be read offline here), so this value is our choice.
 
 Scales (sigmas are given at 512 px and the study scales them to the image size: study vit_video/studies/
 fourier_features.py):
