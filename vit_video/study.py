@@ -26,9 +26,9 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   import jax  # noqa: PLC0415  (TensorFlow and JAX load here, after flags are parsed)
   from vit_video import versions  # noqa: PLC0415
-  from vit_video.studies import fourier_features, video_comparison, vit_vs_resnet, vqa  # noqa: PLC0415
+  from vit_video.studies import fourier_features, long_range, video_comparison, vit_vs_resnet, vqa  # noqa: PLC0415
   studies = {"vit_vs_resnet": vit_vs_resnet, "video_comparison": video_comparison, "fourier_features": fourier_features,
-             "vqa": vqa}
+             "vqa": vqa, "long_range": long_range}
   config = _CONFIG.value
   if "study" not in config or config.study not in studies:
     raise app.UsageError(f"the config's `study` field must name one of {', '.join(studies)}; got "
