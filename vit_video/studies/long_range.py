@@ -159,7 +159,7 @@ def train_member(config: ml_collections.ConfigDict, name: str, folder: RunFolder
   """Trains and scores one member in `folder`; returns (and writes) its summary."""
   model = build_model(config, name)
   first = train_batch(config, 0)
-  params = model.init(jax.random.key(config.seed), first["tokens"], train=False)["params"]
+  params = jax.jit(functools.partial(model.init, train=False))(jax.random.key(config.seed), first["tokens"])["params"]
   num_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
   grad_init = gradient_norms_by_distance(model, params, config)
   tx = optimizer(config)
@@ -184,8 +184,7 @@ def train_member(config: ml_collections.ConfigDict, name: str, folder: RunFolder
                                             "init": grad_init, "trained": grad_trained})
   summary = {"model": name, "variant": config.members[name].variant, "params": num_params,
              "steps": int(config.train.steps), "train_examples": examples, "train_seconds": train_seconds,
-             "eval_seconds": eval_seconds, "accuracy": {str(d): a for d, a in accuracy.items()},
-             "grad_ratio_init": grad_init[-1] / grad_init[0], "grad_ratio_trained": grad_trained[-1] / grad_trained[0]}
+             "eval_seconds": eval_seconds, "accuracy": {str(d): a for d, a in accuracy.items()}}
   folder.write_summary(summary)
   return summary
 
@@ -204,11 +203,20 @@ def breakdown(accuracy: dict[int, float], chance: float, n: int) -> tuple[int | 
   return below, at_chance
 
 
-def summary_row(config: ml_collections.ConfigDict, summary: dict) -> dict:
+def gradient_ratio(config: ml_collections.ConfigDict, norms: list[float]) -> float:
+  """||d loss / d x_t|| at the longest distance of the grid over that at the shortest (norms listed by distance
+  1..N; distance 1, the read-out position, is left out by any grid that starts above 1)."""
+  return norms[max(config.task.distances) - 1] / norms[min(config.task.distances) - 1]
+
+
+def summary_row(config: ml_collections.ConfigDict, summary: dict, curves: dict) -> dict:
+  """A member's table row from its summary and gradient_norms.json."""
   accuracy = {int(d): a for d, a in summary["accuracy"].items()}
   below, at_chance = breakdown(accuracy, 1 / config.task.vocab_size, config.eval.examples_per_distance)
   row = {k: summary[k] for k in ("model", "variant", "params", "steps", "train_examples", "train_seconds",
-                                  "eval_seconds", "grad_ratio_init", "grad_ratio_trained")}
+                                  "eval_seconds")}
+  row.update(grad_ratio_init=gradient_ratio(config, curves["init"]),
+             grad_ratio_trained=gradient_ratio(config, curves["trained"]))
   row.update({f"acc_d{d}": a for d, a in sorted(accuracy.items())})
   row.update(breaks_down_at=below, at_chance_from=at_chance)
   return row
@@ -240,8 +248,8 @@ def breakdown_sentences(config: ml_collections.ConfigDict, rows: list[dict]) -> 
     text = (f"- **{r['model']}**: " + ("above 50% at every distance" if below is None else
                                        f"breaks down at distance {below} (below 50%)"))
     text += "" if chance is None else f", at chance from distance {chance} on"
-    text += (f"; gradient norm at distance {config.task.eval_length} over distance 1: {r['grad_ratio_init']:.1e} at "
-             f"init, {r['grad_ratio_trained']:.1e} trained.")
+    text += (f"; gradient norm at distance {max(config.task.distances)} over distance {min(config.task.distances)}: "
+             f"{r['grad_ratio_init']:.1e} at init, {r['grad_ratio_trained']:.1e} trained.")
     lines.append(text)
   return "\n".join(lines)
 
@@ -343,8 +351,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, command: str = "", n
         summary = train_member(config, name, member)
       else:
         _LOG.info("long range [%d/%d] %s: finished before, skipped", index + 1, len(config.models), name)
-      rows.append(summary_row(config, summary))
       curves[name] = member.read_json("gradient_norms.json")
+      rows.append(summary_row(config, summary, curves[name]))
       _LOG.info("long range [%d/%d] %s: %s", index + 1, len(config.models), name,
                 ", ".join(f"d={d} {100 * a:.1f}%" for d, a in summary["accuracy"].items()))
       if jax.process_index() == 0:
