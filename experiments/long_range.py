@@ -9,7 +9,9 @@ chance is 1/16. The models
 (vit_video/models/sequence.py VARIANTS, about 26k parameters each): an LSTM of 64 units, a GRU of 74, a
 Transformer of width 32, 3 blocks, 2 heads, sinusoidal positions, each reading out the last position. The study
 (vit_video/studies/long_range.py) trains them on the same batches and reports accuracy per distance and the
-LSTM's (and the others') gradient norms with respect to early inputs.
+LSTM's (and the others') gradient norms with respect to early inputs; then the LSTM and the GRU again, trained on
+one distance at a time (sequences of exactly d tokens), to see up to which distance the dependency can be learnt
+from its own gradient.
 
 Scales: `cpu` the committed run (experiments/results/long_range_cpu/); `tiny` toy sizes for the tests (seconds).
 """
@@ -54,6 +56,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.examples_per_distance = 4 if tiny else 256  # Test sequences per distance.
   c.eval.batch_size = 4 if tiny else 64  # Evaluation batch.
   c.eval.grad_examples = 3 if tiny else 32  # Test sequences the gradient norms are averaged over.
+
+  c.single = ml_collections.ConfigDict()  # Members trained on one distance only (after the mix; none: skipped).
+  c.single.models = ("lstm",) if tiny else ("lstm", "gru")  # Models trained so...
+  c.single.distances = (8,) if tiny else (8, 32, 128, 512, 1024)  # ...once per distance, on sequences of d tokens...
+  c.single.steps = 4 if tiny else 400  # ...for this many steps (the mix's recipe otherwise).
 
   c.models = ("lstm", "gru", "transformer")  # Table order.
   toy = {"lstm": dict(features=6, embed_dim=5), "gru": dict(features=7, embed_dim=5),

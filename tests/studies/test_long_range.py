@@ -32,6 +32,9 @@ def test_tiny_study_writes_the_report_and_a_rerun_trains_nothing(tmp_path, monke
   report = (tmp_path / "results.md").read_text()
   assert "| lstm |" in report and "Command: `pytest`" in report and "versions here" in report
   assert "breaks down" in report or "above 50% at every distance" in report
+  single = list(csv.DictReader(io.StringIO((tmp_path / "single_distance.csv").read_text())))
+  assert [(r["model"], r["distance"]) for r in single] == [("lstm", "8")] and 0 <= float(single[0]["accuracy"]) <= 1
+  assert (tmp_path / "lstm_only_d8" / "summary.json").exists() and "| lstm | " in report.split("one distance only")[1]
   monkeypatch.setattr(long_range, "train_member", lambda *a: pytest.fail("a finished member was retrained"))
   assert long_range.run(config, str(tmp_path)) == rows
   other = config.copy_and_resolve_references()

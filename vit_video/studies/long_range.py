@@ -21,6 +21,13 @@ accuracy.png (accuracy against distance) and gradient_norms.png (gradient norms 
 
 "Breaks down at": the first distance of the grid at which test accuracy falls below 50%; "at chance from": the
 first distance from which it stays within 3 binomial standard errors of chance (1/K).
+
+Trained on one distance only (`single`): the mix lets a model learn to keep the answer on short distances, where
+its gradient has not vanished, and then keep it for longer. Each `single.models` x `single.distances` member
+instead trains `single.steps` steps on sequences of exactly d tokens (the marked answer first, so d - 1 steps to
+carry it) and is scored there: whether the long dependency can be learnt at all from its own, vanishing, gradient.
+These runs are workdir/<model>_only_d<d>/, their accuracies the report's second table (single_distance.csv) and
+the dashed lines of accuracy.png.
 """
 import csv
 import functools
@@ -42,9 +49,21 @@ from vit_video.train import run_lock
 from vit_video.train.run_folder import RunFolder
 
 _LOG = logging.getLogger(__name__)
-REPORT = ("results.csv", "results.md", "accuracy.png", "gradient_norms.png")  # in the study's folder
+REPORT = ("results.csv", "results.md", "accuracy.png", "gradient_norms.png", "single_distance.csv")  # in workdir
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 BREAKDOWN_ACCURACY = 0.5
+SINGLE_COLUMNS = ("model", "distance", "params", "steps", "train_seconds", "accuracy")
+
+
+def single_distance_config(config: ml_collections.ConfigDict, distance: int) -> ml_collections.ConfigDict:
+  """The config of a member trained and scored on `distance` alone: sequences of exactly that many tokens,
+  `single.steps` steps."""
+  c = config.copy_and_resolve_references()
+  c.task.distances = (distance,)
+  c.task.eval_length = distance
+  c.train.train_lengths = (distance,)
+  c.train.steps = config.single.steps
+  return c
 
 
 def build_model(config: ml_collections.ConfigDict, name: str):
@@ -72,13 +91,15 @@ def train_batch(config: ml_collections.ConfigDict, step: int) -> dict[str, np.nd
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """ValueError naming the problem unless the models are members and every length fits the distances."""
-  unknown = [m for m in config.models if m not in config.members]
+  unknown = [m for m in (*config.models, *config.single.models) if m not in config.members]
   if not config.models or unknown:
     raise ValueError(f"models {tuple(config.models)} must be non-empty keys of members ({', '.join(config.members)})"
                      f"; not found: {unknown}")
   d = sorted(config.task.distances)
   if not d or d[0] < 1 or d[-1] > config.task.eval_length:
     raise ValueError(f"distances {d} must lie in [1, eval_length = {config.task.eval_length}]")
+  if config.single.models and (not config.single.distances or min(config.single.distances) < 1):
+    raise ValueError(f"single.distances {tuple(config.single.distances)} must be non-empty and >= 1")
   short = [n for n in config.train.train_lengths if n < d[0]]
   if not config.train.train_lengths or short:
     raise ValueError(f"train_lengths {tuple(config.train.train_lengths)} must be non-empty and hold the shortest "
@@ -149,14 +170,14 @@ def accuracy_by_distance(model, params, config: ml_collections.ConfigDict) -> di
 
 
 def member_config(config: ml_collections.ConfigDict, name: str) -> dict:
-  """What a member's run depends on (its config.json)."""
+  """What a member's run of model `name` depends on (its config.json)."""
   return json.loads(json.dumps({"name": name, "seed": config.seed, "dtype": config.dtype, "task": config.task.to_dict(),
                                 "train": config.train.to_dict(), "eval": config.eval.to_dict(),
                                 "member": config.members[name].to_dict()}))
 
 
 def train_member(config: ml_collections.ConfigDict, name: str, folder: RunFolder) -> dict:
-  """Trains and scores one member in `folder`; returns (and writes) its summary."""
+  """Trains and scores model `name` (a key of members) in `folder`; returns (and writes) its summary."""
   model = build_model(config, name)
   first = train_batch(config, 0)
   params = jax.jit(functools.partial(model.init, train=False))(jax.random.key(config.seed), first["tokens"])["params"]
@@ -241,6 +262,19 @@ def markdown_table(config: ml_collections.ConfigDict, rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
+def single_table(config: ml_collections.ConfigDict, rows: list[dict]) -> str:
+  """Accuracy (%) of the members trained on one distance only: a row per model, a column per distance."""
+  models = list(dict.fromkeys(r["model"] for r in rows))
+  distances = sorted(config.single.distances)
+  found = {(r["model"], r["distance"]): r for r in rows}
+  header = ["trained on d only"] + [f"d={d}" for d in distances]
+  lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(distances)]
+  for m in models:
+    lines.append("| " + " | ".join([m] + [f"{100 * found[m, d]['accuracy']:.1f}" if (m, d) in found else ""
+                                          for d in distances]) + " |")
+  return "\n".join(lines)
+
+
 def breakdown_sentences(config: ml_collections.ConfigDict, rows: list[dict]) -> str:
   lines = []
   for r in rows:
@@ -254,7 +288,7 @@ def breakdown_sentences(config: ml_collections.ConfigDict, rows: list[dict]) -> 
   return "\n".join(lines)
 
 
-def accuracy_figure(config: ml_collections.ConfigDict, rows: list[dict]) -> bytes:
+def accuracy_figure(config: ml_collections.ConfigDict, rows: list[dict], single: list[dict]) -> bytes:
   import matplotlib  # noqa: PLC0415
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # noqa: PLC0415
@@ -262,6 +296,10 @@ def accuracy_figure(config: ml_collections.ConfigDict, rows: list[dict]) -> byte
   fig, ax = plt.subplots(figsize=(6, 4))
   for r in rows:
     ax.plot(distances, [100 * r[f"acc_d{d}"] for d in distances], "o-", label=f"{r['model']} ({r['params']:,})")
+  colors = {r["model"]: f"C{i}" for i, r in enumerate(rows)}
+  for m in dict.fromkeys(r["model"] for r in single):
+    points = sorted((r["distance"], 100 * r["accuracy"]) for r in single if r["model"] == m)
+    ax.plot(*zip(*points), "s--", color=colors.get(m, "k"), label=f"{m}, trained on that distance only")
   ax.axhline(100 / config.task.vocab_size, color="gray", ls="--", label="chance")
   ax.set_xscale("log", base=2)
   ax.set(xlabel="distance d of the answer from the end (tokens)", ylabel="test accuracy (%)", ylim=(0, 102),
@@ -293,9 +331,9 @@ def _png(fig) -> bytes:
   return buffer.getvalue()
 
 
-def write_report(config: ml_collections.ConfigDict, folder: RunFolder, rows: list[dict], curves: dict[str, dict], *,
-                 command: str = "", notes: str = "") -> None:
-  """results.csv, results.md, accuracy.png and gradient_norms.png, each written atomically."""
+def write_report(config: ml_collections.ConfigDict, folder: RunFolder, rows: list[dict], curves: dict[str, dict],
+                 single: list[dict], *, command: str = "", notes: str = "") -> None:
+  """results.csv, results.md, accuracy.png, gradient_norms.png and single_distance.csv, each written atomically."""
   text = io.StringIO()
   writer = csv.DictWriter(text, fieldnames=columns(config), lineterminator="\n")
   writer.writeheader()
@@ -314,13 +352,22 @@ def write_report(config: ml_collections.ConfigDict, folder: RunFolder, rows: lis
       "there on):",
       breakdown_sentences(config, rows),
       "![accuracy against distance](accuracy.png)\n\n![gradient norms against distance](gradient_norms.png)"]
+  if single:
+    parts[4:4] = [f"Trained on one distance only: {config.single.steps} steps on sequences of exactly d tokens (the "
+                  "marked answer first), the same recipe and token budget per batch; test accuracy (%) there:",
+                  single_table(config, single)]
   if command:
     parts.append(f"Command: `{command}`")
   if notes:
     parts.append(notes)
   folder.write_text(REPORT[1], "\n\n".join(parts) + "\n")
-  folder.write_bytes(REPORT[2], accuracy_figure(config, rows))
+  folder.write_bytes(REPORT[2], accuracy_figure(config, rows, single))
   folder.write_bytes(REPORT[3], gradient_figure(config, curves))
+  text = io.StringIO()
+  writer = csv.DictWriter(text, fieldnames=SINGLE_COLUMNS, lineterminator="\n")
+  writer.writeheader()
+  writer.writerows({k: r[k] for k in SINGLE_COLUMNS} for r in single)
+  folder.write_text(REPORT[4], text.getvalue())
 
 
 def summary_table(config: ml_collections.ConfigDict, rows: list[dict]) -> str:
@@ -328,33 +375,48 @@ def summary_table(config: ml_collections.ConfigDict, rows: list[dict]) -> str:
   return markdown_table(config, rows) + "\n\n" + breakdown_sentences(config, rows)
 
 
+def _member(config: ml_collections.ConfigDict, model: str, member: RunFolder, label: str) -> dict:
+  """The summary of model `model`'s run of `config` in `member`, training it first unless it finished."""
+  member.makedirs()
+  wanted = member_config(config, model)
+  saved = member.read_config()
+  if saved is not None and saved != wanted:
+    differ = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+    raise ValueError(f"{member} holds a run of another config (differs in {differ}); use a new workdir, or "
+                     "delete that folder to start it again")
+  summary = member.read_summary()
+  if summary is None:
+    member.write_config(wanted)
+    _LOG.info("long range %s: training", label)
+    summary = train_member(config, model, member)
+  else:
+    _LOG.info("long range %s: finished before, skipped", label)
+  _LOG.info("long range %s: %s", label, ", ".join(f"d={d} {100 * a:.1f}%" for d, a in summary["accuracy"].items()))
+  return summary
+
+
 def run(config: ml_collections.ConfigDict, workdir: str, *, command: str = "", notes: str = "") -> list[dict]:
-  """Trains (or skips, when finished) every member, rewriting the report after each; returns the rows in order."""
+  """Trains (or skips, when finished) every member, rewriting the report after each; returns the rows of the mixed
+  training in order (the single-distance rows are in the report)."""
   check_config(config)
   folder = RunFolder(workdir)
   folder.makedirs()
-  rows, curves = [], {}
+  rows, curves, single = [], {}, []
+  singles = [(m, d) for m in config.single.models for d in config.single.distances]
+  total = len(config.models) + len(singles)
   with run_lock.hold(folder / run_lock.LOCK):
     for index, name in enumerate(config.models):
       member = folder.child(name)
-      member.makedirs()
-      wanted = member_config(config, name)
-      saved = member.read_config()
-      if saved is not None and saved != wanted:
-        differ = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
-        raise ValueError(f"{member} holds a run of another config (differs in {differ}); use a new workdir, or "
-                         "delete that folder to start it again")
-      summary = member.read_summary()
-      if summary is None:
-        member.write_config(wanted)
-        _LOG.info("long range [%d/%d] %s: training", index + 1, len(config.models), name)
-        summary = train_member(config, name, member)
-      else:
-        _LOG.info("long range [%d/%d] %s: finished before, skipped", index + 1, len(config.models), name)
+      summary = _member(config, name, member, f"[{index + 1}/{total}] {name}")
       curves[name] = member.read_json("gradient_norms.json")
       rows.append(summary_row(config, summary, curves[name]))
-      _LOG.info("long range [%d/%d] %s: %s", index + 1, len(config.models), name,
-                ", ".join(f"d={d} {100 * a:.1f}%" for d, a in summary["accuracy"].items()))
       if jax.process_index() == 0:
-        write_report(config, folder, rows, curves, command=command, notes=notes)
+        write_report(config, folder, rows, curves, single, command=command, notes=notes)
+    for index, (name, d) in enumerate(singles, start=len(config.models) + 1):
+      summary = _member(single_distance_config(config, d), name, folder.child(f"{name}_only_d{d}"),
+                        f"[{index}/{total}] {name} trained on d={d} only")
+      single.append({"model": name, "distance": d, "params": summary["params"], "steps": summary["steps"],
+                     "train_seconds": summary["train_seconds"], "accuracy": summary["accuracy"][str(d)]})
+      if jax.process_index() == 0:
+        write_report(config, folder, rows, curves, single, command=command, notes=notes)
   return rows
