@@ -101,6 +101,8 @@ def small_settings(name: str, fixture: Callable[[str], str], workdir: str) -> di
                                    "MODEL": {"depth": 2, "width": 8, "num_features": 4},
                                    "MEMBERS": ["none", "gaussian_10"], "RESULTS_DIR": os.path.join(
                                        ROOT, "experiments", "results", "fourier_features_cpu")},
+      "long_range": lambda: {"ROOT": ROOT, "MODELS": ("lstm",), "STEPS": 4, "TINY": True, "RESULTS_DIR": os.path.join(
+          ROOT, "experiments", "results", "long_range_cpu")},
   }
   return settings[name]()
 
@@ -108,7 +110,7 @@ def small_settings(name: str, fixture: Callable[[str], str], workdir: str) -> di
 def test_every_notebook_has_settings():
   names = [os.path.splitext(os.path.basename(p))[0] for p in NOTEBOOKS]
   assert {"train_quickstart", "vit_vs_resnet", "video_classics", "vivit_and_swin", "detr_and_convnext",
-          "fourier_features"} <= set(names)
+          "fourier_features", "long_range"} <= set(names)
   for name in names:
     small_settings(name, lambda fixture_name: fixture_name, "w")  # KeyError for a notebook without settings
 
