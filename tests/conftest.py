@@ -100,3 +100,13 @@ def tiny_captions(tmp_path_factory) -> str:
   data_dir = str(tmp_path_factory.mktemp("tiny_captions"))
   prepare.prepare("fmnist_captions/tiny", data_dir, manual_dir=raw)
   return data_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_easy_vqa(tmp_path_factory) -> str:
+  """A tfds data_dir holding `easy_vqa/tiny` (the 123 train / 61 test questions of 12 / 6 images), built from the
+  installed easy-vqa package."""
+  from vit_video.data import prepare  # noqa: PLC0415  (TensorFlow only for these tests)
+  data_dir = str(tmp_path_factory.mktemp("tiny_easy_vqa"))
+  prepare.prepare("easy_vqa/tiny", data_dir)
+  return data_dir
