@@ -106,15 +106,21 @@ def bleu_per_caption(references: Mapping[object, Sequence[str]], candidates: Map
 
 
 def consensus(captions: Sequence[str]) -> int:
-  """The index of the caption that agrees most with the others (Devlin et al. 2015's consensus re-ranking): the one
-  with the highest `bleu_per_caption` against all the others as references. Ties: the first. One caption: 0.
+  """The index of the caption that agrees most with the others (Devlin et al. 2015's consensus re-ranking): the
+  caption most often among them, and among those the one with the highest `bleu_per_caption` against all the other
+  distinct captions as references. Ties: the first. One caption: 0.
 
-  BLEU, not CIDEr: CIDEr's document frequencies would come from these few captions, and an n-gram shared by every
-  caption's references (here all but one of the same captions) gets weight 0, so every score would be 0."""
+  Each distinct caption is scored once (a repeated reference changes no BLEU count), which keeps the cost at
+  distinct x distinct sentence pairs. BLEU, not CIDEr: CIDEr's document frequencies would come from these few
+  captions, and an n-gram shared by every caption's references (all but one of the same captions) gets weight 0,
+  so every score would be 0."""
   if not captions:
     raise ValueError("consensus needs at least one caption")
-  if len(captions) == 1:
+  counts = Counter(captions)
+  distinct = list(counts)
+  if len(distinct) == 1:
     return 0
-  scores = bleu_per_caption({i: [c for j, c in enumerate(captions) if j != i] for i in range(len(captions))},
-                            dict(enumerate(captions)))
-  return int(np.argmax([scores[i] for i in range(len(captions))]))
+  scores = bleu_per_caption({i: [d for d in distinct if d != c] for i, c in enumerate(distinct)},
+                            dict(enumerate(distinct)))
+  best = max(range(len(distinct)), key=lambda i: (counts[distinct[i]], scores[i], -i))
+  return captions.index(distinct[best])

@@ -3,7 +3,8 @@
 A decoder is given as `step_fn(state, token [B]) -> (log_probs [B,V], alpha [B,N], new_state)` and its initial
 `state`, a pytree whose every leaf has the batch first (e.g. `ShowAttendTell.decode_step` and `init_state` bound
 to their variables). Both searches start from <bos>, stop a caption at its <eos> (kept in the output, then <pad> = 0)
-and at `max_len` words, and run whole under jit (fixed shapes: a lax.scan over max_len steps).
+and at `max_len` words, and run whole under jit (fixed shapes: a lax.scan over max_len steps). <pad> and <bos> are
+never written (their log-probabilities are set to NEG before the choice).
 """
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,11 @@ def _check(max_len: int, beam_size: int = 1) -> None:
     raise ValueError(f"beam_size must be at least 1, got {beam_size}")
 
 
+def _allowed(log_probs: jax.Array, bos: int) -> jax.Array:
+  """[...,V] log-probabilities with <pad> and <bos> ruled out."""
+  return log_probs.at[..., PAD].set(NEG).at[..., bos].set(NEG)
+
+
 def greedy(step_fn: StepFn, state: Any, *, batch_size: int, bos: int, eos: int,
            max_len: int) -> dict[str, jax.Array]:
   """The most likely word at every step -> {"tokens": [B,max_len] int32 (words, <eos>, then <pad>), "alphas":
@@ -32,6 +38,7 @@ def greedy(step_fn: StepFn, state: Any, *, batch_size: int, bos: int, eos: int,
   def body(carry, _):
     state, token, done, log_prob = carry
     log_probs, alpha, state = step_fn(state, token)  # [B,V], [B,N]
+    log_probs = _allowed(log_probs, bos)
     word = jnp.argmax(log_probs, -1).astype(jnp.int32)  # [B]
     word = jnp.where(done, PAD, word)
     log_prob = log_prob + jnp.where(done, 0.0, jnp.take_along_axis(log_probs, word[:, None], -1)[:, 0])
@@ -60,7 +67,7 @@ def beam_search(step_fn: StepFn, state: Any, *, batch_size: int, beam_size: int,
     last = jnp.where(t == 0, bos, tokens[:, :, jnp.maximum(t - 1, 0)])  # [B,K]
     log_probs, alpha, state = step_fn(state, flat(last))  # [B*K,V], [B*K,N]
     v = log_probs.shape[-1]
-    log_probs = log_probs.reshape(b, k, v)
+    log_probs = _allowed(log_probs.reshape(b, k, v), bos)
     finished = jnp.full((v,), NEG).at[PAD].set(0.0)  # a finished beam only continues with <pad>, at no cost
     log_probs = jnp.where(done[..., None], finished, log_probs)
     candidates = (scores[..., None] + log_probs).reshape(b, k * v)  # [B,K*V]
