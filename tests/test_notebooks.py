@@ -103,6 +103,8 @@ def small_settings(name: str, fixture: Callable[[str], str], workdir: str) -> di
                                        ROOT, "experiments", "results", "fourier_features_cpu")},
       "long_range": lambda: {"ROOT": ROOT, "MODELS": ("lstm",), "STEPS": 4, "TINY": True, "RESULTS_DIR": os.path.join(
           ROOT, "experiments", "results", "long_range_cpu")},
+      "vqa": lambda: {"ROOT": ROOT, "NUM_QUESTIONS": 3, "RESULTS_DIR": os.path.join(
+          ROOT, "experiments", "results", "vqa_cpu")},
   }
   return settings[name]()
 
@@ -110,7 +112,7 @@ def small_settings(name: str, fixture: Callable[[str], str], workdir: str) -> di
 def test_every_notebook_has_settings():
   names = [os.path.splitext(os.path.basename(p))[0] for p in NOTEBOOKS]
   assert {"train_quickstart", "vit_vs_resnet", "video_classics", "vivit_and_swin", "detr_and_convnext",
-          "fourier_features", "long_range"} <= set(names)
+          "fourier_features", "long_range", "vqa"} <= set(names)
   for name in names:
     small_settings(name, lambda fixture_name: fixture_name, "w")  # KeyError for a notebook without settings
 
