@@ -50,7 +50,8 @@ def test_tiny_study_writes_the_report_and_skips_finished_members(tmp_path, monke
   assert "the command" in (tmp_path / "study" / "results.md").read_text()
   # The attention maps of the trained SAN: K layers of the 8x8 grid (64x64 images), each a distribution.
   model = vqa.make_model(config, "san_lstm", len(vocabulary))
-  variables = vqa.load_variables(model, RunFolder(workdir).child("san_lstm"), test)
+  variables = vqa.load_variables(model, RunFolder(workdir).child("san_lstm"), test.batch(np.arange(2)))
+  assert tuple(RunFolder(workdir).read_json(vqa.VOCABULARY)) == vocabulary
   answers, attention = vqa.attention_maps(model, variables, *test.batch(np.arange(5)))
   assert answers.shape == (5,) and attention.shape == (2, 5, 8, 8)
   np.testing.assert_allclose(attention.sum(axis=(2, 3)), 1.0, rtol=1e-5)

@@ -13,6 +13,7 @@ split is scored: top-1 accuracy overall and per question type (shape, color, yes
   workdir/<member>/    config.json, metrics.jsonl (train loss and accuracy every `log_every_steps`), params.msgpack
                        (the final parameters, flax serialization) and summary.json (written last: a member with one
                        is finished and skipped on a re-run; one without is trained again from the start)
+  workdir/vocabulary.json           the question vocabulary (word of each id)
   workdir/results.csv, results.md   one row per member, rewritten after each
   workdir/attention.png             the stacked attention of `figure.member` on a few test questions, per layer
 
@@ -45,6 +46,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 _LOG = logging.getLogger(__name__)
 REPORT = ("results.csv", "results.md", "attention.png")  # in the study's folder
 PARAMS = "params.msgpack"  # in a member's folder
+VOCABULARY = "vocabulary.json"  # in the study's folder: the question vocabulary, ids in order
 COLUMNS = ("model", "kind", "question_encoder", "params", "steps", "train_seconds", "train_accuracy",
            "test_accuracy") + tuple(f"test_{t}_accuracy" for t in easy_vqa.QUESTION_TYPES)
 
@@ -233,9 +235,10 @@ def attention_figure(images: np.ndarray, texts: list[str], answers: list[str], t
   return out.getvalue()
 
 
-def load_variables(model: vqa_models.VQA, folder: RunFolder, data: Split) -> dict:
-  """A finished member's params.msgpack, restored onto the structure `model.init` gives."""
-  template = jax.eval_shape(lambda: model.init(jax.random.key(0), *data.batch(np.arange(2)), train=False))
+def load_variables(model: vqa_models.VQA, folder: RunFolder, inputs: tuple[np.ndarray, ...]) -> dict:
+  """A finished member's params.msgpack, restored onto the structure `model.init` gives on example `inputs` (image,
+  question, lengths)."""
+  template = jax.eval_shape(lambda: model.init(jax.random.key(0), *inputs, train=False))
   return flax.serialization.from_bytes(template, (folder / PARAMS).read_bytes())
 
 
@@ -243,7 +246,7 @@ def figure_png(config: ml_collections.ConfigDict, folder: RunFolder, test: Split
   """attention.png of `config.figure.member` on the first test question of each type, then the next ones."""
   member = config.figure.member
   model = make_model(config, member, vocab_size)
-  variables = load_variables(model, folder.child(member), test)
+  variables = load_variables(model, folder.child(member), test.batch(np.arange(2)))
   firsts = [int(np.argmax(test.types == t)) for t in range(len(easy_vqa.QUESTION_TYPES)) if np.any(test.types == t)]
   rows = np.array((firsts + [i for i in range(len(test)) if i not in firsts])[:config.figure.examples])
   image, question, lengths = test.batch(rows)
@@ -310,6 +313,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, command: str = "", n
   folder.makedirs()
   with run_lock.hold(folder.path / run_lock.LOCK):
     train, test, vocabulary = load_data(config)
+    folder.write_json(VOCABULARY, list(vocabulary))
     rows = []
     for index, name in enumerate(config.models):
       member = folder.child(name)
