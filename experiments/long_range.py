@@ -30,7 +30,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   tiny = picked[0] == "tiny"
   c = ml_collections.ConfigDict()
   c.study = "long_range"  # The study that runs this config (vit_video/studies/long_range.py).
-  c.title = "The RNN's long-range problem: marker recall against distance"  # The report's heading.
+  c.title = "The RNN's long-range problem: marked-token recall against distance"  # The report's heading.
   c.seed = 0  # Initialisation and the data streams (train and test batches are functions of it).
   c.dtype = "float32"  # Compute dtype, "float32" or "bfloat16".
 

@@ -62,6 +62,12 @@ def test_breakdown_is_the_first_distance_below_half_and_chance_the_tail_near_it(
   assert long_range.breakdown({8: 0.2, 16: 0.9, 32: 0.1}, 0.1, 100) == (8, 32)  # chance only from the tail
 
 
+def test_zero_from_is_where_the_gradient_underflows_for_good():
+  assert long_range.zero_from([0.5, 0.0, 0.1, 0.0, 0.0]) == 4
+  assert long_range.zero_from([0.5, 0.1]) is None
+  assert long_range.zero_from([0.0, 0.0]) == 1
+
+
 def test_gradient_norms_vanish_with_distance_through_an_lstm_not_through_attention():
   """At initialisation, ||d loss / d x_t|| through a toy LSTM falls by orders of magnitude from distance 2 to 48;
   through a one-block Transformer it stays within a factor of 3 (every token is one attention step from the

@@ -17,7 +17,7 @@ Member runs are workdir/<model>/ with config.json, metrics.jsonl (training loss 
 and summary.json; a member with a summary of the same config is skipped on a re-run, a half-finished one starts
 again (they take minutes), a folder of another config raises. After every member the report is rewritten
 atomically: results.csv, results.md (the accuracy table, where each model breaks down, the command and versions),
-accuracy.png (accuracy against distance) and gradient_norms.png (gradient norms against distance, log-log).
+accuracy.png (accuracy against distance) and gradient_norms.png (gradient norms against distance, log y).
 
 "Breaks down at": the first distance of the grid at which test accuracy falls below 50%; "at chance from": the
 first distance from which it stays within 3 binomial standard errors of chance (1/K).
@@ -230,6 +230,15 @@ def gradient_ratio(config: ml_collections.ConfigDict, norms: list[float]) -> flo
   return norms[max(config.task.distances) - 1] / norms[min(config.task.distances) - 1]
 
 
+def zero_from(norms: list[float]) -> int | None:
+  """The distance from which every gradient norm (listed by distance 1..N) is exactly 0, float32 underflow; None
+  if the last is not."""
+  d = len(norms)
+  while d > 0 and norms[d - 1] == 0.0:
+    d -= 1
+  return d + 1 if d < len(norms) else None
+
+
 def summary_row(config: ml_collections.ConfigDict, summary: dict, curves: dict) -> dict:
   """A member's table row from its summary and gradient_norms.json."""
   accuracy = {int(d): a for d, a in summary["accuracy"].items()}
@@ -237,7 +246,8 @@ def summary_row(config: ml_collections.ConfigDict, summary: dict, curves: dict) 
   row = {k: summary[k] for k in ("model", "variant", "params", "steps", "train_examples", "train_seconds",
                                   "eval_seconds")}
   row.update(grad_ratio_init=gradient_ratio(config, curves["init"]),
-             grad_ratio_trained=gradient_ratio(config, curves["trained"]))
+             grad_ratio_trained=gradient_ratio(config, curves["trained"]),
+             grad_zero_from_init=zero_from(curves["init"]), grad_zero_from_trained=zero_from(curves["trained"]))
   row.update({f"acc_d{d}": a for d, a in sorted(accuracy.items())})
   row.update(breaks_down_at=below, at_chance_from=at_chance)
   return row
@@ -246,7 +256,8 @@ def summary_row(config: ml_collections.ConfigDict, summary: dict, curves: dict) 
 def columns(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   return ("model", "variant", "params", "steps", "train_examples", "train_seconds", "eval_seconds") + tuple(
       f"acc_d{d}" for d in sorted(config.task.distances)) + (
-      "breaks_down_at", "at_chance_from", "grad_ratio_init", "grad_ratio_trained")
+      "breaks_down_at", "at_chance_from", "grad_ratio_init", "grad_ratio_trained", "grad_zero_from_init",
+      "grad_zero_from_trained")
 
 
 def markdown_table(config: ml_collections.ConfigDict, rows: list[dict]) -> str:
@@ -283,7 +294,10 @@ def breakdown_sentences(config: ml_collections.ConfigDict, rows: list[dict]) -> 
                                        f"breaks down at distance {below} (below 50%)"))
     text += "" if chance is None else f", at chance from distance {chance} on"
     text += (f"; gradient norm at distance {max(config.task.distances)} over distance {min(config.task.distances)}: "
-             f"{r['grad_ratio_init']:.1e} at init, {r['grad_ratio_trained']:.1e} trained.")
+             f"{r['grad_ratio_init']:.1e} at init, {r['grad_ratio_trained']:.1e} trained")
+    zeros = [f"{label} from distance {r[key]} on" for label, key in (
+        ("at init", "grad_zero_from_init"), ("trained", "grad_zero_from_trained")) if r[key] is not None]
+    text += f" (exactly 0, float32 underflow: {', '.join(zeros)})." if zeros else "."
     lines.append(text)
   return "\n".join(lines)
 
@@ -316,8 +330,9 @@ def gradient_figure(config: ml_collections.ConfigDict, curves: dict[str, dict]) 
   for i, (name, c) in enumerate(curves.items()):
     ax.plot(c["distance"], c["trained"], color=f"C{i}", label=f"{name} trained")
     ax.plot(c["distance"], c["init"], color=f"C{i}", ls=":", label=f"{name} at init")
-  ax.set(xscale="log", yscale="log", xlabel="distance N - t of input x_t from the end",
-         ylabel="||d loss / d x_t||", title="Gradient with respect to each input embedding")
+  ax.set(yscale="log", xlabel="distance N - t of input x_t from the end (geometric decay: a straight line)",
+         ylabel="||d loss / d x_t||, mean of sequences",
+         title="Gradient w.r.t. each input embedding (0, float32\nunderflow, is not drawn)")
   ax.legend(fontsize="small")
   return _png(fig)
 
