@@ -2,6 +2,7 @@
 image-only baselines, each trained with one recipe and budget (vit_video/studies/vqa.py).
 
     python -m vit_video.study --config=experiments/vqa.py:cpu --workdir=workdirs/vqa_cpu
+    python -m vit_video.study --config=experiments/vqa.py:long --workdir=workdirs/vqa_long
     python -m vit_video.study --config=experiments/vqa.py:tiny --workdir=/tmp/vqa_tiny   # seconds; for tests
 
 The dataset is built into `data_dir` by the study when it is absent (offline, from the installed easy-vqa package;
@@ -16,13 +17,15 @@ trained jointly from scratch, and the same width D = 64:
   san_transformer  SAN, 2 attention layers, a 2-block transformer question encoder (mean over the words)
 
 Scales: `cpu` trains each member 1,500 steps of 64 questions (2.5 epochs of the 38,575 training questions) and scores
-all 9,673 test questions; `tiny` 4 steps of 8 on easy_vqa/tiny with tiny widths (the smoke test's).
+all 9,673 test questions; `long` trains only question_only and san_lstm, 6,000 steps (10 epochs): does the SAN
+learn the yes/no questions given more time?; `tiny` 4 steps of 8 on easy_vqa/tiny with tiny widths (the smoke
+test's).
 """
 import ml_collections
 
 from vit_video import configs
 
-SCALES = ("cpu", "tiny")
+SCALES = ("cpu", "long", "tiny")
 
 MEMBERS = {  # name -> VQA attributes over `model`
     "question_only": dict(kind="question_only", question_encoder="lstm"),
@@ -50,7 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # One recipe for every member: Adam, linear warm-up, cosine decay to 0, softmax cross-entropy over the answers.
   c.batch_size = 8 if tiny else 64
-  c.steps = 4 if tiny else 1500
+  c.steps = {"cpu": 1500, "long": 6000, "tiny": 4}[scale]
   c.learning_rate = 1e-3
   c.warmup_steps = 1 if tiny else 100
   c.log_every_steps = 2 if tiny else 100
@@ -69,7 +72,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       image_options=dict(stage_sizes=(1, 1), width=4 if tiny else 8),
   ))
   c.members = ml_collections.ConfigDict(MEMBERS)
-  c.models = tuple(MEMBERS)  # table order (a ConfigDict's keys come back sorted)
+  # Table order (a ConfigDict's keys come back sorted); `long` trains the SAN and the language prior only.
+  c.models = ("question_only", "san_lstm") if scale == "long" else tuple(MEMBERS)
   c.figure = ml_collections.ConfigDict(dict(
       member="san_lstm",  # whose stacked attention attention.png shows
       examples=3 if tiny else 6,  # test questions shown: the first of each type, then the next ones
