@@ -78,7 +78,7 @@ def test_configs_pin_the_papers_setting():
   assert (paper.model.depth, paper.model.width, paper.model.num_features) == (4, 256, 256)
   cpu = get_config("fourier_features", "cpu")
   assert cpu.image_size == 64 and cpu.steps == 2000 and cpu.model.to_dict() == paper.model.to_dict()
-  assert [cpu.members[m].mapping for m in cpu.order] == ["none", "basic", "positional"] + ["gaussian"] * 3
+  assert [cpu.members[m].mapping for m in cpu.order] == ["none", "basic", "positional"] + ["gaussian"] * 4
   assert fourier_features.make_model(cpu, "gaussian_10").sigma == pytest.approx(10 * 64 / 512)
   with pytest.raises(ValueError, match="pick one scale"):
     get_config("fourier_features", "cpu,tiny")
