@@ -29,19 +29,16 @@ import time
 import flax
 import jax
 import jax.numpy as jnp
-import matplotlib
 import ml_collections
 import numpy as np
 import optax
 import tensorflow_datasets as tfds
+from matplotlib.figure import Figure
 
 from vit_video.data import builders, easy_vqa, prepare
 from vit_video.models import vqa as vqa_models
 from vit_video.train import run_lock
 from vit_video.train.run_folder import RunFolder
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 _LOG = logging.getLogger(__name__)
 REPORT = ("results.csv", "results.md", "attention.png")  # in the study's folder
@@ -217,7 +214,8 @@ def attention_figure(images: np.ndarray, texts: list[str], answers: list[str], t
                      attention: np.ndarray) -> bytes:
   """PNG: one row per question: the image, then each layer's attention [K,B,h,w] over it (nearest upsampling)."""
   k, b = attention.shape[:2]
-  fig, axes = plt.subplots(b, k + 1, figsize=(2.2 * (k + 1), 2.3 * b), squeeze=False)
+  fig = Figure(figsize=(2.2 * (k + 1), 2.3 * b))  # no pyplot: the caller's matplotlib backend is left alone
+  axes = fig.subplots(b, k + 1, squeeze=False)
   for i in range(b):
     axes[i, 0].imshow(images[i])
     axes[i, 0].set_title(f"{texts[i]}\n{answers[i]} (truth: {truths[i]})", fontsize=7)
@@ -231,7 +229,6 @@ def attention_figure(images: np.ndarray, texts: list[str], answers: list[str], t
   fig.tight_layout()
   out = io.BytesIO()
   fig.savefig(out, format="png", dpi=100)
-  plt.close(fig)
   return out.getvalue()
 
 
