@@ -8,4 +8,6 @@ the one its config names in `config.study`:
                         (`vit_vs_resnet_report`)
   video_comparison      video models x labels on one recipe: results.csv/.md (the classic video classifiers and
                         the video transformers)
+  vqa                   VQA on easy-VQA: stacked attention networks against question-only and image-only
+                        baselines, accuracy per question type, results.csv/.md and attention.png
 """
