@@ -19,7 +19,7 @@ shape 5,002, color 5,166, yes_no 28,407; the package's questions.json order, exa
 only the questions of the images with id < 12 (train) or < 6 (test), for tests. Nothing is downloaded: the data
 comes from the installed package (`pip install easy-vqa`, imported only when the dataset is built).
 
-  python -m vit_video.data.prepare easy_vqa        # ~1 min here (2 shared CPU cores)
+  python -m vit_video.data.prepare easy_vqa        # 14 s here, 42 s with the 2 CPU cores busy with other jobs
   python -m vit_video.data.prepare easy_vqa/tiny
 
 Question vocabulary (`tokenize`, `build_vocabulary`, `encode_questions`): lower-case words (runs of letters, digits

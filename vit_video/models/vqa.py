@@ -190,9 +190,8 @@ class VQA(nn.Module):
   def _regions(self, image: jax.Array, train: bool) -> jax.Array:
     """[B,H,W,C] -> v_I [B,N,D], N = h*w regions of the image family's grid, row-major."""
     options = dict(self.image_options or {})
-    if models.model_class(self.image_model).batch_norm:
+    if models.model_class(self.image_model).batch_norm:  # ValueError listing the names on an unknown one
       options["axis_name"] = self.axis_name
-    models.model_class(self.image_model)  # ValueError listing the names on an unknown one
     # MODELS[name](...) rather than create_model, whose first argument is also called `name`.
     grid = models.MODELS[self.image_model](
         num_classes=0, return_grid=True, in_channels=self.in_channels, dtype=self.dtype,

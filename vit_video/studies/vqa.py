@@ -321,7 +321,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, command: str = "", n
       else:
         _LOG.info("vqa [%d/%d] %s: finished before, skipped", index + 1, len(config.models), name)
       m = config.members[name]
-      rows.append({**summary, "kind": m.kind, "question_encoder": "-" if m.kind == "image_only" else m.question_encoder})
+      encoder = "-" if m.kind == "image_only" else m.question_encoder  # image_only reads no question
+      rows.append({**summary, "kind": m.kind, "question_encoder": encoder})
       _LOG.info("vqa [%d/%d] %s: test accuracy %s%%", index + 1, len(config.models), name,
                 _percent(summary["test_accuracy"]))
       write_report(folder, config, rows, test, command=command, notes=notes)
