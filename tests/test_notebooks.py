@@ -105,6 +105,8 @@ def small_settings(name: str, fixture: Callable[[str], str], workdir: str) -> di
           ROOT, "experiments", "results", "long_range_cpu")},
       "vqa": lambda: {"ROOT": ROOT, "NUM_QUESTIONS": 3, "RESULTS_DIR": os.path.join(
           ROOT, "experiments", "results", "vqa_cpu")},
+      "captioning": lambda: {"ROOT": ROOT, "DATA_DIR": fixture("tiny_captions"), "CONFIG_ARG": "tiny",
+                             "WORKDIR": workdir, "NUM_SCENES": 2},
   }
   return settings[name]()
 
@@ -112,7 +114,7 @@ def small_settings(name: str, fixture: Callable[[str], str], workdir: str) -> di
 def test_every_notebook_has_settings():
   names = [os.path.splitext(os.path.basename(p))[0] for p in NOTEBOOKS]
   assert {"train_quickstart", "vit_vs_resnet", "video_classics", "vivit_and_swin", "detr_and_convnext",
-          "fourier_features", "long_range", "vqa"} <= set(names)
+          "fourier_features", "long_range", "vqa", "captioning"} <= set(names)
   for name in names:
     small_settings(name, lambda fixture_name: fixture_name, "w")  # KeyError for a notebook without settings
 

@@ -69,6 +69,19 @@ def test_nearest_neighbours_are_the_most_cosine_similar_in_order():
   np.testing.assert_array_equal(found, expected)
 
 
+def test_noun_attention_measures_the_weight_on_the_named_items_quarters():
+  """A 2x4 grid (quarters: columns 0-1 left, 2-3 right); a bag in cell 1 (top right), trousers in cell 2 (bottom
+  left). "bag" puts 0.7 on the top right, "trousers" attends uniformly (1/4 on its quarter); "a" is no noun and
+  "shirt" names no item of the scene, so neither counts."""
+  vocab = ce.Vocabulary.build(["a bag above a shirt", "two bags", "a pair of trousers"])
+  tokens = np.array([[vocab.index[w] for w in ("a", "bag", "trousers", "shirt")] + [2]])
+  alphas = np.zeros((1, 5, 8))
+  alphas[0, 1, [2, 4]] = (0.7, 0.3)
+  alphas[0, 2:4] = 1 / 8
+  found = captioning.noun_attention(tokens, alphas, vocab, [np.array([8, 1])], [np.array([1, 2])], (2, 4))
+  assert found == pytest.approx({"weight": (0.7 + 0.25) / 2, "chance": 0.25, "words": 2})
+
+
 def _config(data_dir):
   spec = importlib.util.spec_from_file_location("captioning_config", os.path.join(ROOT, "experiments",
                                                                                   "captioning.py"))
@@ -89,6 +102,7 @@ def test_tiny_run_writes_the_report_and_is_skipped_when_finished(tiny_captions, 
   assert len(table) == len(rows) and int(table[0]["scenes"]) == 24
   assert int(table[1]["scenes"]) + int(table[2]["scenes"]) == 24
   assert "| attention_beam | test | 24 |" in (tmp_path / "results.md").read_text()
+  assert "of the word's attention falls on the quarters" in (tmp_path / "results.md").read_text()
   for stage in ("encoder", "decoder"):
     assert (tmp_path / stage / "summary.json").exists() and (tmp_path / stage / "metrics.jsonl").exists()
   start = time.perf_counter()

@@ -25,6 +25,7 @@ results.md hold one table, examples of captions, and attention.png the per-word 
 A finished study (summary.json) is not run again: its rows are read back.
 """
 import csv
+import functools
 import io
 import logging
 import math
@@ -40,7 +41,7 @@ import optax
 import tensorflow_datasets as tfds
 
 from vit_video import models
-from vit_video.data import builders, caption_eval
+from vit_video.data import builders, caption_eval, fmnist_captions
 from vit_video.data import fashion_mnist_local as fml
 from vit_video.models import caption_decoding, show_attend_tell
 from vit_video.train import run_lock
@@ -118,7 +119,8 @@ def train_encoder(config: ml_collections.ConfigDict, train: dict, test: dict, fo
   e = config.encoder
   model = encoder_model(config)
   images, targets = train["images"], cell_targets(train["labels"], train["cells"])
-  variables = dict(model.init(jax.random.key(config.seed), _pixels(images[:2]), train=False))
+  variables = dict(jax.jit(functools.partial(model.init, train=False))(jax.random.key(config.seed),
+                                                                       _pixels(images[:2])))
   if folder.read_summary() is not None:
     return flax.serialization.from_bytes(variables, (folder / "variables.msgpack").read_bytes())
   folder.makedirs()
@@ -152,9 +154,8 @@ def train_encoder(config: ml_collections.ConfigDict, train: dict, test: dict, fo
       _LOG.info("captioning encoder step %d/%d: loss %.4f", i + 1, e.steps, np.mean(losses))
       losses = []
   variables = {"params": params["model"], "batch_stats": batch_stats}
-  predict = jax.jit(lambda x: jnp.argmax(cell_logits(model.apply(variables, x, train=False), params["head"]), -1))
-  predicted = np.concatenate([np.asarray(predict(_pixels(test["images"][s])))
-                              for s in _batches(len(test["images"]), 256)])
+  grid = grid_features(model, variables, test["images"])  # [N,h,w,D]
+  predicted = np.argmax(np.asarray(cell_logits(jnp.asarray(grid), params["head"])), -1)  # [N,4]
   right = predicted == cell_targets(test["labels"], test["cells"])  # [N,4]
   folder.write_bytes("variables.msgpack", flax.serialization.to_bytes(variables))
   folder.write_summary({"steps": e.steps, "train_seconds": time.perf_counter() - start,
@@ -175,10 +176,20 @@ def annotations(config: ml_collections.ConfigDict, variables: dict, train_images
   return flat(train_grid), others, tuple(train_grid.shape[1:3])
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _grid(model, variables: dict, x: jax.Array) -> jax.Array:
+  return model.apply(variables, x, train=False)
+
+
 def grid_features(grid_model, variables: dict, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-  """uint8 [N,S,S,1] -> float32 [N,h,w,D], the frozen encoder's grid."""
-  apply = jax.jit(lambda x: grid_model.apply(variables, x, train=False))
-  return np.concatenate([np.asarray(apply(_pixels(images[s]))) for s in _batches(len(images), batch_size)])
+  """uint8 [N,S,S,1] -> float32 [N,h,w,D], the frozen encoder's grid (chunks of one shape: one compilation)."""
+  size = min(batch_size, len(images))
+  out = []
+  for s in _batches(len(images), size):
+    chunk = images[s]
+    padded = np.concatenate([chunk, np.zeros((size - len(chunk),) + chunk.shape[1:], chunk.dtype)])
+    out.append(np.asarray(_grid(grid_model, variables, _pixels(padded)))[:len(chunk)])
+  return np.concatenate(out)
 
 
 # --- decoder -----------------------------------------------------------------------------------------------------
@@ -199,8 +210,8 @@ def train_decoder(config: ml_collections.ConfigDict, annotations: np.ndarray, to
   annotations [N,h*w,D], tokens [N,R,L+1]. Writes params.msgpack, metrics.jsonl and summary.json."""
   d = config.decoder
   model = decoder_model(config, vocab_size)
-  params = model.init(jax.random.key(config.seed), jnp.asarray(annotations[:2]), jnp.asarray(tokens[:2, 0, :-1]),
-                      train=False)["params"]
+  params = jax.jit(functools.partial(model.init, train=False))(
+      jax.random.key(config.seed), jnp.asarray(annotations[:2]), jnp.asarray(tokens[:2, 0, :-1]))["params"]
   if folder.read_summary() is not None:
     return flax.serialization.from_bytes(params, (folder / "params.msgpack").read_bytes())
   folder.makedirs()
@@ -287,6 +298,31 @@ def retrieval_captions(neighbours: np.ndarray, train_captions: list[list[str]]) 
 # --- report ------------------------------------------------------------------------------------------------------
 
 
+def noun_attention(tokens: np.ndarray, alphas: np.ndarray, vocab: caption_eval.Vocabulary, labels: list[np.ndarray],
+                   cells: list[np.ndarray], grid_shape: tuple[int, int]) -> dict[str, float]:
+  """Does "bag" look at the bag? For every generated word naming an item class that the scene holds, the attention
+  weight on the quarters of the grid whose cell holds an item of that class. Returns {"weight": its mean,
+  "chance": the mean share of the grid those quarters cover (what uniform attention would give), "words": how many
+  words were counted}. tokens [N,L], alphas [N,L,h*w], labels and cells: N arrays (cell = row * 2 + column)."""
+  h, w = grid_shape
+  rows, cols = np.divmod(np.arange(h * w), w)
+  quarter = (rows >= h // 2) * 2 + (cols >= w // 2)  # [h*w]: the layout cell under each grid position
+  word_class = {vocab.index[noun.split()[-1]]: k for k, forms in enumerate(fmnist_captions.NOUNS) for noun in forms
+                if noun.split()[-1] in vocab.index}
+  weights, chances = [], []
+  for i in range(len(tokens)):
+    for t, token in enumerate(tokens[i]):
+      k = word_class.get(int(token))
+      if k is None or k not in labels[i]:
+        continue
+      held = np.isin(quarter, cells[i][labels[i] == k])  # [h*w]
+      weights.append(float(alphas[i, t][held].sum()))
+      chances.append(float(held.mean()))
+  return {"weight": float(np.mean(weights)) if weights else math.nan,
+          "chance": float(np.mean(chances)) if chances else math.nan, "words": len(weights)}
+
+
+
 def score_rows(method: str, candidates: list[str], references: list[list[str]], held_out: np.ndarray) -> list[dict]:
   """One row per split of SPLITS (a split with no scene: NaN scores)."""
   rows = []
@@ -343,7 +379,7 @@ def draw_attention(test: dict, tokens: np.ndarray, alphas: np.ndarray, vocab: ca
                      f"test {i}{' (held out)' if test['held_out'][i] else ''}", axes[row])
     for ax in axes[row, 1 + len(words):]:
       ax.axis("off")
-  fig.tight_layout()
+  fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.9, wspace=0.05, hspace=0.3)
   out = io.BytesIO()
   fig.savefig(out, format="png", dpi=110)
   plt.close(fig)
@@ -431,6 +467,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, command: str = "", n
     drawn = seen[:config.report.attention_scenes // 2] + held[:config.report.attention_scenes
                                                                 - config.report.attention_scenes // 2]
     figure = draw_attention(test, greedy_tokens, greedy_alphas, vocab, grid_shape, drawn)
+    looks = noun_attention(greedy_tokens, greedy_alphas, vocab, test["labels"], test["cells"], grid_shape)
     times["total_s"] = time.perf_counter() - start
     encoder_summary = folder.child("encoder").read_summary()
     preamble = (
@@ -443,11 +480,15 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, command: str = "", n
         f"{train_a.shape[-1]}. Decoder: {dict(config.decoder.model)}, {config.decoder.steps} steps of "
         f"{config.decoder.batch_size} pairs, lambda {config.decoder.penalty}. Beam size {config.decode.beam_size}; "
         f"retrieval k {config.retrieval.k}. BLEU and CIDEr(-D) from pycocoevalcap against the 5 references "
-        f"(lower-cased, split on non-letters; no PTB tokenizer). Times (s): "
+        f"(lower-cased, split on non-letters; no PTB tokenizer). Does \"bag\" look at the bag? Over the "
+        f"{looks['words']:,} words of the greedy test captions that name an item class the scene holds, "
+        f"{looks['weight']:.1%} of the word's attention falls on the quarters of the grid holding such an item "
+        f"({looks['chance']:.1%} with uniform attention). Times (s): "
         + ", ".join(f"{k[:-2]} {v:.0f}" for k, v in times.items()) + ".")
     if jax.process_index() == 0:
       write_report(folder, rows, examples=_examples(shown, test, candidates), figure=figure, preamble=preamble,
                    command=command, notes=notes)
       folder.write_summary({"rows": rows, "times": times, "vocab_size": len(vocab), "max_len": max_len,
+                            "noun_attention": looks,
                             "grid": [*grid_shape, train_a.shape[-1]]})
     return rows
