@@ -16,8 +16,8 @@ roughly scale invariant, so the best sigma per pixel should carry over).
 Each member's folder workdir/<image>/<member>/ holds summary.json (the PSNRs, seconds, the PSNR curve; written
 last, so a finished member is skipped on a re-run), reconstruction.png (the MLP at every pixel, 8-bit) and, for
 the Gaussian mapping, constants.npz (its fixed frequency matrix B, never trained). After every member the
-report is rewritten atomically: results.csv (one row per image and member), results.md (the PSNR table beside
-the paper's natural-image row) and reconstructions.png (images x members).
+report is rewritten atomically: config.json (the config), results.csv (one row per image and member),
+results.md (the PSNR table beside the paper's natural-image row) and reconstructions.png (images x members).
 """
 import csv
 import functools
@@ -41,7 +41,7 @@ from vit_video.train import run_lock
 from vit_video.train.run_folder import RunFolder, as_path
 
 _LOG = logging.getLogger(__name__)
-REPORT = ("results.csv", "results.md", "reconstructions.png")  # in the study's folder
+REPORT = ("config.json", "results.csv", "results.md", "reconstructions.png")  # in the study's folder
 COLUMNS = ("image", "member", "mapping", "sigma_paper", "sigma", "num_features", "steps", "train_psnr",
            "test_psnr", "seconds")
 # Tancik et al. (2020), Table 1, 2D image regression, natural images: test PSNR (dB) per mapping (Gaussian at the
@@ -238,12 +238,13 @@ def plot_reconstructions(config: ml_collections.ConfigDict, rows: list[dict], fo
 
 def write_report(config: ml_collections.ConfigDict, rows: list[dict], folder: RunFolder, *, command: str = "",
                  notes: str = "", figure: bool = True) -> None:
-  """results.csv, results.md and (when `figure`) reconstructions.png, each written atomically."""
+  """config.json, results.csv, results.md and (when `figure`) reconstructions.png, each written atomically."""
   text = io.StringIO()
   writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
   writer.writeheader()
   writer.writerows({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
-  folder.write_text(REPORT[0], text.getvalue())
+  folder.write_json(REPORT[0], config.to_dict())
+  folder.write_text(REPORT[1], text.getvalue())
   size = config.image_size
   parts = [
       f"# Fourier features: coordinate MLPs on {len(set(r['image'] for r in rows))} photographs at {size} x {size}",
@@ -261,13 +262,13 @@ def write_report(config: ml_collections.ConfigDict, rows: list[dict], folder: Ru
   parts.append(f"Photographs from scikit-image {metadata.version('scikit-image')} (skimage.data, bundled).")
   if notes:
     parts.append(notes)
-  folder.write_text(REPORT[1], "\n\n".join(parts) + "\n")
+  folder.write_text(REPORT[2], "\n\n".join(parts) + "\n")
   if not figure:
     return
   fig = plot_reconstructions(config, rows, folder)
   png = io.BytesIO()
   fig.savefig(png, format="png", dpi=110)
-  folder.write_bytes(REPORT[2], png.getvalue())
+  folder.write_bytes(REPORT[3], png.getvalue())
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, command: str = "", notes: str = "") -> list[dict]:
