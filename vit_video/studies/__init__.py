@@ -8,6 +8,8 @@ the one its config names in `config.study`:
                         (`vit_vs_resnet_report`)
   video_comparison      video models x labels on one recipe: results.csv/.md (the classic video classifiers and
                         the video transformers)
+  fourier_features      coordinate MLPs regressing photographs with each Fourier-feature mapping (Tancik et al.
+                        2020): PSNR beside the paper's, results.csv/.md and reconstructions.png
   vqa                   VQA on easy-VQA: stacked attention networks against question-only and image-only
                         baselines, accuracy per question type, results.csv/.md and attention.png
 """
