@@ -29,15 +29,21 @@ def test_gaussian_projection_is_a_constant_not_a_parameter():
   """B [d, m] ~ N(0, sigma^2) lives in "constants": no gradient reaches it, yet the output depends on it."""
   model = CoordinateMLP(mapping="gaussian", num_features=500, sigma=5.0, depth=2, width=8)
   v = jax.random.uniform(jax.random.key(1), (9, 3))
-  variables = model.init(jax.random.key(0), v, train=False)
+
+  @jax.jit
+  def check(v):
+    variables = model.init(jax.random.key(0), v, train=False)
+    b = variables["constants"]["fourier_features"]["projection"]
+    grads = jax.grad(lambda p: jnp.sum(model.apply({**variables, "params": p}, v, train=True)))(variables["params"])
+    moved = {**variables, "constants": {"fourier_features": {"projection": 2 * b}}}
+    return variables, grads, model.apply(variables, v, train=False), model.apply(moved, v, train=False)
+
+  variables, grads, out, out_moved = check(v)
   b = variables["constants"]["fourier_features"]["projection"]
   assert b.shape == (3, 500) and abs(float(jnp.std(b)) - 5.0) < 0.5
-  flat = flax.traverse_util.flatten_dict(variables["params"])
-  assert all("projection" not in path for path in flat)
-  grads = jax.grad(lambda p: jnp.sum(model.apply({**variables, "params": p}, v, train=True)))(variables["params"])
+  assert all("projection" not in path for path in flax.traverse_util.flatten_dict(variables["params"]))
   assert jax.tree.structure(grads) == jax.tree.structure(variables["params"])
-  moved = {**variables, "constants": {"fourier_features": {"projection": 2 * b}}}
-  assert not np.allclose(model.apply(variables, v, train=False), model.apply(moved, v, train=False))
+  assert not np.allclose(out, out_moved)
 
 
 def test_positional_mapping_spreads_the_frequencies_over_the_coordinates():
@@ -66,8 +72,13 @@ def test_bf16_activations_float32_output():
   """dtype=bfloat16 computes the Dense layers in bf16 (parameters stay float32); the output comes back float32."""
   model = CoordinateMLP(mapping="basic", depth=3, width=8, dtype=jnp.bfloat16)
   v = jax.random.uniform(jax.random.key(2), (5, 2))
-  variables = model.init(jax.random.key(0), v, train=False)
-  out, state = model.apply(variables, v, train=False, capture_intermediates=True)
+
+  @jax.jit
+  def run(v):
+    variables = model.init(jax.random.key(0), v, train=False)
+    return variables, model.apply(variables, v, train=False, capture_intermediates=True)
+
+  variables, (out, state) = run(v)
   assert state["intermediates"]["dense_0"]["__call__"][0].dtype == jnp.bfloat16
   assert variables["params"]["dense_0"]["kernel"].dtype == jnp.float32
   assert out.dtype == jnp.float32
