@@ -15,6 +15,7 @@ trained jointly from scratch, and the same width D = 64:
   pooled_lstm      LSTM question + mean region -> answer (fusion without attention)
   san_lstm         SAN, 2 attention layers, LSTM question encoder (the paper's SAN(2, LSTM))
   san_transformer  SAN, 2 attention layers, a 2-block transformer question encoder (mean over the words)
+  san_lstm_mlp     san_lstm with an MLP read-out (64 hidden ReLU units) instead of the paper's linear softmax layer
 
 Scales: `cpu` trains each member 1,500 steps of 64 questions (2.5 epochs of the 38,575 training questions) and scores
 all 9,673 test questions; `long` trains only question_only and san_lstm, 6,000 steps (10 epochs): does the SAN
@@ -33,6 +34,7 @@ MEMBERS = {  # name -> VQA attributes over `model`
     "pooled_lstm": dict(kind="pooled", question_encoder="lstm"),
     "san_lstm": dict(kind="san", question_encoder="lstm"),
     "san_transformer": dict(kind="san", question_encoder="transformer"),
+    "san_lstm_mlp": dict(kind="san", question_encoder="lstm", head_hidden=64),
 }
 
 
@@ -68,6 +70,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       transformer_pool="mean",
       attention_layers=2,  # K, the paper's best
       attention_dim=10 if tiny else 64,  # A
+      head_hidden=0,  # the paper's linear read-out; members may set an MLP's width
       image_model="resnet18",
       image_options=dict(stage_sizes=(1, 1), width=4 if tiny else 8),
   ))

@@ -42,10 +42,12 @@ def _apply(kind, question_encoder, image, question, lengths, **overrides):
   return apply(variables, image, question, lengths)
 
 
-@pytest.mark.parametrize("kind,encoder", [("san", "lstm"), ("pooled", "lstm"), ("question_only", "transformer"),
-                                          ("image_only", "lstm")])
-def test_logits_shape_and_dtype(kind, encoder):
-  logits = _apply(kind, encoder, *_inputs())
+@pytest.mark.parametrize("kind,encoder,head_hidden", [("san", "lstm", 0), ("pooled", "lstm", 5),
+                                                      ("question_only", "transformer", 0), ("image_only", "lstm", 0)])
+def test_logits_shape_and_dtype(kind, encoder, head_hidden):
+  overrides = {"head_hidden": head_hidden} if head_hidden else {}  # the same cache key as the other tests' models
+  logits = _apply(kind, encoder, *_inputs(), **overrides)
+  assert ("head_hidden" in _model(kind, encoder, **overrides)[1]["params"]) == bool(head_hidden)
   assert logits.shape == (B, K) and logits.dtype == jnp.float32 and np.all(np.isfinite(logits))
 
 

@@ -15,7 +15,9 @@ alike:
                    h_A = tanh(W_I v_I + (W_Q u_{k-1} + b_A))        [B,N,A]
                    p_I = softmax_N(W_P h_A + b_P)                    [B,N]    (sown: intermediates/attention_{k})
                    u_k = sum_i p_i v_i + u_{k-1}                     [B,D]
-                 and the answer distribution softmax(W_u u_K + b_u) (eq. 19).
+                 and the answer distribution softmax(W_u u_K + b_u) (eq. 19); with `head_hidden` > 0 an MLP
+                 instead (not the paper's: a linear read-out of the sum u_K = v~ + u_{k-1} is additive in the image
+                 and the question except through p_I, which makes "is the asked colour the shape's?" hard to learn).
   pooled         the same without attention: u = mean_i v_i + u_0 (every region weighted 1/N).
   question_only  softmax(W u_0 + b): the language prior (the image is never read).
   image_only     softmax(W mean_i v_i + b): what the image alone tells (the question is never read).
@@ -171,6 +173,7 @@ class VQA(nn.Module):
   attention_dim: int = 64  # A
   image_model: str = "resnet18"  # an image family that takes return_grid (vit_video.models)
   image_options: Any = None  # its attributes, e.g. {"stage_sizes": (1, 1), "width": 16}
+  head_hidden: int = 0  # > 0: the answer from an MLP, Dense(head_hidden) -> ReLU -> Dense(K), instead of Dense(K)
   in_channels: int = 3
   axis_name: str | None = None  # BatchNorm's named batch axis, for image families that have BatchNorm
   dtype: Dtype = jnp.float32
@@ -222,6 +225,8 @@ class VQA(nn.Module):
       for k in range(self.attention_layers if self.kind == "san" else 0):
         u = StackedAttentionLayer(self.attention_dim, weights_name=f"attention_{k}", dtype=self.dtype,
                                   param_dtype=self.param_dtype, name=f"attention_{k}")(v, u)
+    if self.head_hidden:
+      u = nn.relu(nn.Dense(self.head_hidden, dtype=self.dtype, param_dtype=self.param_dtype, name="head_hidden")(u))
     return nn.Dense(self.num_answers, dtype=self.dtype, param_dtype=self.param_dtype, name="head")(u).astype(
         jnp.float32)
 
