@@ -52,7 +52,7 @@ _LOG = logging.getLogger(__name__)
 REPORT = ("results.csv", "results.md", "accuracy.png", "gradient_norms.png", "single_distance.csv")  # in workdir
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 BREAKDOWN_ACCURACY = 0.5
-SINGLE_COLUMNS = ("model", "distance", "params", "steps", "train_seconds", "accuracy")
+SINGLE_COLUMNS = ("model", "distance", "params", "steps", "train_seconds", "eval_seconds", "accuracy")
 
 
 def single_distance_config(config: ml_collections.ConfigDict, distance: int) -> ml_collections.ConfigDict:
@@ -286,6 +286,18 @@ def single_table(config: ml_collections.ConfigDict, rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
+def single_sentences(config: ml_collections.ConfigDict, rows: list[dict]) -> str:
+  """Where each model trained on one distance only stops learning (breakdown() over its members)."""
+  lines = []
+  for m in dict.fromkeys(r["model"] for r in rows):
+    accuracy = {r["distance"]: r["accuracy"] for r in rows if r["model"] == m}
+    below, chance = breakdown(accuracy, 1 / config.task.vocab_size, config.eval.examples_per_distance)
+    text = f"- **{m}** trained on one distance only: " + (
+        "above 50% at every distance" if below is None else f"below 50% from distance {below}")
+    lines.append(text + ("" if chance is None else f", at chance from distance {chance} on") + ".")
+  return "\n".join(lines)
+
+
 def breakdown_sentences(config: ml_collections.ConfigDict, rows: list[dict]) -> str:
   lines = []
   for r in rows:
@@ -368,9 +380,11 @@ def write_report(config: ml_collections.ConfigDict, folder: RunFolder, rows: lis
       breakdown_sentences(config, rows),
       "![accuracy against distance](accuracy.png)\n\n![gradient norms against distance](gradient_norms.png)"]
   if single:
-    parts[4:4] = [f"Trained on one distance only: {config.single.steps} steps on sequences of exactly d tokens (the "
+    parts[5:5] = [f"Trained on one distance only: {config.single.steps} steps on sequences of exactly d tokens (the "
                   "marked answer first), the same recipe and token budget per batch; test accuracy (%) there:",
-                  single_table(config, single)]
+                  single_table(config, single), single_sentences(config, single)]
+  seconds = sum(r["train_seconds"] + r["eval_seconds"] for r in rows + single)
+  parts.append(f"Recorded member time (training and scoring, compilation included): {seconds / 60:.1f} min.")
   if command:
     parts.append(f"Command: `{command}`")
   if notes:
@@ -406,7 +420,8 @@ def _member(config: ml_collections.ConfigDict, model: str, member: RunFolder, la
     summary = train_member(config, model, member)
   else:
     _LOG.info("long range %s: finished before, skipped", label)
-  _LOG.info("long range %s: %s", label, ", ".join(f"d={d} {100 * a:.1f}%" for d, a in summary["accuracy"].items()))
+  accuracy = sorted((int(d), a) for d, a in summary["accuracy"].items())
+  _LOG.info("long range %s: %s", label, ", ".join(f"d={d} {100 * a:.1f}%" for d, a in accuracy))
   return summary
 
 
@@ -431,7 +446,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, command: str = "", n
       summary = _member(single_distance_config(config, d), name, folder.child(f"{name}_only_d{d}"),
                         f"[{index}/{total}] {name} trained on d={d} only")
       single.append({"model": name, "distance": d, "params": summary["params"], "steps": summary["steps"],
-                     "train_seconds": summary["train_seconds"], "accuracy": summary["accuracy"][str(d)]})
+                     "train_seconds": summary["train_seconds"], "eval_seconds": summary["eval_seconds"],
+                     "accuracy": summary["accuracy"][str(d)]})
       if jax.process_index() == 0:
         write_report(config, folder, rows, curves, single, command=command, notes=notes)
   return rows
