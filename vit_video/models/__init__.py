@@ -37,6 +37,9 @@ Detectors keep the same call and ClassVars but not the classifier's output, so t
 [B,H,W] bool (True on real pixels; None: all) returns {"logits": [B,Q,K+1] float32 (the last class is "no object"),
 "boxes": [B,Q,4] float32 (cx, cy, w, h in [0, 1]), "aux": one such dict per earlier decoder layer}; "constants"
 holds what is never trained (DETR's frozen BatchNorm), and `detr.trainable_mask(params)` the parameters it freezes.
+
+Not image or video classifiers, so in no dict here: sequence.py's LSTM, GRU and Transformer classifiers of token ids
+[B,N] -> [B,K] (its own VARIANTS; the long-range study trains them with its own loop).
 """
 import dataclasses
 
