@@ -369,8 +369,8 @@ def write_report(config: ml_collections.ConfigDict, folder: RunFolder, rows: lis
   t, tr = config.task, config.train
   parts = [
       f"# {config.title}",
-      f"Marked-token recall: {t.vocab_size} content tokens (chance {100 / t.vocab_size:.2f}%), the answer at distance d "
-      f"from the end of a {t.eval_length}-token sequence; test accuracy (%) of {config.eval.examples_per_distance} "
+      f"Marked-token recall: {t.vocab_size} content tokens (chance {100 / t.vocab_size:.2f}%), the answer at distance "
+      f"d from the end of a {t.eval_length}-token sequence; test accuracy (%) of {config.eval.examples_per_distance} "
       f"sequences per distance. Training: {tr.steps} AdamW steps (lr {tr.learning_rate}, {tr.warmup_steps} warm-up, "
       f"cosine), lengths cycling through {tuple(tr.train_lengths)}, {tr.tokens_per_batch} tokens per batch (at most "
       f"{tr.max_batch_size} sequences), the same batches for every model.",
