@@ -16,8 +16,8 @@ alike:
                    p_I = softmax_N(W_P h_A + b_P)                    [B,N]    (sown: intermediates/attention_{k})
                    u_k = sum_i p_i v_i + u_{k-1}                     [B,D]
                  and the answer distribution softmax(W_u u_K + b_u) (eq. 19); with `head_hidden` > 0 an MLP
-                 instead (not the paper's: a linear read-out of the sum u_K = v~ + u_{k-1} is additive in the image
-                 and the question except through p_I, which makes "is the asked colour the shape's?" hard to learn).
+                 instead (not the paper's: a linear read-out of u_K = v~ + u_{k-1} is additive in the image and the
+                 question except through p_I, so an MLP may compare them more easily).
   pooled         the same without attention: u = mean_i v_i + u_0 (every region weighted 1/N).
   question_only  softmax(W u_0 + b): the language prior (the image is never read).
   image_only     softmax(W mean_i v_i + b): what the image alone tells (the question is never read).
