@@ -26,10 +26,15 @@ def _features(name: str, **overrides):
   attributes, grid = TINY[name]
   x = jax.random.normal(jax.random.key(1), (2, H, W, 3))
   pooled_model = models.create_model(name, num_classes=0, **attributes, **overrides)
-  variables = pooled_model.init(jax.random.key(0), x, train=False)
   grid_model = models.create_model(name, num_classes=0, return_grid=True, **attributes, **overrides)
-  return (grid_model.apply(variables, x, train=False), pooled_model.apply(variables, x, train=False), grid,
-          variables)
+
+  @jax.jit  # one compiled program instead of many eagerly dispatched ones
+  def both(x):
+    variables = pooled_model.init(jax.random.key(0), x, train=False)
+    return grid_model.apply(variables, x, train=False), pooled_model.apply(variables, x, train=False), variables
+
+  grid_features, pooled, variables = both(x)
+  return grid_features, pooled, grid, variables
 
 
 @pytest.mark.parametrize("name", ["resnet18", "bit_r50x1", "swin_t", "vit_ti16"])
@@ -52,12 +57,16 @@ def test_vit_class_token_is_left_out_of_the_grid():
   attributes, (h, w) = TINY["vit_ti16"]
   attributes = dict(attributes, pool="token")
   model = models.create_model("vit_ti16", num_classes=0, return_grid=True, **attributes)
-  x = jax.random.normal(jax.random.key(1), (1, H, W, 3))
-  variables = model.init(jax.random.key(0), x, train=False)
-  grid = model.apply(variables, x, train=False)
-  assert grid.shape == (1, h, w, 12)
   r, c = 3, 5
-  moved = model.apply(variables, x.at[:, 4 * r:4 * r + 4, 4 * c:4 * c + 4].add(3.0), train=False)
+
+  @jax.jit
+  def grid_and_moved(x):
+    variables = model.init(jax.random.key(0), x, train=False)
+    moved = x.at[:, 4 * r:4 * r + 4, 4 * c:4 * c + 4].add(3.0)
+    return model.apply(variables, x, train=False), model.apply(variables, moved, train=False)
+
+  grid, moved = grid_and_moved(jax.random.normal(jax.random.key(1), (1, H, W, 3)))
+  assert grid.shape == (1, h, w, 12)
   change = np.abs(np.asarray(moved - grid)).sum(axis=-1)[0]  # [h,w]
   assert np.unravel_index(change.argmax(), change.shape) == (r, c)
 
