@@ -96,7 +96,7 @@ def test_tiny_run_writes_the_report_and_is_skipped_when_finished(tiny_captions, 
   config = _config(tiny_captions)
   rows = captioning.run(config, str(tmp_path), command="test", notes="versions")
   assert [(r["method"], r["split"]) for r in rows] == [(m, s) for m in captioning.METHODS for s in captioning.SPLITS]
-  for name in captioning.REPORT:
+  for name in captioning.REPORT + ("config.json", "summary.json"):
     assert (tmp_path / name).exists()
   table = list(csv.DictReader(open(tmp_path / "results.csv")))
   assert len(table) == len(rows) and int(table[0]["scenes"]) == 24

@@ -21,8 +21,9 @@ captions a scene, 10 held-out item/relation facts), in four stages, each kept in
              the one with the highest mean BLEU against the others (caption_eval.consensus).
 Every method is scored with pycocoevalcap's BLEU-1..4 and CIDEr(-D) against the 5 references, on the whole test
 split, its held-out scenes (those holding a fact no training scene holds) and the others ("seen"); results.csv and
-results.md hold one table, examples of captions, and attention.png the per-word attention maps of a few scenes.
-A finished study (summary.json) is not run again: its rows are read back.
+results.md hold one table, examples of captions and how much of a class word's attention falls on that item
+(`noun_attention`), attention.png the per-word attention maps of a few scenes; config.json the config. A finished
+study (summary.json) is not run again: its rows are read back.
 """
 import csv
 import functools
@@ -419,6 +420,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, command: str = "", n
     finished = folder.read_summary()
     if finished is not None:
       return finished["rows"]
+    if jax.process_index() == 0:
+      folder.write_config(config.to_dict())
     start = time.perf_counter()
     times = {}
     data = config.dataset
