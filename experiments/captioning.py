@@ -9,6 +9,11 @@ The study (vit_video/studies/captioning.py) trains a small ResNet to name the it
 trains the attention decoder on its 8x8 feature grid, and scores greedy and beam-search captions and two retrieval
 baselines with BLEU-1..4 and CIDEr on the test scenes, the held-out ones and the rest.
 Scales: `cpu` (the committed run, experiments/results/captioning_cpu/), `tiny` (tests).
+
+Measured (`cpu`, 21 min 26 s on the 2-core CPU shared with other jobs): test BLEU-4 / CIDEr greedy 0.645 / 3.05,
+beam 0.642 / 3.23, nearest-neighbour caption 0.633 / 2.83, consensus re-ranking 0.672 / 3.08; on the 385 held-out
+scenes greedy 0.627 / 2.84, beam 0.621 / 2.92, nearest 0.545 / 2.18, consensus 0.610 / 2.35: retrieval leads where
+the test scene's facts occur in training and falls behind where they do not.
 """
 import ml_collections
 

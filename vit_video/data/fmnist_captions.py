@@ -31,8 +31,10 @@ config's seed.
   python -m vit_video.data.prepare fmnist_captions/tiny --manual_dir data/raw/fashion_mnist
 
 Configs: `default`, 64x64 canvases of 2-4 items of 18-30 px, 12,000 train / 2,000 test scenes, 5 captions each
-(counts and prep time in the README section and `builder.info.metadata['counts']`); `tiny` (tests), 32x32 canvases
-of 2-3 items of 9-15 px, 48 train / 24 test scenes, 5 captions each. Defining the class registers the name with tfds.
+(60,000 / 10,000); 385 test scenes hold a held-out fact, and 2,867 training draws were redrawn to avoid one; 56 s to
+prepare on 2 shared cores, 21 MB; vocabulary of 35 words (`builder.info.metadata['counts']` has the counts).
+`tiny` (tests), 32x32 canvases of 2-3 items of 9-15 px, 48 train / 24 test scenes, 5 captions each. Defining the
+class registers the name with tfds.
 """
 import dataclasses
 import os
