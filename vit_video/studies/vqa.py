@@ -21,6 +21,7 @@ The workdir is held with `run_lock.hold` (workdir/lock.json: one study per workd
 """
 import csv
 import dataclasses
+import functools
 import io
 import logging
 import math
@@ -142,7 +143,7 @@ def train_member(config: ml_collections.ConfigDict, name: str, train: Split, tes
       "dataset", "seed", "batch_size", "steps", "learning_rate", "warmup_steps", "max_length")}})
   (folder / "metrics.jsonl").unlink(missing_ok=True)  # an unfinished member starts again
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
-  variables = model.init(init_rng, *train.batch(np.arange(2)), train=False)
+  variables = jax.jit(functools.partial(model.init, train=False))(init_rng, *train.batch(np.arange(2)))
   params, state = variables["params"], {k: v for k, v in variables.items() if k != "params"}
   tx = optax.adam(_schedule(config))
   opt_state = tx.init(params)
