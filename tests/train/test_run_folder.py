@@ -134,3 +134,14 @@ def test_train_once_reads_a_run_written_before_a_config_field_existed(tiny_fmnis
     loop.train_once(tiny_config(tiny_fmnist, batch_size=8), str(folder))
   with pytest.raises(ValueError, match=r"init.inflation: "):
     loop.train_once(tiny_config(tiny_fmnist, **{"init.inflation": "average"}), str(folder))
+
+
+def test_write_csv_keeps_the_columns_in_order_and_names_a_missing_one(tmp_path):
+  folder = RunFolder(tmp_path)
+  folder.write_csv("t.csv", [{"b": 2, "a": 1, "extra": 9}, {"a": 3, "b": 4}], ("a", "b"))
+  assert (tmp_path / "t.csv").read_text() == "a,b\n1,2\n3,4\n"
+  with pytest.raises(KeyError, match="'b'"):
+    folder.write_csv("u.csv", [{"a": 1}], ("a", "b"))
+  assert not (tmp_path / "u.csv").exists()  # nothing written: the rows are checked before the atomic write
+  folder.write_csv("u.csv", [{"a": 1}], ("a", "b"), missing="")
+  assert (tmp_path / "u.csv").read_text() == "a,b\n1,\n"

@@ -25,7 +25,6 @@ results.md hold one table, examples of captions and how much of a class word's a
 (`noun_attention`), attention.png the per-word attention maps of a few scenes; config.json the config. A finished
 study (summary.json) is not run again: its rows are read back.
 """
-import csv
 import functools
 import io
 import logging
@@ -389,11 +388,7 @@ def draw_attention(test: dict, tokens: np.ndarray, alphas: np.ndarray, vocab: ca
 
 def write_report(folder: RunFolder, rows: list[dict], *, examples: str, figure: bytes, preamble: str,
                  command: str = "", notes: str = "") -> None:
-  text = io.StringIO()
-  writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
-  writer.writeheader()
-  writer.writerows({k: r[k] for k in COLUMNS} for r in rows)
-  folder.write_text(REPORT[0], text.getvalue())
+  folder.write_csv(REPORT[0], rows, COLUMNS)
   folder.write_bytes(REPORT[2], figure)
   parts = ["# Captioning with attention on Fashion-MNIST captions", preamble, markdown_table(rows),
            "## Examples (test scenes)", examples, "Per-word attention of the greedy captions: attention.png."]

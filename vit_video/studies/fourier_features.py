@@ -239,12 +239,9 @@ def plot_reconstructions(config: ml_collections.ConfigDict, rows: list[dict], fo
 def write_report(config: ml_collections.ConfigDict, rows: list[dict], folder: RunFolder, *, command: str = "",
                  notes: str = "", figure: bool = True) -> None:
   """config.json, results.csv, results.md and (when `figure`) reconstructions.png, each written atomically."""
-  text = io.StringIO()
-  writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
-  writer.writeheader()
-  writer.writerows({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
   folder.write_json(REPORT[0], config.to_dict())
-  folder.write_text(REPORT[1], text.getvalue())
+  folder.write_csv(REPORT[1], [{k: f"{v:.4f}" if isinstance(v, float) else v for k, v in r.items()} for r in rows],
+                   COLUMNS)
   size = config.image_size
   parts = [
       f"# Fourier features: coordinate MLPs on {len(set(r['image'] for r in rows))} photographs at {size} x {size}",

@@ -29,7 +29,6 @@ carry it) and is scored there: whether the long dependency can be learnt at all 
 These runs are workdir/<model>_only_d<d>/, their accuracies the report's second table (single_distance.csv) and
 the dashed lines of accuracy.png.
 """
-import csv
 import functools
 import io
 import json
@@ -361,11 +360,7 @@ def _png(fig) -> bytes:
 def write_report(config: ml_collections.ConfigDict, folder: RunFolder, rows: list[dict], curves: dict[str, dict],
                  single: list[dict], *, command: str = "", notes: str = "") -> None:
   """results.csv, results.md, accuracy.png, gradient_norms.png and single_distance.csv, each written atomically."""
-  text = io.StringIO()
-  writer = csv.DictWriter(text, fieldnames=columns(config), lineterminator="\n")
-  writer.writeheader()
-  writer.writerows({k: r.get(k) for k in columns(config)} for r in rows)
-  folder.write_text(REPORT[0], text.getvalue())
+  folder.write_csv(REPORT[0], rows, columns(config), missing=None)
   t, tr = config.task, config.train
   parts = [
       f"# {config.title}",
@@ -392,11 +387,7 @@ def write_report(config: ml_collections.ConfigDict, folder: RunFolder, rows: lis
   folder.write_text(REPORT[1], "\n\n".join(parts) + "\n")
   folder.write_bytes(REPORT[2], accuracy_figure(config, rows, single))
   folder.write_bytes(REPORT[3], gradient_figure(config, curves))
-  text = io.StringIO()
-  writer = csv.DictWriter(text, fieldnames=SINGLE_COLUMNS, lineterminator="\n")
-  writer.writeheader()
-  writer.writerows({k: r[k] for k in SINGLE_COLUMNS} for r in single)
-  folder.write_text(REPORT[4], text.getvalue())
+  folder.write_csv(REPORT[4], single, SINGLE_COLUMNS)
 
 
 def summary_table(config: ml_collections.ConfigDict, rows: list[dict]) -> str:

@@ -83,11 +83,7 @@ def write_report(folder: RunFolder, rows: list[dict], *, labels: tuple[str, ...]
                  command: str = "", notes: str = "") -> None:
   """results.csv (`columns(labels)`) and results.md (the title, the table, the command, the notes), each written
   atomically."""
-  text = io.StringIO()
-  writer = csv.DictWriter(text, fieldnames=columns(labels), lineterminator="\n")
-  writer.writeheader()
-  writer.writerows({k: r.get(k, math.nan) for k in columns(labels)} for r in rows)
-  folder.write_text(REPORT[0], text.getvalue())
+  folder.write_csv(REPORT[0], rows, columns(labels), missing=math.nan)
   parts = [f"# {title}", "Top-1 accuracy (%) on the test split; clip: every view alone, video: the views' softmaxes "
            f"averaged.{' ' + label_notes if label_notes else ''}", markdown_table(rows, labels)]
   if command:

@@ -16,15 +16,19 @@ Every write of a whole file is atomic: a kill or crash leaves the old file or th
 (local: a temporary file in the same folder, fsynced, then renamed over; other filesystems: a temporary object
 renamed over the target). `metrics.jsonl` grows by appends; a torn last line from a kill is ignored on reading.
 """
+import csv
+import io
 import json
 import os
 import tempfile
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from etils import epath
 
 CONFIG, METRICS, SUMMARY = "config.json", "metrics.jsonl", "summary.json"
+_REQUIRED = object()  # write_csv's default `missing`: every row must have every column
 TENSORBOARD, CHECKPOINTS = "tensorboard", "checkpoints"
 
 
@@ -121,6 +125,15 @@ class RunFolder:
 
   def write_json(self, name: str, obj: Any) -> epath.Path:
     return self.write_text(name, json_text(obj))
+
+  def write_csv(self, name: str, rows: list[dict], columns: Sequence[str], *, missing: Any = _REQUIRED) -> epath.Path:
+    """A CSV table: a header of `columns`, then each row's values in that order (keys not in `columns` are left
+    out). A row without a column raises KeyError unless `missing` is given, which is then written in its place."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: r[k] if missing is _REQUIRED else r.get(k, missing) for k in columns} for r in rows)
+    return self.write_text(name, text.getvalue())
 
   def read_json(self, name: str) -> Any | None:
     """The JSON file `name`, or None when there is none."""
