@@ -62,10 +62,11 @@ def test_attention_weights_sum_to_one_over_the_regions_per_layer():
   assert len(state["intermediates"]) == 2  # K = attention_layers
 
 
-def test_stacked_attention_layer_matches_the_papers_equations():
+@pytest.mark.parametrize("fusion", vqa.FUSIONS)
+def test_stacked_attention_layer_matches_the_papers_equations(fusion):
   v = jax.random.normal(jax.random.key(2), (B, 5, D))
   u = jax.random.normal(jax.random.key(3), (B, D))
-  layer = vqa.StackedAttentionLayer(hidden_dim=9)
+  layer = vqa.StackedAttentionLayer(hidden_dim=9, fusion=fusion)
   params = layer.init(jax.random.key(4), v, u)["params"]
   out = layer.apply({"params": params}, v, u)
   h = np.tanh(np.asarray(v) @ params["w_i"]["kernel"] + (np.asarray(u) @ params["w_q"]["kernel"]
@@ -73,7 +74,10 @@ def test_stacked_attention_layer_matches_the_papers_equations():
   e = (h @ params["w_p"]["kernel"])[..., 0] + params["w_p"]["bias"]  # eq. 16 before the softmax
   p = np.exp(e - e.max(-1, keepdims=True))
   p /= p.sum(-1, keepdims=True)
-  np.testing.assert_allclose(out, np.einsum("bn,bnd->bd", p, v) + u, rtol=1e-5, atol=1e-5)  # eq. 17-18
+  attended = np.einsum("bn,bnd->bd", p, v)  # eq. 17
+  expected = {"sum": attended + u,  # eq. 18
+              "product": u + attended * u, "sum_product": u + attended + attended * u}[fusion]
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("encoder", ["lstm", "transformer"])
@@ -134,6 +138,8 @@ def test_bad_inputs_raise():
   image, question, lengths = _inputs()
   with pytest.raises(ValueError, match="kind 'joint'"):
     vqa.VQA(kind="joint", **TINY).init(jax.random.key(0), image, question, lengths, train=False)
+  with pytest.raises(ValueError, match="fusion 'concat'"):
+    vqa.VQA(fusion="concat", **TINY).init(jax.random.key(0), image, question, lengths, train=False)
   with pytest.raises(ValueError, match="question_encoder 'gru'"):
     vqa.VQA(question_encoder="gru", **TINY).init(jax.random.key(0), image, question, lengths, train=False)
   with pytest.raises(ValueError, match="integer ids"):

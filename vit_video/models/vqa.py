@@ -17,8 +17,12 @@ alike:
                    u_k = sum_i p_i v_i + u_{k-1}                     [B,D]
                  and the answer distribution softmax(W_u u_K + b_u) (eq. 19); with `head_hidden` > 0 an MLP
                  instead (not the paper's: a linear read-out of u_K = v~ + u_{k-1} is additive in the image and the
-                 question except through p_I, so an MLP may compare them more easily).
-  pooled         the same without attention: u = mean_i v_i + u_0 (every region weighted 1/N).
+                 question except through p_I, so an MLP may compare them more easily). `fusion` (not the
+                 paper's either) sets eq. 18: "sum" u_k = v~ + u_{k-1} (the paper's), "product" u_{k-1} + v~ * u_{k-1}
+                 or "sum_product" u_{k-1} + v~ + v~ * u_{k-1}: with an elementwise product a linear read-out can
+                 compare what the question names with what the image shows (a bilinear form, as the easy-VQA
+                 baseline's and MCB/MLB's multiplicative fusion).
+  pooled         the same without attention: u = mean_i v_i + u_0 (every region weighted 1/N; `fusion` as above).
   question_only  softmax(W u_0 + b): the language prior (the image is never read).
   image_only     softmax(W mean_i v_i + b): what the image alone tells (the question is never read).
 
@@ -134,11 +138,27 @@ class TransformerQuestionEncoder(nn.Module):
     return jnp.einsum("bn,bnd->bd", weights, x)
 
 
+FUSIONS = ("sum", "product", "sum_product")
+
+
+def fuse(u: jax.Array, attended: jax.Array, fusion: str) -> jax.Array:
+  """The next query from the question u [B,D] and what was read of the image v~ [B,D] -> [B,D]: u + v~ ("sum", the
+  paper's eq. 18), u + v~ * u ("product") or u + v~ + v~ * u ("sum_product")."""
+  if fusion == "sum":
+    return u + attended
+  if fusion == "product":
+    return u + attended * u
+  if fusion == "sum_product":
+    return u + attended + attended * u
+  raise ValueError(f"fusion {fusion!r} is not one of {FUSIONS}")
+
+
 class StackedAttentionLayer(nn.Module):
-  """One SAN attention layer (eq. 15-18): regions v [B,N,D], query u [B,D] -> u + sum_i p_i v_i [B,D]; p [B,N] is
-  sown as intermediates/`weights_name`."""
+  """One SAN attention layer (eq. 15-18): regions v [B,N,D], query u [B,D] -> u + v~ [B,D] ("sum", the paper's) or
+  u + v~ * u ("product"), v~ = sum_i p_i v_i [B,D]; p [B,N] is sown as intermediates/`weights_name`."""
   hidden_dim: int  # A, the width of h_A (k in the paper).
   weights_name: str = "attention"
+  fusion: str = "sum"  # one of FUSIONS
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -149,7 +169,7 @@ class StackedAttentionLayer(nn.Module):
                  + dense(self.hidden_dim, name="w_q")(u)[:, None, :])  # [B,N,A]; w_q's bias is b_A
     p = attention_weights(dense(1, name="w_p")(h)[..., 0])  # [B,N,1] -> [B,N]; b_P cancels in the softmax
     self.sow("intermediates", self.weights_name, p)
-    return u + jnp.einsum("bn,bnd->bd", p.astype(v.dtype), v)
+    return fuse(u, jnp.einsum("bn,bnd->bd", p.astype(v.dtype), v), self.fusion)
 
 
 class VQA(nn.Module):
@@ -174,6 +194,7 @@ class VQA(nn.Module):
   image_model: str = "resnet18"  # an image family that takes return_grid (vit_video.models)
   image_options: Any = None  # its attributes, e.g. {"stage_sizes": (1, 1), "width": 16}
   head_hidden: int = 0  # > 0: the answer from an MLP, Dense(head_hidden) -> ReLU -> Dense(K), instead of Dense(K)
+  fusion: str = "sum"  # how a SAN layer adds what it attended to: "sum" (the paper's) or "product" (FUSIONS)
   in_channels: int = 3
   axis_name: str | None = None  # BatchNorm's named batch axis, for image families that have BatchNorm
   dtype: Dtype = jnp.float32
@@ -208,6 +229,8 @@ class VQA(nn.Module):
     """[B,H,W,C], [B,L], [B] -> [B,K] float32 logits."""
     if self.kind not in self.KINDS:
       raise ValueError(f"kind {self.kind!r} is not one of {self.KINDS}")
+    if self.fusion not in FUSIONS:
+      raise ValueError(f"fusion {self.fusion!r} is not one of {FUSIONS}")
     if self.question_encoder not in QUESTION_ENCODERS:
       raise ValueError(f"question_encoder {self.question_encoder!r} is not one of {QUESTION_ENCODERS}")
     _check_inputs(image, question, question_lengths)
@@ -221,10 +244,10 @@ class VQA(nn.Module):
       u = self._question(question, question_lengths, train)  # u_0 [B,D]
       v = self._regions(image, train)
       if self.kind == "pooled":
-        u = u + v.mean(axis=1)
+        u = fuse(u, v.mean(axis=1), self.fusion)
       for k in range(self.attention_layers if self.kind == "san" else 0):
-        u = StackedAttentionLayer(self.attention_dim, weights_name=f"attention_{k}", dtype=self.dtype,
-                                  param_dtype=self.param_dtype, name=f"attention_{k}")(v, u)
+        u = StackedAttentionLayer(self.attention_dim, weights_name=f"attention_{k}", fusion=self.fusion,
+                                  dtype=self.dtype, param_dtype=self.param_dtype, name=f"attention_{k}")(v, u)
     if self.head_hidden:
       u = nn.relu(nn.Dense(self.head_hidden, dtype=self.dtype, param_dtype=self.param_dtype, name="head_hidden")(u))
     return nn.Dense(self.num_answers, dtype=self.dtype, param_dtype=self.param_dtype, name="head")(u).astype(
