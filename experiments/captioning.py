@@ -23,14 +23,11 @@ SCALES = ("cpu", "tiny")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = configs.parse_arg(arg, **{s: False for s in SCALES})
-  picked = [s for s in SCALES if a[s]] or ["cpu"]
-  if len(picked) > 1:
-    raise ValueError(f"pick one scale of {', '.join(SCALES)}; got {', '.join(picked)}")
-  tiny = picked[0] == "tiny"
+  scale = configs.pick_scale(arg, SCALES, default="cpu")
+  tiny = scale == "tiny"
   c = ml_collections.ConfigDict()
   c.study = "captioning"  # The study that runs this config (vit_video/studies/captioning.py).
-  c.name = f"captioning/{picked[0]}"
+  c.name = f"captioning/{scale}"
   c.seed = 0  # Initialisation, data order and dropout.
   c.log_every_steps = 2 if tiny else 100  # Training records in metrics.jsonl (mean over the steps since the last).
 

@@ -65,11 +65,7 @@ TRANSFER = {
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = configs.parse_arg(arg, **{s: False for s in SCALES})
-  picked = [s for s in SCALES if a[s]] or ["quick"]
-  if len(picked) > 1:
-    raise ValueError(f"pick one scale of {', '.join(SCALES)}; got {', '.join(picked)}")
-  scale = picked[0]
+  scale = configs.pick_scale(arg, SCALES, default="quick")
   quick = scale == "quick"
   c = ml_collections.ConfigDict()
   c.study = "vit_vs_resnet"  # The study that runs this config (vit_video/studies/vit_vs_resnet.py).

@@ -39,11 +39,7 @@ MEMBERS = {  # name -> mapping and sigma at 512 px, in table order
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = configs.parse_arg(arg, **{s: False for s in SCALES})
-  picked = [s for s in SCALES if a[s]] or ["cpu"]
-  if len(picked) > 1:
-    raise ValueError(f"pick one scale of {', '.join(SCALES)}; got {', '.join(picked)}")
-  scale = picked[0]
+  scale = configs.pick_scale(arg, SCALES, default="cpu")
   tiny = scale == "tiny"
   c = ml_collections.ConfigDict()
   c.study = "fourier_features"  # The study that runs this config (vit_video/studies/fourier_features.py).

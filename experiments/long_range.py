@@ -23,11 +23,8 @@ SCALES = ("cpu", "tiny")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  a = configs.parse_arg(arg, **{s: False for s in SCALES})
-  picked = [s for s in SCALES if a[s]] or ["cpu"]
-  if len(picked) > 1:
-    raise ValueError(f"pick one scale of {', '.join(SCALES)}; got {', '.join(picked)}")
-  tiny = picked[0] == "tiny"
+  scale = configs.pick_scale(arg, SCALES, default="cpu")
+  tiny = scale == "tiny"
   c = ml_collections.ConfigDict()
   c.study = "long_range"  # The study that runs this config (vit_video/studies/long_range.py).
   c.title = "The RNN's long-range problem: marked-token recall against distance"  # The report's heading.

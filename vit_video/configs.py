@@ -161,6 +161,18 @@ def detection_base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def pick_scale(arg: str | None, scales: tuple[str, ...], default: str) -> str:
+  """The one scale a study config's argument names ("cpu", "tiny", ...), `default` when it names none.
+
+  ValueError for an unknown word (parse_arg's, listing the valid ones) or for more than one scale.
+  """
+  a = parse_arg(arg, **{s: False for s in scales})
+  picked = [s for s in scales if a[s]] or [default]
+  if len(picked) > 1:
+    raise ValueError(f"pick one scale of {', '.join(scales)}; got {', '.join(picked)}")
+  return picked[0]
+
+
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   """Parses a config file's argument "variant=vit_s4,quick" into {variant: 'vit_s4', quick: True}.
 
