@@ -141,6 +141,8 @@ class PoolingAttention(nn.Module):
     table_size: None (no relative positions), or the (T, H, W) map the tables are sized for, as torchvision sizes
       them: 2T - 1 rows in time, 2 max(q, kv) - 1 in space with q = max(H, W) // stride_q[1] and kv likewise.
     dropout_rate: dropout on the output projection (torchvision's `dropout`).
+    sow_weights: store the weights `[B,h,1+Nq,1+Nk]` (pooled queries and keys, class token first) in the
+      'intermediates' collection as `attention_weights` (computed on the einsum path whatever `implementation`).
   """
   num_heads: int
   features: int
@@ -153,6 +155,7 @@ class PoolingAttention(nn.Module):
   table_size: tuple[int, int, int] | None = None
   dropout_rate: float = 0.0
   implementation: Implementation = "einsum"
+  sow_weights: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -182,7 +185,10 @@ class PoolingAttention(nn.Module):
       tables = tuple(self.param(f"rel_pos_{axis}", nn.initializers.truncated_normal(0.02), (n, d), self.param_dtype)
                      for axis, n in zip("thw", rows))
       bias = relative_position_bias(q, q_thw, k_thw, tables)  # [B,h,1+Nq,1+Nk]
-    y, _ = dot_product_attention(q, k, v, bias=bias, implementation=self.implementation)  # [B,1+Nq,h,d]
+    implementation = "einsum" if self.sow_weights else self.implementation
+    y, weights = dot_product_attention(q, k, v, bias=bias, implementation=implementation)  # [B,1+Nq,h,d]
+    if self.sow_weights:
+      self.sow("intermediates", "attention_weights", weights)  # [B,h,1+Nq,1+Nk]
     if self.residual_pool:
       y = y + (q if self.residual_with_cls else q.at[:, 0].set(0))
     y = nn.DenseGeneral(self.features, axis=(-2, -1), kernel_init=nn.initializers.truncated_normal(0.02),

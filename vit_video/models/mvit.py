@@ -71,6 +71,7 @@ class MultiscaleBlock(nn.Module):
   drop_path_rate: float = 0.0
   dropout_rate: float = 0.0
   attention_implementation: Implementation = "einsum"
+  sow_attention_weights: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -89,7 +90,8 @@ class MultiscaleBlock(nn.Module):
         self.num_heads, width, tuple(self.kernel_q), tuple(self.stride_q), tuple(self.kernel_kv),
         tuple(self.stride_kv), residual_pool=self.residual_pool, residual_with_cls=self.residual_with_cls,
         table_size=self.table_size, dropout_rate=self.dropout_rate, implementation=self.attention_implementation,
-        dtype=self.dtype, param_dtype=self.param_dtype, name="attn")(y, thw, deterministic=deterministic)
+        sow_weights=self.sow_attention_weights, dtype=self.dtype, param_dtype=self.param_dtype,
+        name="attn")(y, thw, deterministic=deterministic)
     if project is not None and self.project_after_attention:
       x = project(y)  # [B,1+N,features]
     if math.prod(self.stride_q) > 1:
@@ -121,6 +123,8 @@ class MViT(nn.Module, kw_only=True):
     stochastic_depth_rate: drop-path rate of the last block; block n of L uses rate * n / (L-1).
     in_channels: C expected of the input.
     attention_implementation: "einsum", "fused" or "chunked" (vit_video.layers.attention).
+    sow_attention_weights: store every block's weights `[B,h,1+Nq,1+Nk]` in 'intermediates' (`block_{i}/attn`;
+      queries on the block's output map, keys on its pooled key map, class token first).
     dtype, param_dtype: compute and parameter dtypes.
   """
   inputs: ClassVar[tuple[str, ...]] = ("video",)
@@ -147,6 +151,7 @@ class MViT(nn.Module, kw_only=True):
   stochastic_depth_rate: float = 0.0
   in_channels: int = 3
   attention_implementation: Implementation = "einsum"
+  sow_attention_weights: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -197,7 +202,8 @@ class MViT(nn.Module, kw_only=True):
           residual_pool=self.residual_pool, residual_with_cls=self.residual_with_cls,
           project_after_attention=self.project_after_attention,
           drop_path_rate=self.stochastic_depth_rate * i / max(depth - 1, 1), dropout_rate=self.dropout_rate,
-          attention_implementation=self.attention_implementation, dtype=self.dtype, param_dtype=self.param_dtype,
+          attention_implementation=self.attention_implementation, sow_attention_weights=self.sow_attention_weights,
+          dtype=self.dtype, param_dtype=self.param_dtype,
           name=f"block_{i}")(x, tuple(thw), deterministic=not train)  # [B,1+N_i,D_i]
       table = tuple(max(s // st, 1) for s, st in zip(table, self.stride_q[i]))
     x = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, param_dtype=self.param_dtype, name="norm")(x)[:, 0]  # [B,D]

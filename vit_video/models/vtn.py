@@ -16,6 +16,7 @@ Parameter names: backbone/... (the image model's own), embedding (only when D' !
 pos_embedding [1,max_frames+1,D], embedding_norm, block_{i}/{attention,attention_norm,mlp,mlp_norm},
 head_norm, head_hidden, head.
 """
+import dataclasses
 import functools
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -52,14 +53,16 @@ class TemporalBlock(nn.Module):
   mlp_dim: int
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
+  sow_attention_weights: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array, *, deterministic: bool) -> jax.Array:
     norm = functools.partial(nn.LayerNorm, epsilon=1e-12, dtype=self.dtype, param_dtype=self.param_dtype)
-    y = MultiHeadAttention(num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate, dtype=self.dtype,
-                           param_dtype=self.param_dtype, name="attention")(x, mask=mask, deterministic=deterministic)
+    y = MultiHeadAttention(num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
+                           sow_weights=self.sow_attention_weights, dtype=self.dtype, param_dtype=self.param_dtype,
+                           name="attention")(x, mask=mask, deterministic=deterministic)
     y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
     x = norm(name="attention_norm")(x + y)
     y = MlpBlock(mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate, dtype=self.dtype,
@@ -81,6 +84,8 @@ class VTN(nn.Module):
     dropout_rate, attention_dropout_rate: dropout in the temporal encoder and the head (0 by default; the
       paper trains with 0.1).
     axis_name: named batch axis for a BatchNorm backbone's statistics (ResNet); ignored by the others.
+    sow_attention_weights: store the temporal blocks' weights `[B,h,1+T,1+T]` (`block_{i}/attention`) in
+      'intermediates', and the backbone's `[B*T,...]` too when it has attention (ViT, Swin).
   """
   inputs: ClassVar[tuple[str, ...]] = ("video",)
   head: ClassVar[str] = "head"
@@ -99,6 +104,7 @@ class VTN(nn.Module):
   attention_dropout_rate: float = 0.0
   in_channels: int = 3
   axis_name: str | None = None
+  sow_attention_weights: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -119,6 +125,8 @@ class VTN(nn.Module):
     cls = BACKBONES[self.backbone].func
     if cls.batch_norm:
       overrides.setdefault("axis_name", self.axis_name)
+    if self.sow_attention_weights and "sow_attention_weights" in {f.name for f in dataclasses.fields(cls)}:
+      overrides["sow_attention_weights"] = True
     frames = BACKBONES[self.backbone](num_classes=0, in_channels=self.in_channels, dtype=self.dtype,
                                       param_dtype=self.param_dtype, name="backbone", **overrides)
     y = frames(einops.rearrange(x, "b t h w c -> (b t) h w c"), train=train)  # [BT,D']
@@ -134,7 +142,8 @@ class VTN(nn.Module):
     mask = sliding_window_mask(t + 1, self.attention_window)
     for i in range(self.temporal_depth):
       y = TemporalBlock(self.num_heads, self.mlp_dim, self.dropout_rate, self.attention_dropout_rate,
-                        dtype=self.dtype, param_dtype=self.param_dtype, name=f"block_{i}")(
+                        sow_attention_weights=self.sow_attention_weights, dtype=self.dtype,
+                        param_dtype=self.param_dtype, name=f"block_{i}")(
                             y, mask, deterministic=not train)
     y = y[:, 0]  # [B,D]: the [CLS] token
     if not self.num_classes:
