@@ -94,10 +94,15 @@ def _natural(key) -> list:
   return [(int(part), "") if part.isdigit() else (-1, part) for part in re.split(r"(\d+)", text)]
 
 
+def in_layer_order(weights: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+  """The dict with its keys in natural order (encoderblock_2 before encoderblock_10): the run order of a ViT's
+  layers when the dict came back through jax.jit or jax.eval_shape, which sort keys as strings."""
+  return {k: weights[k] for k in sorted(weights, key=_natural)}
+
+
 def _stack(weights: Sequence[jax.Array] | Mapping[str, jax.Array], what: str) -> list[jax.Array]:
   # A dict that went through jax (jit, eval_shape) comes back with its keys sorted as strings: re-sort naturally.
-  layers = ([weights[k] for k in sorted(weights, key=_natural)] if isinstance(weights, Mapping)
-            else list(weights))
+  layers = list(in_layer_order(weights).values()) if isinstance(weights, Mapping) else list(weights)
   if not layers:
     raise ValueError(f"{what} needs at least one layer's weights")
   shapes = {tuple(w.shape) for w in layers}

@@ -23,6 +23,7 @@ import os
 from collections.abc import Sequence
 
 import flax.linen as nn
+import jax
 import numpy as np
 from etils import epath
 from matplotlib.figure import Figure
@@ -51,9 +52,14 @@ def vit_grid(model: nn.Module, image_shape: Sequence[int]) -> tuple[tuple[int, i
   return (h // pixels, w // pixels), pixels
 
 
+def _weights(model, variables, *inputs) -> dict:
+  """attention_weights compiled (one program instead of one per operation), in layer order."""
+  weights = jax.jit(lambda v, *x: attention_maps.attention_weights(model, v, *x))(variables, *inputs)
+  return attention_maps.in_layer_order(weights)
+
+
 def _encoder_weights(model, variables, images) -> list:
-  weights = attention_maps.attention_weights(model, variables, images)
-  return [w for k, w in weights.items() if k.startswith("Transformer/")]
+  return [w for k, w in _weights(model, variables, images).items() if k.startswith("Transformer/")]
 
 
 def figure7_numbers(model: nn.Module, variables: dict, images: np.ndarray, *, components: int = 28) -> dict:
@@ -131,12 +137,12 @@ def distance_figure(distance: np.ndarray, *, uniform: float | None = None, title
 
 
 def draw_figure7(run, images: np.ndarray, out_dir: str | os.PathLike, *, components: int = 28,
-                 prefix: str = "figure7") -> list[epath.Path]:
+                 prefix: str = "figure7", numbers: dict | None = None) -> list[epath.Path]:
   """Figure 7's three panels for a ViT (`run`: a runs.Run or (model, variables)) and images `[B,H,W,C]`, as
   `{prefix}_filters.png`, `{prefix}_position.png` and `{prefix}_distance.png` in `out_dir` (any epath folder;
-  each written atomically). Returns their paths."""
+  each written atomically). `numbers`: `figure7_numbers`' result when already computed. Returns their paths."""
   model, variables = _model_variables(run)
-  numbers = figure7_numbers(model, variables, images, components=components)
+  numbers = numbers or figure7_numbers(model, variables, images, components=components)
   out = epath.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   k = len(numbers["filters"])
@@ -233,16 +239,14 @@ def clip_attention_maps(model: nn.Module, variables: dict, clip: np.ndarray) -> 
     raise ValueError(f"one clip at a time: [1,T,H,W,C]; got {np.shape(clip)}")
   t, gh, gw = clip_token_grid(model, np.shape(clip))
   s = gh * gw
-  joint, frames = {}, {}
-  for name, w in attention_maps.attention_weights(model, variables, clip).items():
-    b, _, n, _ = w.shape
-    if b == 1 and n in (t * s, t * s + 1):
-      joint[name] = w
-    elif b == t and n in (s, s + 1):
-      frames[name] = w
+  shapes = jax.eval_shape(lambda v, x: attention_maps.attention_weights(model, v, x), variables, clip)
+  joint = [k for k, w in shapes.items() if w.shape[0] == 1 and w.shape[2] in (t * s, t * s + 1)]
+  frames = [k for k, w in shapes.items() if w.shape[0] == t and w.shape[2] in (s, s + 1)]
   if not joint and not frames:
     raise ValueError(f"{type(model).__name__} has no space-time or per-frame spatial attention over its "
                      f"{(t, gh, gw)} tokens to draw")
+  weights = _weights(model, variables, clip)
+  joint, frames = ({k: weights[k] for k in keys} for keys in (joint, frames))
   out = {}
   for name, w in (joint | frames).items():
     grid = (t, gh, gw) if name in joint else (gh, gw)
@@ -284,10 +288,10 @@ def main(argv: Sequence[str]) -> None:
   images, labels = _load_images(run, flag.examples)
   out = epath.Path(flag.out)
   name = run.workdir.name
-  paths = draw_figure7(run, images, out, prefix=f"{name}_figure7")
+  numbers = figure7_numbers(run.model, run.variables, images)
+  paths = draw_figure7(run, images, out, prefix=f"{name}_figure7", numbers=numbers)
   paths += draw_attention(run.model, run.variables, images[:2], out / f"{name}_attention.png",
                           title=f"{name}: attention per layer and head, and rollout")
-  numbers = figure7_numbers(run.model, run.variables, images)
   summary = dict(
       workdir=str(run.workdir), examples=len(images), labels=np.bincount(labels, minlength=10).tolist(),
       grid=list(numbers["grid"]), pixels_per_token=numbers["pixels_per_token"],
