@@ -14,8 +14,8 @@ attention figure has one row per layer and one column per head, each panel the h
 a last column with the rollout (`attention_maps.rollout`, the class token's row or the mean over all rows). For
 clips (`draw_clip_attention`) the maps of attention over space-time tokens (ViViT Model 1, TimeSformer "joint")
 or within each frame (ViViT Model 2's spatial encoder, TimeSformer "space") are drawn over every frame.
-`figure7_numbers` gives what the figures show as numbers (for results.md). The command writes them to
-`numbers.json` beside the PNGs.
+`figure7_numbers` gives what the figures show as numbers (for results.md). The command writes them, with the same
+numbers for the architecture at initialisation (seed 0) as a baseline, to `{run}_numbers.json` beside the PNGs.
 """
 import json
 import math
@@ -62,17 +62,27 @@ def _encoder_weights(model, variables, images) -> list:
   return [w for k, w in _weights(model, variables, images).items() if k.startswith("Transformer/")]
 
 
+def attention_entropy(weights) -> np.ndarray:
+  """Per head, the mean entropy of the attention rows over their keys as a share of the uniform row's, log N:
+  `[B,h,N,N]` -> `[h]` (1: uniform attention, 0: every query on one key)."""
+  w = np.asarray(weights, np.float64)
+  entropy = -(w * np.log(np.where(w > 0, w, 1.0))).sum(-1)  # [B,h,N]
+  return (entropy.mean(axis=(0, 2)) / np.log(w.shape[-1])).astype(np.float32)
+
+
 def figure7_numbers(model: nn.Module, variables: dict, images: np.ndarray, *, components: int = 28) -> dict:
   """Figure 7's quantities for a ViT and a batch of images `[B,H,W,C]` (as the model takes them).
 
-  Returns {"distance": [L,h] pixels, "uniform_distance": the mean distance of uniform attention on the grid,
-  "similarity": [gh,gw,gh,gw], "same_row", "same_column", "other": mean position-embedding similarity of a patch to
-  the other patches of its row, of its column, and to the rest, "neighbour": to its 4-neighbours, "filters":
-  [k,P,P,C], "explained": [k] variance shares, "grid", "pixels_per_token"}.
+  Returns {"distance": [L,h] pixels, "entropy": [L,h] (`attention_entropy`), "uniform_distance": the mean
+  distance of uniform attention on the grid, "similarity": [gh,gw,gh,gw], "same_row", "same_column", "other": the
+  mean position-embedding similarity of a patch to the other patches of its row (same grid row i), of its column
+  (same j), and to the rest, "neighbour": to its 4-neighbours, "filters": [k,P,P,C], "explained": [k] variance
+  shares, "grid", "pixels_per_token"}.
   """
   grid, pixels = vit_grid(model, np.shape(images))
   weights = _encoder_weights(model, variables, images)
   distance = attention_maps.mean_attention_distance(weights, grid, pixels)
+  entropy = np.stack([attention_entropy(w) for w in weights])  # [L,h]
   uniform = np.full((1, 1, math.prod(grid), math.prod(grid)), 1.0 / math.prod(grid))
   similarity = attention_maps.position_embedding_similarity(variables, grid)
   filters, explained = attention_maps.embedding_filters(variables, components, return_variance=True)
@@ -83,8 +93,8 @@ def figure7_numbers(model: nn.Module, variables: dict, images: np.ndarray, *, co
   same_row, same_col = (r[:, None] == r[None]) & off, (c[:, None] == c[None]) & off
   neighbour = np.abs(r[:, None] - r[None]) + np.abs(c[:, None] - c[None]) == 1
   mean = lambda mask: float(flat[mask].mean()) if mask.any() else float("nan")  # noqa: E731
-  return dict(distance=distance, uniform_distance=float(attention_maps.mean_attention_distance([uniform], grid,
-                                                                                                pixels)[0, 0]),
+  uniform_distance = float(attention_maps.mean_attention_distance([uniform], grid, pixels)[0, 0])
+  return dict(distance=distance, entropy=entropy, uniform_distance=uniform_distance,
               similarity=similarity, same_row=mean(same_row), same_column=mean(same_col),
               other=mean(off & ~same_row & ~same_col), neighbour=mean(neighbour), filters=filters,
               explained=explained, grid=grid, pixels_per_token=pixels)
@@ -292,8 +302,11 @@ def main(argv: Sequence[str]) -> None:
   paths = draw_figure7(run, images, out, prefix=f"{name}_figure7", numbers=numbers)
   paths += draw_attention(run.model, run.variables, images[:2], out / f"{name}_attention.png",
                           title=f"{name}: attention per layer and head, and rollout")
+  logits = jax.jit(lambda v, x: run.model.apply(v, x, train=False))(run.variables, images)
   summary = dict(
       workdir=str(run.workdir), examples=len(images), labels=np.bincount(labels, minlength=10).tolist(),
+      top1=float(np.mean(np.argmax(logits, -1) == labels)),
+      entropy=np.round(numbers["entropy"], 4).tolist(),
       grid=list(numbers["grid"]), pixels_per_token=numbers["pixels_per_token"],
       distance=np.round(numbers["distance"], 3).tolist(), uniform_distance=round(numbers["uniform_distance"], 3),
       distance_min_median_max=[[round(float(f(d)), 3) for f in (np.min, np.median, np.max)]
@@ -302,6 +315,14 @@ def main(argv: Sequence[str]) -> None:
       similarity_neighbour=round(numbers["neighbour"], 4), similarity_other=round(numbers["other"], 4),
       explained=np.round(numbers["explained"], 4).tolist(),
       pngs=[str(p) for p in paths])
+  # The same architecture at initialisation (seed 0): what these numbers are before any training.
+  init = jax.jit(lambda x: run.model.init(jax.random.key(0), x, train=False))(images[:1])
+  base = figure7_numbers(run.model, init, images)
+  summary["at_init"] = dict(
+      distance_min_median_max=[[round(float(f(d)), 3) for f in (np.min, np.median, np.max)] for d in base["distance"]],
+      entropy_mean=round(float(base["entropy"].mean()), 4), similarity_same_row=round(base["same_row"], 4),
+      similarity_same_column=round(base["same_column"], 4), similarity_neighbour=round(base["neighbour"], 4),
+      similarity_other=round(base["other"], 4), explained=np.round(base["explained"], 4).tolist())
   (out / f"{name}_numbers.json").write_text(json.dumps(summary, indent=1) + "\n")
   print(json.dumps(summary, indent=1))
 
