@@ -55,6 +55,7 @@ setuptools.setup(
             "nbclient>=0.10",
             "nbformat>=5.10",
             "ipykernel>=6.29",
+            "saliency>=0.2.1,<0.3",  # PAIR's saliency methods: the reference for vit_video.visualize.saliency's tests
         ],
     },
 )
