@@ -27,9 +27,10 @@ def main(argv: list[str]) -> None:
   import jax  # noqa: PLC0415  (TensorFlow and JAX load here, after flags are parsed)
   from vit_video import versions  # noqa: PLC0415
   from vit_video.studies import fourier_features, long_range, video_comparison, vit_vs_resnet, vqa  # noqa: PLC0415
-  from vit_video.studies import captioning  # noqa: PLC0415
+  from vit_video.studies import captioning, motion_visualisation  # noqa: PLC0415
   studies = {"vit_vs_resnet": vit_vs_resnet, "video_comparison": video_comparison, "fourier_features": fourier_features,
-             "vqa": vqa, "long_range": long_range, "captioning": captioning}
+             "vqa": vqa, "long_range": long_range, "captioning": captioning,
+             "motion_visualisation": motion_visualisation}
   config = _CONFIG.value
   if "study" not in config or config.study not in studies:
     raise app.UsageError(f"the config's `study` field must name one of {', '.join(studies)}; got "
