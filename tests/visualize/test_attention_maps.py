@@ -134,13 +134,20 @@ def _displaced_window(spatial, window, shift):
 
 @pytest.mark.parametrize("spatial", [(4, 6), (5, 7)])  # a multiple of the window, and one the block pads
 def test_swin_window_weights_on_the_map_stay_in_each_tokens_displaced_window(spatial):
-  model = swin.Swin(num_classes=5, width=6, depths=(2,), num_heads=(3,), window_size=2, patch_size=2)
+  model = swin.Swin(num_classes=5, width=6, depths=(2, 1), num_heads=(3, 2), window_size=2, patch_size=2)
   x = jax.random.normal(jax.random.key(1), (2, 2 * spatial[0], 2 * spatial[1], 3))
   weights = jax.jit(lambda v, x: am.attention_weights(model, v, x))(_random_variables(model, x, scale=0.2), x)
-  assert sorted(weights) == ["stage_0/block_0/attn", "stage_0/block_1/attn"]
+  assert sorted(weights) == ["stage_0/block_0/attn", "stage_0/block_1/attn", "stage_1/block_0/attn"]
+  on_maps = am.swin_dense_weights(model, weights, x.shape)
+  half = tuple(-(-s // 2) for s in spatial)
+  assert [(m, p) for _, m, p in on_maps.values()] == [(spatial, (2, 2))] * 2 + [(half, (4, 4))]
+  dense, _, _ = on_maps["stage_1/block_0/attn"]
+  assert dense.shape == (2, 2, math.prod(half), math.prod(half))
+  np.testing.assert_allclose(dense.sum(-1), 1.0, atol=1e-5)
   n = math.prod(spatial)
-  for shifted, w in zip((False, True), weights.values()):
-    dense = am.window_weights_to_dense(w, spatial, (2, 2), shifted)
+  for shifted, key in zip((False, True), ("stage_0/block_0/attn", "stage_0/block_1/attn")):
+    dense = am.window_weights_to_dense(weights[key], spatial, (2, 2), shifted)
+    np.testing.assert_array_equal(dense, on_maps[key][0])
     assert dense.shape == (2, 3, n, n)
     np.testing.assert_allclose(dense.sum(-1), 1.0, atol=1e-5)  # "masked": real queries give padding nothing
     _, shift = windows.window_and_shift(spatial, (2, 2), shifted)

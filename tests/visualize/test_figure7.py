@@ -79,3 +79,23 @@ def test_clip_attention_refuses_models_without_space_attention():
   clip = jnp.zeros((1, 3, 8, 12, 3))
   with pytest.raises(ValueError, match="no space-time or per-frame"):
     figure7.clip_attention_maps(model, _random_variables(model, clip), clip)
+
+
+def test_swin_distance_per_block_against_uniform_attention_in_each_window():
+  model = swin.Swin(num_classes=5, width=6, depths=(2, 1), num_heads=(3, 2), window_size=3, patch_size=2,
+                    in_channels=1)
+  images = jax.random.uniform(jax.random.key(3), (2, 12, 18, 1), minval=-1, maxval=1)  # a 6 x 9 map
+  numbers = figure7.swin_distance(model, _random_variables(model, images), images)
+  assert numbers["blocks"] == ["stage_0/block_0/attn", "stage_0/block_1/attn", "stage_1/block_0/attn"]
+  assert numbers["maps"] == [(6, 9), (6, 9), (3, 5)]
+  assert [len(d) for d in numbers["distance"]] == [3, 3, 2]
+  # Block 0's windows tile the map: every query sees a whole 3 x 3 window of 2-pixel tokens, uniformly on average
+  # over all ordered pairs of its cells.
+  cells = [(i, j) for i in range(3) for j in range(3)]
+  in_window = 2 * np.mean([np.hypot(a - c, b - d) for a, b in cells for c, d in cells])
+  np.testing.assert_allclose(numbers["uniform"][0], in_window, rtol=1e-5)
+  for d, u in zip(numbers["distance"], numbers["uniform"]):
+    assert 0 < u and (d > 0).all()
+  assert max(numbers["distance"][0]) < 2 * 2 * np.sqrt(2)  # the farthest pair in a 3 x 3 window
+  fig = figure7.distance_figure(numbers["distance"], uniform=numbers["uniform"])
+  assert len(fig.axes) == 1

@@ -268,6 +268,34 @@ def window_weights_to_dense(weights: jax.Array, spatial: Sequence[int], window_s
   return dense[:, :, :n, :n]
 
 
+def swin_dense_weights(model: nn.Module, weights: Mapping[str, jax.Array], input_shape: Sequence[int]
+                       ) -> dict[str, tuple[np.ndarray, tuple[int, ...], tuple[int, ...]]]:
+  """A Swin's or Video Swin's `attention_weights` on their token maps: {"stage_{i}/block_{j}/attn": (dense
+  `[B,h,N,N]` (`window_weights_to_dense`), the block's map S, pixels per token per axis)}.
+
+  input_shape: the model's input `[B,H,W,C]` or `[B,T,H,W,C]`. Stage 0's map is the input over the patch; each
+  later stage halves H and W (rounding up); odd blocks are shifted. A Video Swin's time axis is in frames.
+  """
+  patch = tuple(model.patch_size) if isinstance(model.patch_size, (tuple, list)) else (model.patch_size,) * 2
+  window = (model.window_size,) * 2 if isinstance(model.window_size, int) else tuple(model.window_size)
+  sizes = tuple(input_shape[1:1 + len(patch)])
+  if len(input_shape) != len(patch) + 2 or any(s % p for s, p in zip(sizes, patch)):
+    raise ValueError(f"input shape {tuple(input_shape)} does not fit {type(model).__name__}'s patch {patch}")
+  out = {}
+  for path, w in in_layer_order(weights).items():
+    match = re.fullmatch(r"stage_(\d+)/block_(\d+)/attn", path)
+    if match is None:
+      raise ValueError(f"{path!r} is not a Swin block's attention (stage_i/block_j/attn)")
+    stage, block = int(match[1]), int(match[2])
+    spatial, pixels = [s // p for s, p in zip(sizes, patch)], list(patch)
+    for _ in range(stage):  # 2x2 merging of the last two axes, odd sides padded
+      spatial[-2:] = [-(-s // 2) for s in spatial[-2:]]
+      pixels[-2:] = [2 * p for p in pixels[-2:]]
+    dense = window_weights_to_dense(w, spatial, window, block % 2 == 1, model.window_padding)
+    out[path] = (dense, tuple(spatial), tuple(pixels))
+  return out
+
+
 def query_map(weights: jax.Array, grid: Sequence[int]) -> np.ndarray:
   """What the model reads per head: `[B,h,N,N]` -> `[B,h,*grid]`. With a class token (N = 1 + prod(grid)) its row
   over the patches; without one, the attention each patch receives, averaged over the queries."""

@@ -28,6 +28,7 @@ import numpy as np
 from etils import epath
 from matplotlib.figure import Figure
 
+from vit_video.models import swin
 from vit_video.visualize import attention_maps, draw
 
 
@@ -128,22 +129,43 @@ def similarity_figure(similarity: np.ndarray, *, title: str = "") -> Figure:
   return fig
 
 
-def distance_figure(distance: np.ndarray, *, uniform: float | None = None, title: str = "") -> Figure:
-  """Mean attention distance `[L,h]` (pixels): one dot per head against the layer (1-based), as the paper's."""
-  layers, heads = distance.shape
-  fig = Figure(figsize=(3.4, 2.8), layout="constrained")
+def distance_figure(distance, *, uniform=None, title: str = "") -> Figure:
+  """Mean attention distance (pixels), `[L,h]` or one `[h_l]` array per layer (Swin's head counts change): one
+  dot per head against the layer (1-based), as the paper's. `uniform`: the distance of uniform attention, one
+  number (a dashed line) or one per layer (a dash at each)."""
+  distance = [np.asarray(d) for d in distance]
+  layers, heads = len(distance), max(len(d) for d in distance)
+  fig = Figure(figsize=(3.4 + 0.08 * max(layers - 12, 0), 2.8), layout="constrained")
   ax = fig.subplots()
   for h in range(heads):
-    ax.scatter(np.arange(1, layers + 1), distance[:, h], s=14, label=f"head {h + 1}")
-  if uniform is not None:
+    at = [layer for layer in range(layers) if h < len(distance[layer])]
+    ax.scatter(np.asarray(at) + 1, [distance[layer][h] for layer in at], s=14, label=f"head {h + 1}")
+  if np.ndim(uniform) == 0 and uniform is not None:
     ax.axhline(uniform, color="grey", linestyle="--", linewidth=0.8, label="uniform attention")
+  elif uniform is not None:
+    ax.scatter(np.arange(1, layers + 1), uniform, marker="_", s=120, color="grey", label="uniform in window")
   ax.set_xlabel("network depth (layer)")
   ax.set_ylabel("mean attention distance (pixels)")
   ax.set_xticks(np.arange(1, layers + 1))
   ax.set_ylim(bottom=0)
-  ax.legend(fontsize=6, loc="lower right")
+  ax.legend(fontsize=6, loc="lower right", ncol=1 + heads // 6)
   ax.set_title(title or "mean attention distance", fontsize=9)
   return fig
+
+
+def swin_distance(model: nn.Module, variables: dict, images: np.ndarray) -> dict:
+  """Figure 7 (right) for a Swin on images `[B,H,W,C]` (or a Video Swin on clips): per block, in run order,
+  {"blocks": paths, "distance": [h] pixels per block, "uniform": per block the distance of uniform attention over
+  each query's own window (the attention's support: what the windows alone allow), "maps": each block's map S}."""
+  weights = _weights(model, variables, images)
+  dense = attention_maps.swin_dense_weights(model, weights, np.shape(images))
+  out = dict(blocks=list(dense), distance=[], uniform=[], maps=[])
+  for w, spatial, pixels in dense.values():
+    support = (w > 0).astype(np.float32)
+    out["distance"].append(attention_maps.mean_attention_distance([w], spatial, pixels)[0])
+    out["uniform"].append(float(attention_maps.mean_attention_distance([support], spatial, pixels)[0].mean()))
+    out["maps"].append(spatial)
+  return out
 
 
 def draw_figure7(run, images: np.ndarray, out_dir: str | os.PathLike, *, components: int = 28,
@@ -287,8 +309,34 @@ def _load_images(run, examples: int) -> tuple[np.ndarray, np.ndarray]:
   return batch["image"][keep], batch["label"][keep]
 
 
+def _main_swin(run, images: np.ndarray, labels: np.ndarray, out: epath.Path) -> None:
+  """The command for a Swin: the attention-distance panel per block and the patch-filter components."""
+  name = run.workdir.name
+  numbers = swin_distance(run.model, run.variables, images)
+  filters, explained = attention_maps.embedding_filters(run.variables, 28, return_variance=True)
+  out.mkdir(parents=True, exist_ok=True)
+  paths = [draw.write_png(distance_figure(numbers["distance"], uniform=numbers["uniform"],
+                                          title=f"{name}: mean attention distance per block"),
+                          out / f"{name}_figure7_distance.png"),
+           draw.write_png(filters_figure(filters, explained, title="patch-embedding filters: principal components"),
+                          out / f"{name}_figure7_filters.png")]
+  logits = jax.jit(lambda v, x: run.model.apply(v, x, train=False))(run.variables, images)
+  summary = dict(
+      workdir=str(run.workdir), examples=len(images), top1=float(np.mean(np.argmax(logits, -1) == labels)),
+      blocks=numbers["blocks"], maps=[list(m) for m in numbers["maps"]],
+      distance=[np.round(d, 3).tolist() for d in numbers["distance"]],
+      uniform_in_window=[round(u, 3) for u in numbers["uniform"]], explained=np.round(explained, 4).tolist(),
+      pngs=[str(p) for p in paths])
+  init = jax.jit(lambda x: run.model.init(jax.random.key(0), x, train=False))(images[:1])
+  summary["at_init"] = dict(distance=[np.round(d, 3).tolist()
+                                      for d in swin_distance(run.model, init, images)["distance"]])
+  (out / f"{name}_numbers.json").write_text(json.dumps(summary, indent=1) + "\n")
+  print(json.dumps(summary, indent=1))
+
+
 def main(argv: Sequence[str]) -> None:
-  """`python -m vit_video.visualize.figure7 --workdir=RUN --out=DIR [--examples=128]` (module docstring)."""
+  """`python -m vit_video.visualize.figure7 --workdir=RUN --out=DIR [--examples=128]` (module docstring); for a
+  Swin run, the attention distance per block (`swin_distance`) and the filters."""
   from absl import flags  # noqa: PLC0415
 
   from vit_video.visualize import runs  # noqa: PLC0415
@@ -298,6 +346,9 @@ def main(argv: Sequence[str]) -> None:
   images, labels = _load_images(run, flag.examples)
   out = epath.Path(flag.out)
   name = run.workdir.name
+  if isinstance(run.model, swin.SwinBase):
+    _main_swin(run, images, labels, out)
+    return
   numbers = figure7_numbers(run.model, run.variables, images)
   paths = draw_figure7(run, images, out, prefix=f"{name}_figure7", numbers=numbers)
   paths += draw_attention(run.model, run.variables, images[:2], out / f"{name}_attention.png",
