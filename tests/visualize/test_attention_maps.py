@@ -54,6 +54,32 @@ def test_every_family_sows_its_attention_or_refuses(name):
     assert w.shape[0] % tiny.B == 0, (name, path, w.shape)
 
 
+@pytest.mark.parametrize("name,overrides,expected", [
+    ("vivit_b16x2_fe", dict(variant="st"),
+     {"Transformer/encoderblock_0/MultiHeadDotProductAttention_1": (2, 12, 13, 13)}),
+    ("vivit_b16x2_fe", dict(variant="fsa"),
+     {"Transformer/encoderblock_0/MultiHeadDotProductAttention_1": (4, 12, 6, 6),
+      "Transformer/encoderblock_0/MultiHeadDotProductAttention_time": (12, 12, 2, 2)}),
+    ("vivit_b16x2_fe", dict(variant="fdp"), {
+        "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/spatial_attention_weights": (4, 6, 6, 6),
+        "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/temporal_attention_weights": (12, 6, 2, 2)}),
+    ("timesformer_b16_axial", dict(attention="space"),
+     {"Transformer/encoderblock_0/MultiHeadDotProductAttention_1": (6, 12, 7, 7)}),
+    ("timesformer_b16_axial", dict(attention="joint"),
+     {"Transformer/encoderblock_0/MultiHeadDotProductAttention_1": (2, 12, 19, 19)}),
+    ("timesformer_b16_axial", dict(attention="divided"),
+     {"Transformer/encoderblock_0/MultiHeadDotProductAttention_time": (12, 12, 3, 3),
+      "Transformer/encoderblock_0/MultiHeadDotProductAttention_1": (6, 12, 7, 7)}),
+], ids=["vivit_st", "vivit_fsa", "vivit_fdp", "timesformer_space", "timesformer_joint", "timesformer_divided"])
+def test_every_vivit_and_timesformer_attention_is_sown_with_its_layout(name, overrides, expected):
+  """B' and N per variant (the module docstring's table): clips of B=2, T=4 (ViViT: T'=2 tubelets) or 3, 2 x 3
+  patches (S=6)."""
+  model, inputs = tiny.tiny(name, **overrides)
+  weights = jax.eval_shape(lambda v, *x: am.attention_weights(model, v, *x), tiny.abstract_variables(model, inputs),
+                           *inputs)
+  assert {k: tuple(w.shape) for k, w in weights.items()} == expected
+
+
 def test_vit_weights_are_softmax_rows_in_layer_order_and_sowing_changes_nothing():
   model, inputs = tiny.tiny("vit_b8", depth=3, width=24, num_heads=3, mlp_dim=16, patch_size=4)
   x = jax.random.normal(jax.random.key(1), inputs[0].shape)
