@@ -14,7 +14,8 @@ the family (the rows are queries, the columns keys, each row sums to one):
   ViT, ViViT Model 1 ("st"):  [B,h,c+N,c+N], c = 1 with a class token (first), N the patches (T' S for a clip,
                               T'-major).
   ViViT Model 2 ("fe"):       SpatialTransformer [B*T',h,1+S,1+S]; TemporalTransformer [B,h,1+T',1+T'].
-  ViViT Models 3, 4:          spatial [B*T',h,S,S]; temporal [B*S,h,T',T'] (no class token).
+  ViViT Models 3, 4:          spatial [B*T',h,S,S]; temporal [B*S,h,T',T'] (no class token; Model 4: h/2 heads
+                              each, under .../spatial_attention_weights and .../temporal_attention_weights).
   TimeSformer:                "space" [B*T,h,1+S,1+S] (each frame its own class token); "joint" [B,h,1+T S,1+T S];
                               "divided" _time [B*S,h,T,T] then _1 [B*T,h,1+S,1+S] (a copy of the class token in
                               each frame's group); "axial" _time [B*S,h,T,T], _width [B*T*H',h,W',W'], _1
@@ -26,8 +27,11 @@ the family (the rows are queries, the columns keys, each row sums to one):
                               map (coarser than the queries' in early blocks), class token first.
   VTN:                        block_{i}/attention [B,h,1+T,1+T] ([CLS] first, Longformer's window mask); a ViT or
                               Swin backbone's own weights under backbone/..., per frame (B' = B*T).
-A scanned encoder (ViT/ViViT `scan=True`) sows one array stacked over its layers; it is split back into one entry
-per layer, named as the unscanned model names its blocks (encoderblock_{i}).
+A scanned ViT (`scan=True`) sows one array stacked over its layers; it is split back into one entry per layer,
+named as the unscanned model names its blocks (encoderblock_{i}). `swin_dense_weights` puts all of a Swin's blocks
+on their maps. The dict is in run order; one that went through jax.jit or jax.eval_shape comes back with its keys
+sorted as strings, which `in_layer_order` (and `rollout`, `mean_attention_distance` given a dict) undo for
+numbered blocks.
 
 `rollout` and `mean_attention_distance` need one token set through all the layers they are given (ViT, ViViT
 Model 1, TimeSformer "joint", VTN, or one Swin stage made dense); a hierarchical model's (MViT, Swin across
@@ -70,17 +74,14 @@ def attention_weights(model: nn.Module, variables: Mapping, *inputs: jax.Array) 
   flat = dict(sorted(flat.items(), key=lambda kv: (order.get("/".join(kv[0][:-1]), len(order)), _natural(kv[0]))))
   if not flat:
     raise ValueError(f"{type(model).__name__} sowed no attention weights (no attention ran)")
-  depth = getattr(model, "depth", None)
   out: dict[str, jax.Array] = {}
   for key, values in flat.items():
     *path, name = key
     base = "/".join(path) if name == "attention_weights" else "/".join(key)
     for call, value in enumerate(values):
       label = base if len(values) == 1 else f"{base}#{call}"
-      if getattr(model, "scan", False) and "encoderblock" in path:
+      if value.ndim == 5 and "encoderblock" in path:
         # nn.scan stacks its layers' weights on a leading axis [L,B',h,Nq,Nk]: one entry per layer.
-        if value.shape[0] != depth:
-          raise ValueError(f"scanned weights at {label} have shape {value.shape}; expected {depth} layers first")
         for i in range(value.shape[0]):
           out[label.replace("encoderblock", f"encoderblock_{i}", 1)] = value[i].astype(jnp.float32)
       else:
@@ -117,8 +118,8 @@ def rollout(weights: Sequence[jax.Array] | Mapping[str, jax.Array], residual: bo
   weights: per layer, first to last, `[B,h,N,N]` (rows = queries). Each layer's heads are averaged; with
   `residual`, the identity is added and the rows renormalised (A = (W + I) / 2 when W's rows sum to one: the
   paper's account of the skip connection); the layers are multiplied, later on the left:
-  R = A_L ... A_2 A_1. Returns float32 `[B,N,N]` whose rows sum to one; row i of a class-token model's R[:, 0]
-  is the class token's flow from every input token.
+  R = A_L ... A_2 A_1. Returns float32 `[B,N,N]` whose rows sum to one: R[b, i, j] is how much of token i's final
+  state comes from input token j (for a class-token model, R[:, 0, 1:] over the patches is the usual map).
   """
   result = None
   for w in _stack(weights, "rollout"):
