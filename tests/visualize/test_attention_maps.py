@@ -129,6 +129,9 @@ def test_mvit_sows_softmax_rows_on_its_pooled_maps_without_changing_outputs():
   np.testing.assert_allclose(plain, sown, atol=1e-5)
   with pytest.raises(ValueError, match="one N"):
     am.rollout(weights)
+  maps = am.mvit_key_maps(model, weights, x.shape)
+  assert [m.shape for m in maps.values()] == [(2, 1, 1, 1, 2), (2, 2, 1, 2, 3), (2, 2, 1, 1, 2)]
+  np.testing.assert_allclose(maps["block_1/attn"].reshape(2, 2, -1), np.asarray(weights["block_1/attn"])[:, :, 0, 1:])
 
 
 def test_vtn_sows_its_temporal_attention_within_longformers_window():

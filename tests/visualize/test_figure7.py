@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tests.visualize import tiny
-from vit_video.models import swin, timesformer, vit, vivit
+from vit_video.models import mvit, swin, timesformer, vit, vivit
 from vit_video.visualize import figure7
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -99,3 +99,17 @@ def test_swin_distance_per_block_against_uniform_attention_in_each_window():
   assert max(numbers["distance"][0]) < 2 * 2 * np.sqrt(2)  # the farthest pair in a 3 x 3 window
   fig = figure7.distance_figure(numbers["distance"], uniform=numbers["uniform"])
   assert len(fig.axes) == 1
+
+
+def test_mvit_clip_maps_are_the_class_tokens_attention_per_block(tmp_path):
+  blocks = {k: v[:2] for k, v in mvit.torchvision_blocks(v2=True).items()}
+  model = mvit.MViT(num_classes=5, width=8, **{**blocks, "num_heads": (1, 2), "block_widths": (8, 16)},
+                    relative_positions=True, residual_pool=True, project_after_attention=True, input_size=(4, 32, 48))
+  clip = jax.random.uniform(jax.random.key(4), (1, 4, 32, 48, 3), minval=-1, maxval=1)
+  maps = figure7.clip_attention_maps(model, _random_variables(model, clip), clip)
+  assert list(maps) == ["block_0", "block_1"]
+  for m in maps.values():
+    assert m.ndim == 3 and m.shape[0] <= 2  # T' = 2 after the 2-frame patch stride
+    assert 0 < m.sum() <= 1 + 1e-6 and (m >= 0).all()  # the class token's row without its own key
+  path = figure7.draw_clip_attention(model, _random_variables(model, clip), clip, tmp_path / "mvit.png")
+  assert path.read_bytes().startswith(PNG)

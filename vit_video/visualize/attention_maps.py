@@ -24,7 +24,8 @@ the family (the rows are queries, the columns keys, each row sums to one):
                               order; `window_weights_to_dense` puts them back on the token map, `[B,h,N,N]` with
                               N = prod(S) in the map's row-major order (zero outside each query's window).
   MViT:                       [B,h,1+Nq,1+Nk], queries on the block's output map, keys on its pooled key/value
-                              map (coarser than the queries' in early blocks), class token first.
+                              map (coarser than the queries' in early blocks), class token first;
+                              `mvit_key_maps` lays the class token's row out on each block's key map.
   VTN:                        block_{i}/attention [B,h,1+T,1+T] ([CLS] first, Longformer's window mask); a ViT or
                               Swin backbone's own weights under backbone/..., per frame (B' = B*T).
 A scanned ViT (`scan=True`) sows one array stacked over its layers; it is split back into one entry per layer,
@@ -294,6 +295,33 @@ def swin_dense_weights(model: nn.Module, weights: Mapping[str, jax.Array], input
       pixels[-2:] = [2 * p for p in pixels[-2:]]
     dense = window_weights_to_dense(w, spatial, window, block % 2 == 1, model.window_padding)
     out[path] = (dense, tuple(spatial), tuple(pixels))
+  return out
+
+
+def mvit_key_maps(model: nn.Module, weights: Mapping[str, jax.Array], input_shape: Sequence[int]
+                  ) -> dict[str, np.ndarray]:
+  """An MViT's class-token attention on each block's key map: {"block_{i}/attn": `[B,h,T_k,H_k,W_k]`}.
+
+  The class token's row of `[B,h,1+Nq,1+Nk]` over the keys (its own key dropped), laid out on the block's pooled
+  key/value map, which the model's attributes fix: the patch embedding's map of `input_shape` (`[B,T,H,W,C]`, or
+  `[B,H,W,C]` for MViTImage), pooled per block by `pooling_attention.pooled_size`. Time is the first map axis:
+  where the class token looks in space and in time, per head.
+  """
+  from vit_video.layers import pooling_attention as pa  # noqa: PLC0415
+  shape = tuple(input_shape)
+  sizes = shape[1:4] if len(shape) == 5 else (1, *shape[1:3])
+  thw = tuple((s + 2 * p - k) // st + 1 for s, k, st, p in zip(sizes, model.patch_kernel, model.patch_stride,
+                                                                model.patch_padding))
+  out = {}
+  for i in range(len(model.num_heads)):
+    k_thw = (pa.pooled_size(thw, model.kernel_kv[i], model.stride_kv[i])
+             if pa.pools(model.kernel_kv[i], model.stride_kv[i]) else thw)
+    if pa.pools(model.kernel_q[i], model.stride_q[i]):
+      thw = pa.pooled_size(thw, model.kernel_q[i], model.stride_q[i])
+    w = np.asarray(weights[f"block_{i}/attn"], np.float32)  # [B,h,1+Nq,1+Nk]
+    if w.shape[-1] != 1 + math.prod(k_thw) or w.shape[-2] != 1 + math.prod(thw):
+      raise ValueError(f"block_{i}'s weights {w.shape} do not fit its query map {thw} and key map {k_thw}")
+    out[f"block_{i}/attn"] = w[:, :, 0, 1:].reshape(*w.shape[:2], *k_thw)
   return out
 
 

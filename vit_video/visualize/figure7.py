@@ -28,7 +28,7 @@ import numpy as np
 from etils import epath
 from matplotlib.figure import Figure
 
-from vit_video.models import swin
+from vit_video.models import mvit, swin
 from vit_video.visualize import attention_maps, draw
 
 
@@ -261,14 +261,18 @@ def clip_token_grid(model: nn.Module, clip_shape: Sequence[int]) -> tuple[int, i
 
 
 def clip_attention_maps(model: nn.Module, variables: dict, clip: np.ndarray) -> dict[str, np.ndarray]:
-  """Maps over a clip `[1,T,H,W,C]` of ViViT Model 1/2 or TimeSformer "joint"/"space": {name: [T',gh,gw]}.
+  """Maps over a clip `[1,T,H,W,C]` of ViViT Model 1/2, TimeSformer "joint"/"space" or MViT: {name: [T',h,w]}.
 
   Space-time layers (weights `[1,h,c+T'S,c+T'S]`) give each layer's head-mean map and their rollout
   ("rollout"); per-frame layers (`[T',h,c+S,c+S]`) give each layer's head-mean map per frame and the per-frame
-  rollout. Other layers (temporal-only, axial, factorised) are skipped; ValueError when none is left.
+  rollout. Other layers (temporal-only, axial, factorised) are skipped; ValueError when none is left. MViT: each
+  block's class-token map on its pooled key map (`attention_maps.mvit_key_maps`, heads averaged), no rollout.
   """
   if np.shape(clip)[0] != 1:
     raise ValueError(f"one clip at a time: [1,T,H,W,C]; got {np.shape(clip)}")
+  if isinstance(model, mvit.MViT):  # hierarchical: the class token's map per block, no rollout
+    maps = attention_maps.mvit_key_maps(model, _weights(model, variables, clip), np.shape(clip))
+    return {name.removesuffix("/attn"): m[0].mean(axis=0) for name, m in maps.items()}  # [T_k,H_k,W_k]
   t, gh, gw = clip_token_grid(model, np.shape(clip))
   s = gh * gw
   shapes = jax.eval_shape(lambda v, x: attention_maps.attention_weights(model, v, x), variables, clip)
