@@ -4,7 +4,7 @@
     paths += draw_attention(run.model, run.variables, images[:2], "out/attention.png")
 
     python -m vit_video.visualize.figure7 --workdir=workdirs/vit_vs_resnet/vit_s \
-        --out=experiments/results/visualise_figure7/vit_s [--examples=128]
+        --out=experiments/results/visualise_figure7 [--examples=128]
 
 Figure 7 (Dosovitskiy et al. 2020): left, the first principal components of the patch-embedding filters; centre,
 the cosine similarity of each patch's position embedding to all others (one small map per patch, laid out on the
@@ -12,10 +12,12 @@ patch grid); right, each head's mean attention distance (pixels) against depth, 
 attention figure has one row per layer and one column per head, each panel the head's map over the image
 (`attention_maps.query_map`: the class token's attention, or without one the attention each patch receives), and
 a last column with the rollout (`attention_maps.rollout`, the class token's row or the mean over all rows). For
-clips (`draw_clip_attention`) the maps of attention over space-time tokens (ViViT Model 1, TimeSformer "joint")
-or within each frame (ViViT Model 2's spatial encoder, TimeSformer "space") are drawn over every frame.
-`figure7_numbers` gives what the figures show as numbers (for results.md). The command writes them, with the same
-numbers for the architecture at initialisation (seed 0) as a baseline, to `{run}_numbers.json` beside the PNGs.
+clips (`draw_clip_attention`) the maps of attention over space-time tokens (ViViT Model 1, TimeSformer "joint"),
+within each frame (ViViT Model 2's spatial encoder, TimeSformer "space") or, for MViT, the class token's on each
+block's pooled key map, are drawn over every frame. `figure7_numbers` gives what the figures show as numbers; the
+command writes them, with the same numbers for the architecture at initialisation (seed 0) as a baseline, to
+`{run}_numbers.json` beside the PNGs. For a Swin run it draws the distance panel per block against uniform
+attention over each query's window (`swin_distance`) and the filters.
 """
 import json
 import math
