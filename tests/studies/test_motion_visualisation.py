@@ -77,7 +77,8 @@ def test_tiny_study_end_to_end(tiny_moving_fmnist, tiny_fmnist, tmp_path):
     appearance = next(r for r in am if r["model"] == name and r["regulariser"] == "appearance")
     assert float(appearance["temporal_change"]) == pytest.approx(0.0, abs=1e-6)  # tied frames: no change
     assert sum(int(r["preferred_by"]) for r in am if r["model"] == name) == len(config.activation_max.classes)
-    assert len(imageio.mimread(folder / f"saliency_{name}.gif")) == config.members[name].video.num_frames
+    gif = imageio.mimread(io.BytesIO((folder / f"saliency_{name}.gif").read_bytes()), format="GIF")
+    assert len(gif) == config.members[name].video.num_frames
     assert (folder / f"activation_max_{name}.png").read_bytes()[:4] == b"\x89PNG"
   for method in ("gradient", "integrated_gradients", "grad_cam"):
     assert (folder / f"saliency_{method}.png").exists()

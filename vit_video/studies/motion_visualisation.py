@@ -61,14 +61,16 @@ PREFERENCE_MARGIN = 0.05  # a looser regulariser is preferred when its optimum's
 #   fraction of the range of the model's optimum logits over classes and regularisers)
 
 
-def read_examples(config: ml_collections.ConfigDict, count: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-  """The first `count` test videos of a member's dataset, one view each (the eval pipeline's first window, centre
-  crop): ({input name: [count,...]}, labels [count])."""
+def read_examples(config: ml_collections.ConfigDict, count: int, split: str = "") -> tuple[dict[str, np.ndarray],
+                                                                                            np.ndarray]:
+  """The first `count` examples of `split` (default: the config's eval split) of a run's dataset through its eval
+  pipeline, one view per video (the first window, centre crop): ({input name: [count,...]}, labels [count])."""
   c = ml_collections.ConfigDict(config.to_dict())
   c.video.eval_num_clips, c.video.eval_num_crops, c.batch_size = 1, 1, count
-  batch = next(iter(iterators.make_iterators(c).eval(c.dataset.eval_split)))
+  split = split or c.dataset.eval_split
+  batch = next(iter(iterators.make_iterators(c).eval(split)))
   if int(batch["mask"].sum()) < count:
-    raise ValueError(f"{c.dataset.name}:{c.dataset.eval_split} has fewer than {count} examples")
+    raise ValueError(f"{c.dataset.name}:{split} has fewer than {count} examples")
   return {k: batch[k] for k in iterators.input_keys(c)}, batch["label"]
 
 
@@ -132,7 +134,7 @@ def class_score(model, variables, labels: np.ndarray):
   return score
 
 
-def _baselines(names: tuple[str, ...], inputs: tuple[np.ndarray, ...]) -> tuple[jax.Array, ...]:
+def baselines(names: tuple[str, ...], inputs: tuple[np.ndarray, ...]) -> tuple[jax.Array, ...]:
   """Integrated gradients' starting points: the black clip (-1) and zero flow (no motion)."""
   return tuple(jnp.full_like(x, -1.0) if name == "video" else jnp.zeros_like(x) for name, x in zip(names, inputs))
 
@@ -146,7 +148,7 @@ def explain(run: runs.Run, inputs: dict[str, np.ndarray], labels: np.ndarray, co
   out = {}
   attributions = {
       "gradient": saliency.vanilla_gradient(score, *xs),
-      "integrated_gradients": saliency.integrated_gradients(score, *xs, baselines=_baselines(names, xs),
+      "integrated_gradients": saliency.integrated_gradients(score, *xs, baselines=baselines(names, xs),
                                                             steps=config.ig_steps),
   }
   for method, attribution in attributions.items():
@@ -231,7 +233,7 @@ def activation_rows(name: str, run: runs.Run, results: dict[str, dict], config: 
           for i, r in enumerate(regularisers)]
 
 
-def _as_frames(x: np.ndarray, kind: str) -> np.ndarray:
+def as_frames(x: np.ndarray, kind: str) -> np.ndarray:
   """An optimised input [T,H,W,C] or a flow [H,W,2(T-1)] -> frames to draw [T',H,W,C] (flow: its magnitude)."""
   if kind == "video":
     return x
@@ -248,13 +250,13 @@ def draw_member(name: str, folder: RunFolder, inputs: dict, maps: dict, results:
   index = list(config.activation_max.classes).index(config.activation_max.figure_class)
   main = next(iter(results.values()))["main"]
   position = 1 if main == "flow" else 0
-  clips = {f"{r}\nlogit {results[r]['logit'][index]:.1f}": _as_frames(results[r]["inputs"][position][index], main)
+  clips = {f"{r}\nlogit {results[r]['logit'][index]:.1f}": as_frames(results[r]["inputs"][position][index], main)
            for r in results}
   label = config.label_names[config.activation_max.figure_class]
   fig = draw.clip_rows_figure(clips, title=f"{name}: class {label!r}" + (" (flow magnitude)" if main == "flow" else ""))
   draw.write_png(fig, folder / f"activation_max_{name}.png", dpi=80)
   if "fast" in results:
-    fast = _as_frames(results["fast"]["inputs"][position][index], main)
+    fast = as_frames(results["fast"]["inputs"][position][index], main)
     draw.write_gif(draw.overlay_frames(fast, value_range=(float(fast.min()), float(fast.max()) + 1e-6)),
                    folder / f"activation_max_{name}.gif")
 

@@ -197,10 +197,18 @@ def overlay_frames(clip: np.ndarray, saliency: np.ndarray | None = None, *, valu
 
 
 def gif_bytes(frames: np.ndarray, *, fps: float = 4.0) -> bytes:
-  """8-bit frames [T,H,W,3] (or [T,H,W]) -> an animated GIF that loops forever."""
+  """8-bit frames [T,H,W,3] (or [T,H,W]) -> an animated GIF that loops forever, with a time bar under the frames:
+  [T,H+bar,W,3], frame t's bar filled over (t+1)/T of the width. The bar also keeps every frame: GIF writers merge
+  identical consecutive frames (a still clip, a static optimum) into one."""
   frames = np.asarray(frames)
   if frames.dtype != np.uint8 or frames.ndim not in (3, 4) or len(frames) < 1:
     raise ValueError(f"GIF frames must be uint8 [T,H,W] or [T,H,W,3]; got {frames.dtype} {frames.shape}")
+  frames = np.repeat(frames[..., None], 3, axis=-1) if frames.ndim == 3 else frames
+  t, _, w, _ = frames.shape
+  bar = np.zeros((t, max(2, w // 32), w, 3), np.uint8)  # [T,bar,W,3]
+  for i in range(t):
+    bar[i, :, :max(1, round(w * (i + 1) / t))] = 200
+  frames = np.concatenate([frames, bar], axis=1)
   buffer = io.BytesIO()
   imageio.mimsave(buffer, list(frames), format="GIF", duration=1000.0 / fps, loop=0)
   return buffer.getvalue()
