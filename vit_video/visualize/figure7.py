@@ -61,8 +61,13 @@ def _weights(model, variables, *inputs) -> dict:
   return attention_maps.in_layer_order(weights)
 
 
-def _encoder_weights(model, variables, images) -> list:
+def encoder_weights(model: nn.Module, variables: dict, images: np.ndarray) -> list:
+  """A ViT's encoder attention weights, one `[B,h,N,N]` per layer, first to last (for `rollout_map` and the
+  distance)."""
   return [w for k, w in _weights(model, variables, images).items() if k.startswith("Transformer/")]
+
+
+_encoder_weights = encoder_weights  # the name __main__.py used before it was public
 
 
 def attention_entropy(weights) -> np.ndarray:
@@ -83,7 +88,7 @@ def figure7_numbers(model: nn.Module, variables: dict, images: np.ndarray, *, co
   shares, "grid", "pixels_per_token"}.
   """
   grid, pixels = vit_grid(model, np.shape(images))
-  weights = _encoder_weights(model, variables, images)
+  weights = encoder_weights(model, variables, images)
   distance = attention_maps.mean_attention_distance(weights, grid, pixels)
   entropy = np.stack([attention_entropy(w) for w in weights])  # [L,h]
   uniform = np.full((1, 1, math.prod(grid), math.prod(grid)), 1.0 / math.prod(grid))
@@ -243,7 +248,7 @@ def draw_attention(model: nn.Module, variables: dict, images: np.ndarray, out: s
   """Per-head attention maps of every encoder layer and the rollout of a ViT over each image of `images`
   `[B,H,W,C]`: one PNG per image, `out` with `_{i}` before its suffix when B > 1. Returns the paths."""
   grid, _ = vit_grid(model, np.shape(images))
-  weights = _encoder_weights(model, variables, images)
+  weights = encoder_weights(model, variables, images)
   maps = np.stack([attention_maps.query_map(w, grid) for w in weights], axis=1)  # [B,L,h,gh,gw]
   flows = rollout_map(weights, grid)  # [B,gh,gw]
   out = epath.Path(out)
