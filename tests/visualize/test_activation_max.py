@@ -111,6 +111,16 @@ def test_a_channel_of_a_transformer_layer_is_maximised():
   assert np.all(result.scores[-1] > result.scores[0] + 0.1), result.scores[[0, -1]]
 
 
+def test_the_blur_smooths_a_checkerboard_optimum():
+  """A linear score that likes a one-pixel checkerboard: blurring every step leaves far less of it (spatial TV)."""
+  checker = (-1.0) ** (jnp.arange(H)[:, None] + jnp.arange(W)[None, :])  # [H,W]
+  score = lambda x: (x * checker[None, None, :, :, None]).reshape(x.shape[0], -1).mean(axis=1)  # noqa: E731
+  tv = lambda x: np.asarray(jnp.abs(jnp.diff(x, axis=3)).mean())  # noqa: E731
+  sharp, smooth = (am.maximise(score, [(B, T, H, W, C)], rng=jax.random.key(0), regulariser="appearance", steps=20,
+                               jitter=0, tv_weight=0.0, blur_every=every).inputs[0] for every in (0, 1))
+  assert tv(smooth) < 0.5 * tv(sharp), (tv(smooth), tv(sharp))  # measured: 0.06 vs 1.92
+
+
 def test_temporal_change_is_the_mean_absolute_frame_difference():
   clip = jnp.arange(2 * 3 * 2 * 4 * 1, dtype=jnp.float32).reshape(2, 3, 2, 4, 1) ** 2
   expected = np.abs(np.diff(np.asarray(clip), axis=1)).reshape(2, -1).mean(axis=1)
