@@ -18,9 +18,12 @@ Each is plain JAX (scan over noise samples and path steps, batch kept): jit it w
     standard deviation `noise` times each example's own max - min range (their 10-20% is where maps look
     sharpest; 15% is PAIR's default); `squared` averages squared gradients (their SmoothGrad-Squared).
   - Integrated gradients (Sundararajan et al. 2017): (x - x') times the gradient's mean along the straight path
-    from the baseline x' (zeros by default: a black image, a still black clip, zero flow) to x, by the trapezoid
-    rule over `steps` intervals (steps + 1 gradients). Completeness: the attributions of all inputs sum to
-    score(x) - score(x') up to the quadrature error (tests/visualize/test_saliency.py states it).
+    from the baseline x' (zeros by default: mid-grey for pixels in [-1, 1], zero flow) to x, by the midpoint rule
+    over `steps` intervals. Completeness: the attributions of all inputs sum to score(x) - score(x') up to the
+    quadrature error (tests/visualize/test_saliency.py states it). The midpoint rule (the paper's is the right
+    Riemann sum; PAIR's averages linspace(0, 1, steps), both ends included) never evaluates the gradient at the
+    baseline: at an exactly constant image, GroupNorm and LayerNorm divide by sqrt(eps), so the trained BiT-R8x1's
+    gradient at the zero image is ~1e4 times its size elsewhere and one end-point sample swamps the sum.
   - Grad-CAM (Selvaraju et al. 2017): at a convolutional layer's map A [B,(t,)h,w,C], channel weights
     w_c = mean over (t,)h,w of d logit_k / d A_c, and the map ReLU(sum_c w_c A_c). `cam_layer` picks the layer.
 
@@ -113,8 +116,8 @@ def integrated_gradients(score: Score, *inputs: jax.Array, baselines: Sequence[j
                          steps: int = 32) -> tuple[jax.Array, ...]:
   """(x - x') * mean gradient on the path x' + alpha (x - x'), alpha in [0, 1]: one array per input, its shape.
 
-  `baselines`: one per input, broadcastable to it (None: zeros). The mean is the trapezoid rule over `steps`
-  equal intervals (steps + 1 gradients, scanned one at a time, so memory stays one backward pass).
+  `baselines`: one per input, broadcastable to it (None: zeros). The mean is the midpoint rule over `steps` equal
+  intervals (alpha = (k + 1/2) / steps), the gradients scanned one at a time, so memory stays one backward pass.
   """
   batch = _check_inputs(inputs)
   _count(steps, "steps", 1)
@@ -130,17 +133,15 @@ def integrated_gradients(score: Score, *inputs: jax.Array, baselines: Sequence[j
       raise ValueError(f"baseline {i} has shape {jnp.shape(x0)}, which does not broadcast to input {i}'s "
                        f"{x.shape}") from None
   diffs = [x - x0 for x, x0 in zip(inputs, starts)]
-  alphas = jnp.linspace(0.0, 1.0, steps + 1)
-  weights = jnp.full(steps + 1, 1.0 / steps).at[jnp.array([0, steps])].set(0.5 / steps)  # trapezoid
+  alphas = (jnp.arange(steps, dtype=jnp.float32) + 0.5) / steps  # interval midpoints
 
-  def step(totals, alpha_weight):
-    alpha, weight = alpha_weight
+  def step(totals, alpha):
     grads = _gradients(score, [x0 + alpha.astype(x0.dtype) * d for x0, d in zip(starts, diffs)], batch)
-    return tuple(t + weight * g.astype(jnp.float32) for t, g in zip(totals, grads)), None
+    return tuple(t + g.astype(jnp.float32) for t, g in zip(totals, grads)), None
 
   zeros = tuple(jnp.zeros(x.shape, jnp.float32) for x in inputs)
-  totals, _ = jax.lax.scan(step, zeros, (alphas, weights))
-  return tuple((d.astype(jnp.float32) * t).astype(x.dtype) for d, t, x in zip(diffs, totals, inputs))
+  totals, _ = jax.lax.scan(step, zeros, alphas)
+  return tuple((d.astype(jnp.float32) * t / steps).astype(x.dtype) for d, t, x in zip(diffs, totals, inputs))
 
 
 # ---------------------------------------------------------------------------------------------------- Grad-CAM
