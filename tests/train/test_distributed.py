@@ -1,6 +1,8 @@
-"""Distributed set-up once per process, and fine-tuning from a checkpoint when FSDP shards the state across
-processes: two real processes on 127.0.0.1 (2 CPU devices each) call `train_and_evaluate` twice, pre-training
-then fine-tuning with FSDP, and match the same two runs in this process (8 devices), run before them."""
+"""Distributed set-up once per process, multi-host data parallelism for images, and fine-tuning from a checkpoint
+when FSDP shards the state across processes: two real processes on 127.0.0.1 (2 CPU devices each) call
+`train_and_evaluate` twice, pre-training then fine-tuning with FSDP, and match the same two runs in this process
+(8 devices), run before them: the same losses, evaluation of every test image once, summaries, checkpoints.
+(Multi-host clips, and the command line's `--config.distributed.*` flags: tests/train/test_multihost.py.)"""
 import json
 import os
 import socket
@@ -63,9 +65,13 @@ def test_two_runs_per_process_and_fsdp_finetuning_across_processes(tiny_fmnist, 
   for run in ("pretrain", "finetune"):  # 8 devices here against 2 x 2 there: reductions in another order
     np.testing.assert_allclose(_losses(os.path.join(two, run)), _losses(os.path.join(one, run)), rtol=1e-4)
     assert len(_losses(os.path.join(one, run))) == 4
+    # The two hosts' evaluation shards hold each of the 70 test images once.
+    assert [r["count"] for r in RunFolder(os.path.join(two, run)).read_metrics() if r["kind"] == "eval"] == [70.0]
     # Every process gets the summary from the call; both hold the same numbers as the one-process run.
     for key in ("eval_top1", "eval_loss", "params", "step"):
       assert pair[0][run][key] == pair[1][run][key] == pytest.approx(single[run][key], rel=1e-4), (run, key)
+  # The job's asynchronous saves at steps 2 and 4 were all committed (the fine-tuning restored step 4).
+  assert sorted(os.listdir(os.path.join(two, "pretrain", "checkpoints"))) == ["2", "4"]
   # The fine-tuning started from the pre-trained body: its first loss is far below a fresh model's (log 10).
   assert _losses(os.path.join(one, "finetune"))[0] < _losses(os.path.join(one, "pretrain"))[0]
 

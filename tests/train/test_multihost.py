@@ -1,7 +1,9 @@
-"""Multi-host data parallelism for real: two processes on 127.0.0.1 (2 CPU devices each, CPU collectives)
-train exactly as one process with 4 devices: the same global batches, losses and evaluation, for images and for
-clips with multi-view evaluation. The jobs a test compares run at the same time, except a job whose programs
-another job compiles: it waits, and finds them in the suite's compilation cache (the root conftest.py)."""
+"""Multi-host data parallelism for real, through the command line's `--config.distributed.*` flags: two
+`python -m vit_video.main` processes on 127.0.0.1 (2 CPU devices each, CPU collectives) train exactly as one process
+with 4 devices: the same global batches, losses and multi-view evaluation of clips. The jobs a test compares run at
+the same time, except a job whose programs another job compiles: it waits, and finds them in the suite's
+compilation cache (the root conftest.py). Images across two processes (losses, evaluation counts, asynchronous
+checkpoints, FSDP): tests/train/test_distributed.py."""
 import os
 import socket
 import subprocess
@@ -9,7 +11,7 @@ import sys
 
 import numpy as np
 
-from tests.train.test_resume import ROOT, main_flags
+from tests.train.test_resume import ROOT
 from tests.xla_flags import xla_flags
 from vit_video.train.run_folder import RunFolder
 
@@ -49,21 +51,6 @@ def _wait(procs: list[subprocess.Popen]) -> None:
 
 def _metric(workdir: str, kind: str, key: str) -> np.ndarray:
   return np.array([r[key] for r in RunFolder(workdir).read_metrics() if r["kind"] == kind])
-
-
-def _flags(data_dir: str, workdir: str) -> list[str]:
-  return [*main_flags(data_dir, workdir), "--config.total_steps=6", "--config.eval_every_steps=0",
-          "--config.checkpoint.save_every_steps=3"]
-
-
-def test_two_processes_match_one_process(tiny_fmnist, tmp_path):
-  one, two = str(tmp_path / "one"), str(tmp_path / "two")
-  _wait([*_start(_flags(tiny_fmnist, one), 1), *_start(_flags(tiny_fmnist, two), 2)])
-  np.testing.assert_allclose(_metric(two, "train", "loss"), _metric(one, "train", "loss"), rtol=1e-5)
-  assert len(_metric(one, "train", "loss")) == 6
-  np.testing.assert_allclose(_metric(two, "eval", "top1"), _metric(one, "eval", "top1"), rtol=1e-6)
-  np.testing.assert_allclose(_metric(two, "eval", "count"), [70.0])
-  assert sorted(os.listdir(os.path.join(two, "checkpoints"))) == ["3", "6"]
 
 
 def _video_flags(data_dir: str, workdir: str, host_sharding: str) -> list[str]:
