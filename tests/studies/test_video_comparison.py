@@ -1,8 +1,10 @@
 """The video comparison study end to end on the tiny moving Fashion-MNIST (6 frames of 20x20): its table, a rerun
-that trains nothing, a workdir on a non-local filesystem (ram://), label columns from the config, the command line."""
+that trains nothing, a workdir on a non-local filesystem (ram://), label columns from the config, the command line
+(whose trained member the label test then finds finished, so that vivit_fdp is trained once here)."""
 import csv
 import io
 import os
+import shutil
 import subprocess
 import sys
 
@@ -47,12 +49,35 @@ def test_comparison_on_a_ram_workdir_writes_the_table_and_a_rerun_trains_nothing
   assert video_comparison.run(sweep, workdir, command="pytest") == rows
 
 
-def test_label_columns_follow_the_config(tiny_moving_fmnist, tmp_path):
-  """The transformer comparison trains the motion label only: its table and CSV have motion columns only."""
+@pytest.fixture(scope="module")
+def command_line_run(tiny_moving_fmnist, tmp_path_factory):
+  """(workdir, completed process) of `python -m vit_video.study` as the README runs it, on the tiny data: one model
+  (vivit_fdp), the motion label only, on one device as the in-process studies here (first_device.py)."""
+  workdir = tmp_path_factory.mktemp("command_line")
+  arg = f"sweep,tiny,models=vivit_fdp,data_dir={tiny_moving_fmnist}"
+  env = {**os.environ, "XLA_FLAGS": xla_flags(1)}
+  result = subprocess.run(
+      [sys.executable, "-m", "vit_video.study", f"--config=experiments/video_transformers.py:{arg}",
+       f"--workdir={workdir}"], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+  return workdir, result
+
+
+def test_label_columns_follow_the_config(tiny_moving_fmnist, command_line_run, monkeypatch, tmp_path):
+  """The transformer comparison trains the motion label only: its table and CSV have motion columns only. The
+  workdir starts with the command line's finished vivit_fdp: it is read back, only video_swin is trained."""
   sweep = load_module("video_transformers").sweep_config(tiny=True, models="vivit_fdp+video_swin",
                                                         data_dir=tiny_moving_fmnist)
+  assert command_line_run[1].returncode == 0, command_line_run[1].stderr[-3000:]
+  shutil.copytree(command_line_run[0] / "vivit_fdp", tmp_path / "vivit_fdp")
+  trained, train_and_evaluate = [], loop.train_and_evaluate
+
+  def recorded(config, workdir):
+    trained.append(workdir)
+    return train_and_evaluate(config, workdir)
+  monkeypatch.setattr(loop, "train_and_evaluate", recorded)
   with on_first_device():
     rows = video_comparison.run(sweep, str(tmp_path))
+  assert trained == [str(tmp_path / "video_swin" / "motion")]
   assert [r["model"] for r in rows] == ["vivit_fdp", "video_swin"]
   for r in rows:
     assert 0.0 <= r["motion_video_top1"] <= 1.0 and "object_video_top1" not in r
@@ -88,21 +113,17 @@ def test_bad_configs_are_named():
     video_comparison.check_config(sweep)
 
 
-def test_study_command_line(tiny_moving_fmnist, tmp_path):
+def test_study_command_line(command_line_run, tmp_path):
   """`python -m vit_video.study` as the README runs it, on the tiny data: one model, one label; the command's
   former name still starts it."""
-  arg = f"sweep,tiny,models=vivit_fdp,data_dir={tiny_moving_fmnist}"  # the motion label only
-  env = {**os.environ, "XLA_FLAGS": xla_flags(2)}
-  result = subprocess.run(
-      [sys.executable, "-m", "vit_video.study", f"--config=experiments/video_transformers.py:{arg}",
-       f"--workdir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+  workdir, result = command_line_run
   assert result.returncode == 0, result.stderr[-3000:]
   assert "| vivit_fdp | 6 |" in result.stdout and "results.csv, results.md" in result.stdout
-  rows, labels = video_comparison.read_rows(tmp_path / "results.csv")
+  rows, labels = video_comparison.read_rows(workdir / "results.csv")
   assert [r["model"] for r in rows] == ["vivit_fdp"] and rows[0]["params"] > 0 and labels == ("motion",)
-  assert "Command: `python -m vit_video.study" in (tmp_path / "results.md").read_text()
+  assert "Command: `python -m vit_video.study" in (workdir / "results.md").read_text()
   # A config that names no study (a member's training config), through the command's former name.
   bad = subprocess.run([sys.executable, "-m", "vit_video.video_sweep", "--config=experiments/video_classics.py",
                         f"--workdir={tmp_path / 'bad'}"], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                       env=env)
+                       env={**os.environ, "XLA_FLAGS": xla_flags(2)})
   assert bad.returncode != 0 and "`study` field must name one of vit_vs_resnet, video_comparison" in bad.stderr
