@@ -15,7 +15,7 @@ Scales:
   cpu   the six members at 1 epoch (their table trained 2: halved to fit a 2-core CPU shared with other jobs),
         saliency on 30 test clips (3 per motion), activation maximisation of all 10 motion logits
         (committed results in experiments/results/visualise_cpu/).
-  tiny  3 toy members on the `tiny` builder (6 frames of 20x20), 6 steps each, a toy ViT; a few steps of
+  tiny  2 toy members on the `tiny` builder (6 frames of 20x20), 6 steps each, a toy ViT; a few steps of
         everything (the tests and the notebook's small settings).
 Arguments: the scale, data_dir (moving_fmnist_actions' tfds data_dir), image_data_dir (fashion_mnist_local's, for
 the ViT), vit_workdir (a trained ViT run to read instead of the scale's), models ("+"-separated keys of MODELS
@@ -42,7 +42,7 @@ MODELS = {  # the members the study knows, in table order: name -> the experimen
 # about 0.3 s per training step on an idle 2-core CPU, it alone would cost as much as the six CNNs. The study runs
 # on it as on any member (no Grad-CAM: a transformer has no conv map): models=...+vivit_fdp.
 CPU_MODELS = tuple(m for m in MODELS if m != "vivit_fdp")
-TINY_MODELS = ("single_frame", "early_fusion", "two_stream_flow")
+TINY_MODELS = ("single_frame", "two_stream_flow")  # one per input kind: the clip, the flow
 
 
 def _experiment(name: str):

@@ -108,8 +108,8 @@ def small_settings(name: str, fixture: Callable[[str], str], workdir: str) -> di
       "captioning": lambda: {"ROOT": ROOT, "DATA_DIR": fixture("tiny_captions"), "CONFIG_ARG": "tiny",
                              "WORKDIR": workdir, "NUM_SCENES": 2},
       "visualise": lambda: {"ROOT": ROOT, "DATA_DIR": fixture("tiny_moving_fmnist"),
-                            "IMAGE_DATA_DIR": fixture("tiny_fmnist"), "CONFIG_ARG": "tiny",
-                            "MODELS": "single_frame+two_stream_flow", "WORKDIR": workdir, "OVERRIDES": {
+                            "IMAGE_DATA_DIR": fixture("tiny_fmnist"), "CONFIG_ARG": "tiny", "WORKDIR": workdir,
+                            "OVERRIDES": {
                                 "examples": 2, "ig_steps": 2, "activation_max.classes": (0,),
                                 "activation_max.steps": 2, "vit_images": 2},
                             "RESULTS_DIR": os.path.join(ROOT, "experiments", "results", "visualise_cpu")},

@@ -1,4 +1,4 @@
-"""The motion-visualisation study: its measures on hand-made maps, and the tiny config end to end (train 3 toy
+"""The motion-visualisation study: its measures on hand-made maps, and the tiny config end to end (train 2 toy
 video models and a toy ViT, explain, maximise, draw, report)."""
 import csv
 import io
