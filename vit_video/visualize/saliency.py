@@ -22,8 +22,11 @@ Each is plain JAX (scan over noise samples and path steps, batch kept): jit it w
     over `steps` intervals. Completeness: the attributions of all inputs sum to score(x) - score(x') up to the
     quadrature error (tests/visualize/test_saliency.py states it). The midpoint rule (the paper's is the right
     Riemann sum; PAIR's averages linspace(0, 1, steps), both ends included) never evaluates the gradient at the
-    baseline: at an exactly constant image, GroupNorm and LayerNorm divide by sqrt(eps), so the trained BiT-R8x1's
-    gradient at the zero image is ~1e4 times its size elsewhere and one end-point sample swamps the sum.
+    baseline, where a ReLU net sits on its kinks and a normalised one divides by sqrt(eps): the trained BiT-R8x1's
+    mean |gradient| at the zero image is 1e6 times that at test images. Such a model (GroupNorm on its first map)
+    barely depends on the input's contrast, so its score jumps at alpha ~ 0 and IG from a constant image explains
+    none of score(x) - score(x'); give it a baseline whose first map is not constant (the black image -1, which
+    the convs' zero padding makes non-constant at the borders: complete within 2% at 32 steps).
   - Grad-CAM (Selvaraju et al. 2017): at a convolutional layer's map A [B,(t,)h,w,C], channel weights
     w_c = mean over (t,)h,w of d logit_k / d A_c, and the map ReLU(sum_c w_c A_c). `cam_layer` picks the layer.
 
