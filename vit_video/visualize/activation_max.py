@@ -250,8 +250,9 @@ def _compiled(score, shapes, kinds, centres, halves, tied, steps, learning_rate,
     starts = [jnp.clip(_frames_back(_one_frame(key, shape, kind, init_scale), kind, shape), -1.0, 1.0)
               for key, shape, kind in zip(keys, shapes, kinds)]
     params = [_untie(x, kind, tie_shape) if tied else x for x, kind, (tie_shape, _) in zip(starts, kinds, ties)]
-    zero = jnp.zeros(2, jnp.int32)
-    grads0 = jax.grad(lambda p: raw_score(p, zero).sum())(params)
+    # The gradient with respect to the whole (untied) input, so that appearance's objective is the others' objective
+    # restricted to static clips (the limit of an infinite temporal weight).
+    grads0 = jax.grad(lambda us: score(*to_data(us)).astype(jnp.float32).sum())(expand(params))
     # Mean |d score / d u| per example at the start, over all inputs' elements (1 where the gradient is zero).
     size = sum(math.prod(g.shape[1:]) for g in grads0)
     scale = sum(jnp.abs(g).reshape(g.shape[0], -1).sum(axis=1) for g in grads0) / size
