@@ -29,7 +29,7 @@ def _randomise(variables, key="head"):
 def _vit():
   """A 2-block ViT with a random head and O(1) random position embeddings (a trained model's scale). At init they
   are ~0.02, and LayerNorm of alpha * patch embedding is nearly scale-free, so the integrated-gradients path jumps
-  near alpha = 0: 13% completeness error at 64 steps, 5e-4 at 512."""
+  near alpha = 0: completeness errors of 0.09 at 64 steps and 2e-4 at 512 (differences 0.27 to 1.2)."""
   model = models.create_model("vit_ti16", num_classes=5, depth=2, width=8, num_heads=2, mlp_dim=12, patch_size=4,
                               in_channels=3)
   x = jax.random.normal(jax.random.key(1), (B, 12, 8, 3))  # 3x2 patches of 4x4
