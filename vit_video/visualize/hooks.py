@@ -22,19 +22,26 @@ def _path(module: nn.Module) -> str:
   return "/".join(module.path)
 
 
-def layer_paths(model: nn.Module, variables: dict, *inputs: jax.Array) -> list[str]:
-  """Paths of the submodules whose `__call__` returns one array, in the order they run (each once)."""
-  seen: dict[str, None] = {}
+def layer_shapes(model: nn.Module, variables: dict, *inputs: jax.Array) -> dict[str, tuple[tuple[int, ...], int]]:
+  """Path -> (output shape of its first call, number of calls) for every submodule whose `__call__` returns one
+  array, in the order they first run (traced with `jax.eval_shape`: nothing is computed)."""
+  runs: dict[str, tuple[tuple[int, ...], int]] = {}
 
   def interceptor(next_fun, args, kwargs, context):
     out = next_fun(*args, **kwargs)
     if context.method_name == "__call__" and isinstance(out, jax.Array) and context.module.path:
-      seen.setdefault(_path(context.module), None)
+      shape, calls = runs.get(_path(context.module), (out.shape, 0))
+      runs[_path(context.module)] = (shape, calls + 1)
     return out
 
   with nn.intercept_methods(interceptor):
     jax.eval_shape(lambda v, *x: model.apply(v, *x, train=False), variables, *inputs)
-  return list(seen)
+  return runs
+
+
+def layer_paths(model: nn.Module, variables: dict, *inputs: jax.Array) -> list[str]:
+  """Paths of the submodules whose `__call__` returns one array, in the order they first run."""
+  return list(layer_shapes(model, variables, *inputs))
 
 
 def apply_with_layer(model: nn.Module, variables: dict, *inputs: jax.Array, layer: str,

@@ -166,24 +166,6 @@ def _grid(shape: tuple[int, ...], batch: int, frames: int | None) -> tuple[int, 
   return None
 
 
-def _runs(model: nn.Module, variables: dict, *inputs: jax.Array) -> dict[str, tuple[tuple[int, ...], int]]:
-  """Path -> (output shape of its first call, number of calls), for every layer returning one array, in run order
-  (hooks.layer_paths with shapes and counts)."""
-  runs: dict[str, tuple[tuple[int, ...], int]] = {}
-
-  def interceptor(next_fun, args, kwargs, context):
-    out = next_fun(*args, **kwargs)
-    if context.method_name == "__call__" and isinstance(out, jax.Array) and context.module.path:
-      path = "/".join(context.module.path)
-      shape, calls = runs.get(path, (out.shape, 0))
-      runs[path] = (shape, calls + 1)
-    return out
-
-  with nn.intercept_methods(interceptor):
-    jax.eval_shape(lambda v, *x: model.apply(v, *x, train=False), variables, *inputs)
-  return runs
-
-
 def _holds_conv(params, path: str) -> bool:
   """Whether the parameters under `path` hold a 2D or 3D convolution kernel ([kh,kw,Cin,Cout] or 5 dims)."""
   node = params
@@ -214,7 +196,7 @@ def cam_layer(model: nn.Module, variables: dict, *inputs: jax.Array) -> str:
   """
   batch = _check_inputs(inputs)
   frames = _frames(inputs)
-  runs = _runs(model, variables, *inputs)
+  runs = hooks.layer_shapes(model, variables, *inputs)
   params = variables.get("params", {}) if hasattr(variables, "get") else {}
   flat = [path for path, (shape, _) in runs.items()  # layers whose map is 1 wide or high
           if (g := _grid(shape, batch, frames)) is not None and min(g[-3:-1]) < 2]
