@@ -109,13 +109,30 @@ def test_a_transfer_schedule_that_cannot_run_fails_before_training(tiny_fmnist, 
   assert not os.path.exists(tmp_path / "w" / "vit_a")
 
 
+def _files(folder: epath.Path) -> dict[str, bytes]:
+  """Every file under `folder` by its relative path (epath's rglob refuses ram://)."""
+  files = {}
+  for child in folder.iterdir():
+    if child.is_dir():
+      files.update({f"{child.name}/{name}": data for name, data in _files(child).items()})
+    else:
+      files[child.name] = child.read_bytes()
+  return files
+
+
 def test_sigkilled_sweep_resumes_to_the_same_results(finished, tiny_fmnist, tiny_transfer_data, tmp_path):
   """Two members, killed mid-pre-training of the second (members run in name order), resumed in-process: every
-  number equals the uninterrupted sweep's (same device count, so the same reductions)."""
-  _, _, reference = finished
+  number equals the uninterrupted sweep's (same device count, so the same reductions). The first member's folder
+  is the uninterrupted sweep's, copied: the killed process reads it back and trains the second one only."""
+  _, reference_workdir, reference = finished
   members = ["bit_a", "vit_b"]
   config = sweep_run.tiny_sweep_config(tiny_fmnist, tiny_transfer_data, members=members)
   workdir = str(tmp_path / "killed")
+  finished_files = _files(epath.Path(reference_workdir) / members[0])
+  for name, data in finished_files.items():  # ram:// -> local disk
+    target = epath.Path(workdir) / members[0] / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
   env = dict(os.environ, XLA_FLAGS=xla_flags(jax.device_count()),
              TF_CPP_MIN_LOG_LEVEL="2")
   proc = subprocess.Popen([sys.executable, DRIVER, tiny_fmnist, tiny_transfer_data, workdir, ",".join(members)],
@@ -129,7 +146,8 @@ def test_sigkilled_sweep_resumes_to_the_same_results(finished, tiny_fmnist, tiny
     time.sleep(0.05)
   _, stderr = proc.communicate(timeout=60)
   assert proc.returncode == -signal.SIGKILL, stderr[-3000:]
-  assert os.path.exists(os.path.join(workdir, members[0], "fewshot.json"))  # the first member finished
+  # The first member was read back, not redone (its files unchanged); the second one did not finish.
+  assert _files(epath.Path(workdir) / members[0]) == finished_files
   assert not os.path.exists(os.path.join(workdir, members[1], "summary.json"))
   with on_first_device():
     rows = vit_vs_resnet.run(config, workdir, command="pytest")
