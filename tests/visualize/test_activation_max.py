@@ -133,12 +133,14 @@ def test_temporal_change_is_the_mean_absolute_frame_difference():
 
 
 VIDEO_FAMILIES = [name for name, cls in tiny.FAMILIES.items() if "video" in cls.inputs]
+STREAMS = [("two_stream", dict(streams=s)) for s in ("rgb", "flow")]  # each stream alone; "both" is the family's
 
 
-@pytest.mark.parametrize("name", VIDEO_FAMILIES)
-def test_every_video_family_traces(name):
+@pytest.mark.parametrize("name,overrides", [(n, {}) for n in VIDEO_FAMILIES] + STREAMS,
+                         ids=VIDEO_FAMILIES + [f"two_stream_{o['streams']}" for _, o in STREAMS])
+def test_every_video_family_traces(name, overrides):
   """Through the model contract: the class-logit optimum has the inputs' shapes, the scores one per step and example."""
-  model, inputs = tiny.tiny(name)
+  model, inputs = tiny.tiny(name, **overrides)
   variables = tiny.abstract_variables(model, inputs)
   shapes = [s.shape for s in inputs]
 
