@@ -15,8 +15,9 @@ with R_alpha = sum |x|^alpha (alpha = 6; keeps pixels from running to the range'
 the squared differences of horizontal and vertical neighbours (beta = 2 total variation: smooth frames), and R_T =
 sum over time of the squared differences of consecutive frames (the paper's temporal term: a penalty on the input's
 change over time). x is measured relative to the data's range (centre 0, half-range 1), and the score is divided by
-the mean absolute value of its gradient at the start, per example, so that one table of weights means the same
-for every model, layer and input size. The paper selects the kind of motion by the weight of the temporal penalty
+the mean absolute value of its gradient with respect to the whole input at the start, per example (the same for every
+regulariser), so that one table of weights means the same for every model, layer and input size (our choice: the
+paper tunes its weights per network). The paper selects the kind of motion by the weight of the temporal penalty
 alone, never by rewarding change, and so do we (TEMPORAL_WEIGHTS):
 
   appearance  no motion at all: the frames are tied, one frame repeated T times is optimised (the limit of an
