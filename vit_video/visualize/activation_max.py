@@ -1,4 +1,4 @@
-"""Activation maximisation for video: the clip (and flow) a class or unit likes best, in appearance, slow or fast motion.
+"""Activation maximisation: the clip (and flow) a class or a unit likes best, as appearance, slow or fast motion.
 
     score = hooks.objective(model, variables, index=3)                 # or layer="tower/conv1", index=channel
     result = maximise(score, [(2, 8, 32, 32, 1)], rng=jax.random.key(0), regulariser="slow")
