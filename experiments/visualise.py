@@ -13,7 +13,7 @@ workdir/<model>/ (a finished run is read back). The ViT of Figure 7 is the ViT-v
 
 Scales:
   cpu   the six members at 1 epoch (their table trained 2: halved to fit a 2-core CPU shared with other jobs),
-        saliency on 30 test clips (3 per motion), activation maximisation of all 10 motion logits
+        saliency on 30 test clips (every motion), activation maximisation of all 10 motion logits
         (committed results in experiments/results/visualise_cpu/).
   tiny  2 toy members on the `tiny` builder (6 frames of 20x20), 6 steps each, a toy ViT; a few steps of
         everything (the tests and the notebook's small settings).
@@ -86,11 +86,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                               epochs=0.0 if tiny else 1.0) for n in names})
   c.label_names = ("left", "right", "up", "down", "rotate_cw", "rotate_ccw", "zoom_in", "zoom_out", "bounce",
                    "still")  # vit_video/data/moving_fmnist.py MOTIONS: the motion label's classes
-  c.examples = 4 if tiny else 30  # test clips explained (the first ones: motion = index % 10, 3 per motion)
+  c.examples = 4 if tiny else 30  # test clips explained: the first in the split's file order (cpu: every motion,
+  #   1 to 8 clips each: 3 left, 3 right, 3 up, 1 down, 3 rotate_cw, 1 rotate_ccw, 1 zoom_in, 2 zoom_out, 5 bounce,
+  #   8 still)
   c.item_threshold = 0.1  # a pixel is on the item above this fraction of the intensity range
   c.ig_steps = 4 if tiny else 16  # integrated gradients: trapezoid steps from the black clip
   c.smoothgrad_samples = 2 if tiny else 16  # SmoothGrad's noisy copies (for the figures only)
-  c.figure_example = 0  # the test clip drawn in the saliency figures (test clip 0: motion "left")
+  c.figure_example = 0  # the test clip drawn in the saliency figures (cpu: the first, an item moving down)
   c.activation_max = ml_collections.ConfigDict(dict(
       regularisers=("appearance", "slow", "fast"),  # activation_max.REGULARISERS compared
       classes=(0, 9) if tiny else tuple(range(10)),  # motion logits maximised (one clip each, in one batch)
