@@ -54,7 +54,7 @@ def test_the_optimum_beats_random_clips_by_a_margin(early_fusion):
   for (regulariser, result), optimum in zip(results.items(), optima):
     assert result.inputs[0].shape == shapes[0] and result.scores.shape == (STEPS, B)
     assert float(jnp.abs(result.inputs[0]).max()) <= 1.0, regulariser  # kept in the data's range
-    # Margin: at least 1 logit above the best of 16 random clips (measured: 2 to 4 above), each example.
+    # Margin: at least 1 logit above the best of 16 random clips (measured: 1.7 to 17 above), each example.
     assert np.all(optimum > best_random + 1.0), (regulariser, optimum, best_random)
     assert np.all(result.scores[-1] > result.scores[0]), regulariser
 
@@ -63,7 +63,7 @@ def test_slow_moves_less_than_fast_and_appearance_not_at_all(early_fusion):
   _, _, results = early_fusion
   change = {r: np.asarray(am.temporal_change(result.inputs[0])) for r, result in results.items()}
   np.testing.assert_array_equal(change["appearance"], 0.0)  # one frame repeated
-  assert np.all(change["slow"] < 0.5 * change["fast"]), change  # measured: 0.02 vs 0.33
+  assert np.all(change["slow"] < 0.5 * change["fast"]), change  # measured: 0.035 vs 0.65
   assert np.all(change["fast"] <= change["none"] + 1e-6), change
   assert np.all(change["fast"] > 0.05), change  # the model put motion there (the start is static)
 
