@@ -134,7 +134,7 @@ def draw_attention(method: str, run, inputs: dict, out) -> list:
           _write(path, written)
         return written
       grid, _ = figure7.vit_grid(run.model, images.shape)
-      maps = figure7.rollout_map(figure7._encoder_weights(run.model, run.variables, images), grid)  # noqa: SLF001
+      maps = figure7.rollout_map(figure7.encoder_weights(run.model, run.variables, images), grid)
       _write(draw.write_png(draw.image_saliency_figure(images, {"rollout": maps}), out / "rollout.png"), written)
       return written
     for k in range(len(inputs["video"])):
