@@ -90,7 +90,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   #   1 to 8 clips each: 3 left, 3 right, 3 up, 1 down, 3 rotate_cw, 1 rotate_ccw, 1 zoom_in, 2 zoom_out, 5 bounce,
   #   8 still)
   c.item_threshold = 0.1  # a pixel is on the item above this fraction of the intensity range
-  c.ig_steps = 4 if tiny else 16  # integrated gradients: trapezoid steps from the black clip
+  c.ig_steps = 4 if tiny else 16  # integrated gradients: midpoint-rule steps from the black clip
   c.smoothgrad_samples = 2 if tiny else 16  # SmoothGrad's noisy copies (for the figures only)
   c.figure_example = 0  # the test clip drawn in the saliency figures (cpu: the first, an item moving down)
   c.activation_max = ml_collections.ConfigDict(dict(
