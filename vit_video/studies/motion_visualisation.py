@@ -45,10 +45,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vit_video.data import iterators
 from vit_video.train import loop
 from vit_video.train.run_folder import RunFolder
-from vit_video.visualize import activation_max, draw, runs, saliency
+from vit_video.visualize import activation_max, draw, hooks, runs, saliency
 
 _LOG = logging.getLogger(__name__)
 REPORT = ("config.json", "results.csv", "activation_max.csv", "results.md")  # and the figures (module docstring)
@@ -59,19 +58,6 @@ AM_COLUMNS = ("model", "model_name", "regulariser", "classes", "start_logit", "l
               "temporal_change", "preferred_by")
 PREFERENCE_MARGIN = 0.05  # a looser regulariser is preferred when its optimum's logit is this much higher (as a
 #   fraction of the range of the model's optimum logits over classes and regularisers)
-
-
-def read_examples(config: ml_collections.ConfigDict, count: int, split: str = "") -> tuple[dict[str, np.ndarray],
-                                                                                            np.ndarray]:
-  """The first `count` examples of `split` (default: the config's eval split) of a run's dataset through its eval
-  pipeline, one view per video (the first window, centre crop): ({input name: [count,...]}, labels [count])."""
-  c = ml_collections.ConfigDict(config.to_dict())
-  c.video.eval_num_clips, c.video.eval_num_crops, c.batch_size = 1, 1, count
-  split = split or c.dataset.eval_split
-  batch = next(iter(iterators.make_iterators(c).eval(split)))
-  if int(batch["mask"].sum()) < count:
-    raise ValueError(f"{c.dataset.name}:{split} has fewer than {count} examples")
-  return {k: batch[k] for k in iterators.input_keys(c)}, batch["label"]
 
 
 def item_masks(video: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -124,31 +110,16 @@ def map_statistics(maps: np.ndarray, item: np.ndarray, moving: np.ndarray, *, ov
   return stats
 
 
-def class_score(model, variables, labels: np.ndarray):
-  """f(*inputs) -> [B]: each example's logit of its own class in `labels` [B]."""
-  labels = jnp.asarray(labels)
-
-  def score(*inputs):
-    logits = model.apply(variables, *inputs, train=False).astype(jnp.float32)  # [B,K]
-    return jnp.take_along_axis(logits, labels[:, None], axis=1)[:, 0]
-  return score
-
-
-def baselines(names: tuple[str, ...], inputs: tuple[np.ndarray, ...]) -> tuple[jax.Array, ...]:
-  """Integrated gradients' starting points: the black clip (-1) and zero flow (no motion)."""
-  return tuple(jnp.full_like(x, -1.0) if name == "video" else jnp.zeros_like(x) for name, x in zip(names, inputs))
-
-
 def explain(run: runs.Run, inputs: dict[str, np.ndarray], labels: np.ndarray, config: ml_collections.ConfigDict
             ) -> dict[str, tuple[str, np.ndarray, bool]]:
   """{method: (input name, maps [B,T',H,W], has time)} for the methods that apply to the run's model."""
   names = run.inputs
   xs = tuple(jnp.asarray(inputs[n]) for n in names)
-  score = class_score(run.model, run.variables, labels)
+  score = hooks.class_objective(run.model, run.variables, labels)
   out = {}
   attributions = {
       "gradient": jax.jit(lambda *x: saliency.vanilla_gradient(score, *x))(*xs),  # one compile, not op by op
-      "integrated_gradients": saliency.integrated_gradients(score, *xs, baselines=baselines(names, xs),
+      "integrated_gradients": saliency.integrated_gradients(score, *xs, baselines=saliency.black_baselines(names, xs),
                                                             steps=config.ig_steps),
   }
   for method, attribution in attributions.items():
@@ -193,7 +164,7 @@ def maximise_classes(run: runs.Run, config: ml_collections.ConfigDict) -> dict[s
   classes = np.asarray(am.classes)
   shapes = [(len(classes), *s) for s in run.input_shapes]
   logits_of = jax.jit(lambda *x: run.model.apply(run.variables, *x, train=False).astype(jnp.float32))
-  score = class_score(run.model, run.variables, classes)
+  score = hooks.class_objective(run.model, run.variables, classes)
   flow_only = "streams" in run.config.model and run.config.model.streams == "flow"
   main = "flow" if flow_only else "video"  # the input whose temporal change is measured
   out = {}
@@ -233,15 +204,6 @@ def activation_rows(name: str, run: runs.Run, results: dict[str, dict], config: 
           for i, r in enumerate(regularisers)]
 
 
-def as_frames(x: np.ndarray, kind: str) -> np.ndarray:
-  """An optimised input [T,H,W,C] or a flow [H,W,2(T-1)] -> frames to draw [T',H,W,C] (flow: its magnitude)."""
-  if kind == "video":
-    return x
-  h, w, c = x.shape
-  fields = x.reshape(h, w, c // 2, 2).transpose(2, 0, 1, 3)  # [T-1,H,W,2]
-  return np.linalg.norm(fields, axis=-1, keepdims=True)
-
-
 def draw_member(name: str, folder: RunFolder, inputs: dict, maps: dict, results: dict,
                 config: ml_collections.ConfigDict) -> None:
   """The member's GIFs and activation-maximisation figure."""
@@ -250,13 +212,13 @@ def draw_member(name: str, folder: RunFolder, inputs: dict, maps: dict, results:
   index = list(config.activation_max.classes).index(config.activation_max.figure_class)
   main = next(iter(results.values()))["main"]
   position = 1 if main == "flow" else 0
-  clips = {f"{r}\nlogit {results[r]['logit'][index]:.1f}": as_frames(results[r]["inputs"][position][index], main)
+  clips = {f"{r}\nlogit {results[r]['logit'][index]:.1f}": draw.as_frames(results[r]["inputs"][position][index], main)
            for r in results}
   label = config.label_names[config.activation_max.figure_class]
   fig = draw.clip_rows_figure(clips, title=f"{name}: class {label!r}" + (" (flow magnitude)" if main == "flow" else ""))
   draw.write_png(fig, folder / f"activation_max_{name}.png", dpi=80)
   if "fast" in results:
-    fast = as_frames(results["fast"]["inputs"][position][index], main)
+    fast = draw.as_frames(results["fast"]["inputs"][position][index], main)
     draw.write_gif(draw.overlay_frames(fast, value_range=(float(fast.min()), float(fast.max()) + 1e-6)),
                    folder / f"activation_max_{name}.gif")
 
@@ -287,7 +249,7 @@ def vit_figure7(config: ml_collections.ConfigDict, folder: RunFolder) -> tuple[s
     workdir = str(folder.child("vit"))
     loop.train_once(config.vit, workdir)
   run = runs.load_run(workdir)
-  images = read_examples(run.config, config.vit_images)[0]["image"]  # [N,H,W,C] test images
+  images = runs.read_examples(run.config, config.vit_images)[0]["image"]  # [N,H,W,C] test images
   return workdir, figure7.draw_figure7(run, images, folder.child("figure7").path)
 
 
@@ -382,7 +344,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, command: str = "", n
     _LOG.info("motion visualisation [%d/%d] %s: motion top-1 %.1f%%", i + 1, len(config.models), name,
               100 * summary["eval_top1"])
     run_ = runs.load_run(folder.child(name).path)
-    inputs, labels = read_examples(run_.config, config.examples)
+    inputs, labels = runs.read_examples(run_.config, config.examples)
     member_rows, maps = saliency_rows(name, run_, summary, inputs, labels, config)
     rows += member_rows
     results = maximise_classes(run_, config)

@@ -59,8 +59,7 @@ def _saliency_maps(method: str, run, inputs: dict, labels, *, index, layer, step
   import jax.numpy as jnp  # noqa: PLC0415
   import numpy as np  # noqa: PLC0415
 
-  from vit_video.studies import motion_visualisation as mv  # noqa: PLC0415
-  from vit_video.visualize import saliency  # noqa: PLC0415
+  from vit_video.visualize import hooks, saliency  # noqa: PLC0415
   xs = tuple(jnp.asarray(inputs[n]) for n in run.inputs)
   targets = np.full(len(labels), index) if index is not None else labels
   if method == "grad_cam":
@@ -77,13 +76,13 @@ def _saliency_maps(method: str, run, inputs: dict, labels, *, index, layer, step
     name = "flow" if layer.startswith("flow_stream") else run.inputs[0]
     return {f"grad_cam ({layer})" if name != "flow" else "grad_cam (flow)": np.stack([cams[r] for r in
                                                                                      range(len(targets))])}
-  score = mv.class_score(run.model, run.variables, targets)
+  score = hooks.class_objective(run.model, run.variables, targets)
   if method == "gradient":
     attributions = saliency.vanilla_gradient(score, *xs)
   elif method == "smoothgrad":
     attributions = saliency.smoothgrad(score, *xs, rng=jax.random.key(seed))
   else:
-    attributions = saliency.integrated_gradients(score, *xs, baselines=mv.baselines(run.inputs, xs),
+    attributions = saliency.integrated_gradients(score, *xs, baselines=saliency.black_baselines(run.inputs, xs),
                                                  steps=steps or 32)
   return {name: np.asarray(saliency.to_map(a, name)) for name, a in zip(run.inputs, attributions)}
 
@@ -170,7 +169,6 @@ def draw_activation_max(run, out, *, index, layer, regulariser, steps, seed) -> 
   import jax  # noqa: PLC0415
   import numpy as np  # noqa: PLC0415
 
-  from vit_video.studies import motion_visualisation as mv  # noqa: PLC0415
   from vit_video.visualize import activation_max, draw, hooks  # noqa: PLC0415
   index, steps = index or 0, steps or 200
   score = hooks.objective(run.model, run.variables, index=index, layer=layer)
@@ -186,7 +184,7 @@ def draw_activation_max(run, out, *, index, layer, regulariser, steps, seed) -> 
     fig = draw.panels_figure([(target, np.asarray(result.inputs[0][0]))], columns=1)
     _write(draw.write_png(fig, out / f"{name}.png"), written)
     return written
-  clips = {kind: mv.as_frames(np.asarray(x[0]), kind) for kind, x in zip(run.inputs, result.inputs)}
+  clips = {kind: draw.as_frames(np.asarray(x[0]), kind) for kind, x in zip(run.inputs, result.inputs)}
   fig = draw.clip_rows_figure({("flow magnitude" if k == "flow" else k): c for k, c in clips.items()},
                               title=f"{run.config.model_name}: {target}, {regulariser}")
   _write(draw.write_png(fig, out / f"{name}.png"), written)
@@ -200,7 +198,6 @@ def visualise(workdir, method: str, out, *, index: int | None = None, layer: str
               split: str = "", regulariser: str = "slow", steps: int | None = None, seed: int = 0) -> list:
   """Draws `method` for the run in `workdir` (a folder or a runs.Run) into `out`, printing and returning the paths
   (the flags' meanings: module docstring). ValueError for a method that does not apply to the run's model."""
-  from vit_video.studies import motion_visualisation as mv  # noqa: PLC0415
   from vit_video.train.run_folder import as_path  # noqa: PLC0415
   from vit_video.visualize import runs  # noqa: PLC0415
   if method not in METHODS:
@@ -214,7 +211,7 @@ def visualise(workdir, method: str, out, *, index: int | None = None, layer: str
   out.mkdir(parents=True, exist_ok=True)
   if method == "activation_max":
     return draw_activation_max(run, out, index=index, layer=layer, regulariser=regulariser, steps=steps, seed=seed)
-  inputs, labels = mv.read_examples(run.config, examples, split)
+  inputs, labels = runs.read_examples(run.config, examples, split)
   if method in ("attention", "rollout"):
     return draw_attention(method, run, inputs, out)
   if method == "figure7":

@@ -231,3 +231,12 @@ def write_gif(frames: np.ndarray, path: str | os.PathLike, *, fps: float = 4.0) 
   """Saves 8-bit frames [T,H,W,3] as an animated GIF to `path`, atomically; returns the path."""
   write_atomic(path, gif_bytes(frames, fps=fps))
   return as_path(path)
+
+
+def as_frames(x: np.ndarray, kind: str) -> np.ndarray:
+  """An optimised input [T,H,W,C] or a flow [H,W,2(T-1)] -> frames to draw [T',H,W,C] (flow: its magnitude)."""
+  if kind == "video":
+    return x
+  h, w, c = x.shape
+  fields = x.reshape(h, w, c // 2, 2).transpose(2, 0, 1, 3)  # [T-1,H,W,2]
+  return np.linalg.norm(fields, axis=-1, keepdims=True)

@@ -309,17 +309,6 @@ def draw_clip_attention(model: nn.Module, variables: dict, clip: np.ndarray, out
   return draw.write_png(draw.clip_saliency_figure(np.asarray(clip)[0], maps, title=title), out)
 
 
-def _load_images(run, examples: int) -> tuple[np.ndarray, np.ndarray]:
-  """The first `examples` test images of the run's dataset, as its eval pipeline gives them, and their labels."""
-  from vit_video.data import pipeline  # noqa: PLC0415  (tensorflow only for the command)
-  data = run.config.dataset
-  batch = next(pipeline.make_eval_iterator(data.name, f"test[:{examples}]", data.data_dir,
-                                           global_batch_size=examples, image_size=data.image_size,
-                                           process_index=0, process_count=1))
-  keep = batch["mask"]
-  return batch["image"][keep], batch["label"][keep]
-
-
 def _main_swin(run, images: np.ndarray, labels: np.ndarray, out: epath.Path) -> None:
   """The command for a Swin: the attention-distance panel per block and the patch-filter components."""
   name = run.workdir.name
@@ -354,7 +343,8 @@ def main(argv: Sequence[str]) -> None:
   del argv
   flag = flags.FLAGS
   run = runs.load_run(flag.workdir)
-  images, labels = _load_images(run, flag.examples)
+  inputs, labels = runs.read_examples(run.config, flag.examples, "test")
+  images = inputs["image"]
   out = epath.Path(flag.out)
   name = run.workdir.name
   if isinstance(run.model, swin.SwinBase):

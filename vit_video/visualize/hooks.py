@@ -105,3 +105,13 @@ def objective(model: nn.Module, variables: dict, *, index: int, layer: str | Non
       raise ValueError(f"channel {index} out of range: layer {layer!r} has {act.shape[-1]} channels")
     return act[..., index].astype(jnp.float32).reshape(act.shape[0], -1).mean(axis=1)  # [B]
   return score
+
+
+def class_objective(model: nn.Module, variables: dict, labels) -> Callable[..., jax.Array]:
+  """f(*inputs) -> [B]: each example's logit of its own class in `labels` [B]."""
+  labels = jnp.asarray(labels)
+
+  def score(*inputs):
+    logits = model.apply(variables, *inputs, train=False).astype(jnp.float32)  # [B,K]
+    return jnp.take_along_axis(logits, labels[:, None], axis=1)[:, 0]
+  return score

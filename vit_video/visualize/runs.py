@@ -2,19 +2,23 @@
 
     run = load_run("workdirs/vit_vs_resnet/vit_s")        # local or any etils.epath URI (gs://...)
     logits = run.model.apply(run.variables, images, train=False)
+    inputs, labels = read_examples(run.config, 16)        # the first 16 eval examples, {"image": [16,H,W,C]}
 
 The model is rebuilt from the run's config.json (`train.loop.build_model`) with rematerialisation off (the same
 parameters; `hooks` cannot read a layer under nn.remat), and the variables come from the newest readable
-checkpoint step (`checkpointing.restore_params`).
+checkpoint step (`checkpointing.restore_params`). `read_examples` takes the first examples of the run's own dataset
+through its eval pipeline (pixels as the model saw them in training).
 """
 import dataclasses
 import os
 
 import flax.linen as nn
 import ml_collections
+import numpy as np
 from etils import epath
 
 from vit_video import models
+from vit_video.data import iterators
 from vit_video.train import checkpointing, loop
 from vit_video.train.run_folder import RunFolder
 
@@ -51,3 +55,16 @@ def load_run(workdir: str | os.PathLike) -> Run:
   model = loop.build_model(config)
   variables = checkpointing.restore_params(path)
   return Run(workdir=path, config=config, model=model, variables=variables)
+
+
+def read_examples(config: ml_collections.ConfigDict, count: int, split: str = "") -> tuple[dict[str, np.ndarray],
+                                                                                            np.ndarray]:
+  """The first `count` examples of `split` (default: the config's eval split) of a run's dataset through its eval
+  pipeline, one view per video (the first window, centre crop): ({input name: [count,...]}, labels [count])."""
+  c = ml_collections.ConfigDict(config.to_dict())
+  c.video.eval_num_clips, c.video.eval_num_crops, c.batch_size = 1, 1, count
+  split = split or c.dataset.eval_split
+  batch = next(iter(iterators.make_iterators(c).eval(split)))
+  if int(batch["mask"].sum()) < count:
+    raise ValueError(f"{c.dataset.name}:{split} has fewer than {count} examples")
+  return {k: batch[k] for k in iterators.input_keys(c)}, batch["label"]

@@ -299,3 +299,9 @@ def _broadcasts(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
     return jnp.broadcast_shapes(shape, target) == tuple(target)
   except ValueError:
     return False
+
+
+def black_baselines(names: Sequence[str], inputs: Sequence[jax.Array]) -> tuple[jax.Array, ...]:
+  """Integrated gradients' starting points for inputs named as in the model contract: the black image or clip (-1,
+  the bottom of the data pipelines' [-1, 1] range) and zero flow (no motion)."""
+  return tuple(jnp.full_like(x, -1.0) if name == "video" else jnp.zeros_like(x) for name, x in zip(names, inputs))

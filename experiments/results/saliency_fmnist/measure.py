@@ -8,13 +8,14 @@ writes experiments/results/saliency_fmnist/measure.json (the numbers the README 
 """
 import json, sys, time
 import jax, jax.numpy as jnp, numpy as np
-from vit_video.visualize import runs, saliency, figure7
+from vit_video.visualize import runs, saliency
 
 N = 256
 out = {}
 for member in sys.argv[1:]:
   run = runs.load_run(f"workdirs/vit_vs_resnet/{member}")
-  images, labels = figure7._load_images(run, N)  # [N,28,28,1] in [-1, 1], black = -1
+  inputs, labels = runs.read_examples(run.config, N, "test")  # [N,28,28,1] in [-1, 1], black = -1
+  images = inputs["image"]
   images, labels = jnp.asarray(images), jnp.asarray(labels)
   model = run.model
   mask = images[..., 0] > -1 + 0.1 * 2  # garment: brighter than 10% grey
