@@ -36,6 +36,20 @@ def test_whole_files_are_written_and_read_back(folder):
                                                           "summary.json", "vit_a"]  # no temporary file left
 
 
+def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
+  folder = RunFolder(tmp_path / "run")
+  old = os.umask(0o027)  # group may read, others nothing: not the 0600 of the temporary file renamed into place
+  try:
+    folder.write_text("results.md", "# a\n")
+    folder.write_bytes("figure.png", b"\x89PNG")
+    with open(tmp_path / "plain.txt", "w") as f:
+      f.write("a")
+  finally:
+    os.umask(old)
+  modes = {name: os.stat(tmp_path / name).st_mode & 0o777 for name in ("run/results.md", "run/figure.png", "plain.txt")}
+  assert modes == {"run/results.md": 0o640, "run/figure.png": 0o640, "plain.txt": 0o640}, modes
+
+
 def test_metrics_append_keep_until_and_a_torn_line(folder):
   folder.makedirs()
   folder.append_metrics([{"step": step, "kind": "train", "loss": 1.0 / step} for step in (1, 2)])

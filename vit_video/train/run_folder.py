@@ -54,8 +54,22 @@ def as_path(path: str | os.PathLike) -> epath.Path:
                      f"hf:// URIs (or a scheme registered with epath.register_path_cls)") from e
 
 
+def _umask() -> int:
+  """The process's file-creation mask (read from /proc on Linux; elsewhere set and restored at once)."""
+  try:
+    for line in open("/proc/self/status", encoding="ascii"):  # noqa: SIM115  (a local procfs file, not a user path)
+      if line.startswith("Umask:"):
+        return int(line.split()[1], 8)
+  except OSError:
+    pass
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
-  """Writes `data` to `path` whole or not at all (its folder is created if missing)."""
+  """Writes `data` to `path` whole or not at all (its folder is created if missing), with the permissions a plain
+  open() would give it (0666 less the umask; the temporary file it is renamed from starts at 0600)."""
   path = as_path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   binary = isinstance(data, bytes)
@@ -65,6 +79,7 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
       with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": ""})) as f:
         f.write(data)
         f.flush()
+        os.fchmod(f.fileno(), 0o666 & ~_umask())
         os.fsync(f.fileno())
       os.replace(tmp, os.fspath(path))
     except BaseException:
