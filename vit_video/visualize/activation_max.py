@@ -17,8 +17,10 @@ sum over time of the squared differences of consecutive frames (the paper's temp
 change over time). x is measured relative to the data's range (centre 0, half-range 1), and the score is divided by
 the mean absolute value of its gradient with respect to the whole input at the start, per example (the same for every
 regulariser), so that one table of weights means the same for every model, layer and input size (our choice: the
-paper tunes its weights per network). The paper selects the kind of motion by the weight of the temporal penalty
-alone, never by rewarding change, and so do we (TEMPORAL_WEIGHTS):
+paper tunes its weights per network). The paper shows appearance, slow and fast motion by changing the temporal
+term; the issue that asked for this module speaks of its sign and weight, and the paper's equations were not at
+hand to check which it uses for fast motion. The defaults here are penalties only, chosen by weight
+(TEMPORAL_WEIGHTS):
 
   appearance  no motion at all: the frames are tied, one frame repeated T times is optimised (the limit of an
               infinite temporal weight), so the result's temporal change is exactly zero
@@ -26,7 +28,8 @@ alone, never by rewarding change, and so do we (TEMPORAL_WEIGHTS):
   fast        a weak penalty: the motion the unit prefers, up to fast changes
   none        no temporal term (the spatial regularisers only)
 
-A negative `temporal_weight` (rewarding change) is allowed as an override but is not the paper's.
+A negative `temporal_weight` rewards change instead: fast motion chosen by the term's sign (projected onto the
+range, such an optimum can flicker between the range's ends).
 
 Starting point: one random frame (small noise around the range's centre) repeated T times, so that every
 frame-to-frame change in the result was put there by the score's gradient, not left over from the start; a model
