@@ -1,0 +1,82 @@
+"""A drop-in `lax.conv_general_dilated` whose kernel gradient is one matrix product per kernel tap.
+
+XLA rewrites a convolution's kernel gradient as another convolution whose window is the whole output map
+(dim_labels b01f_01io->b01f, e.g. a 28x28 window, and a 2x2 kernel dilation for a strided conv). Its CPU backend runs
+that at a tenth of its matmul rate: in a ResNet-50 train step (batch 8, 224px, this 2-core machine) the 1x1
+convolutions' kernel gradients reach 10-13 GFLOP/s where their forward passes reach 60-150. Yet a tap's gradient is a
+plain matrix product,
+
+  dW[tap] = sum over (b, output position) of x_padded[b, stride * position + tap, :]^T g[b, position, :],
+
+which XLA's dot runs at its matmul rate (70-110 GFLOP/s for the same 1x1 layers; XLA's rewrite also transposes the
+activations to channel-major first). `conv_general_dilated` computes the forward pass and the input gradient exactly
+as XLA does and the kernel gradient as those products: the ResNet-50 step went from 4.1 s to 2.5 s (the per-tap
+products help the 3x3 and 7x7 kernels too: 2.74 s when only kernels of up to 3 taps used them). Grouped or dilated
+convolutions and other dimension orders fall through to `lax.conv_general_dilated` unchanged.
+
+Pass it to Flax as `nn.Conv(..., conv_general_dilated=conv_general_dilated)`: the parameters and outputs are XLA's
+own, the input gradient is XLA's transposed convolution, and the kernel gradient equals XLA's up to float summation
+order (tests/layers/test_conv_grad.py).
+"""
+import functools
+import itertools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def _channels_last(ndim: int) -> lax.ConvDimensionNumbers:
+  """[B,*S,C] inputs and outputs, [*K,C,F] kernels: Flax's layout (flax.linen.linear._conv_dimension_numbers)."""
+  lhs = (0, ndim - 1) + tuple(range(1, ndim - 1))
+  return lax.ConvDimensionNumbers(lhs, (ndim - 1, ndim - 2) + tuple(range(ndim - 2)), lhs)
+
+
+def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding,
+                         lhs_dilation: Sequence[int] | None = None, rhs_dilation: Sequence[int] | None = None,
+                         dimension_numbers=None, feature_group_count: int = 1, batch_group_count: int = 1,
+                         precision=None, preferred_element_type=None) -> jax.Array:
+  """`lax.conv_general_dilated`, with the kernel gradient of a channels-last, ungrouped, undilated conv computed
+  tap by tap as matrix products (see the module docstring)."""
+  spatial = lhs.shape[1:-1]
+  plain = (feature_group_count == 1 and batch_group_count == 1 and preferred_element_type is None
+           and all(d == 1 for d in (lhs_dilation or ())) and all(d == 1 for d in (rhs_dilation or ()))
+           and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == _channels_last(lhs.ndim))
+  if plain and isinstance(padding, str):
+    padding = lax.padtype_to_pads(spatial, rhs.shape[:-2], window_strides, padding)
+  if not plain or any(p < 0 for pair in padding for p in pair):
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                                    feature_group_count, batch_group_count, precision, preferred_element_type)
+  return _conv(lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in padding), precision)
+
+
+def _xla_conv(x, w, strides, padding, precision):
+  return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=_channels_last(x.ndim),
+                                  precision=precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv(x, w, strides, padding, precision):
+  return _xla_conv(x, w, strides, padding, precision)
+
+
+def _conv_fwd(x, w, strides, padding, precision):
+  return _xla_conv(x, w, strides, padding, precision), (x, w)
+
+
+def _conv_bwd(strides, padding, precision, residuals, g):
+  """Input gradient: XLA's transposed convolution. Kernel gradient [*K,C,F]: one [C,F] product per tap."""
+  x, w = residuals
+  dx = jax.vjp(lambda x: _xla_conv(x, w, strides, padding, precision), x)[1](g)[0]
+  x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+  out = g.shape[1:-1]
+  taps = []
+  for tap in itertools.product(*(range(k) for k in w.shape[:-2])):
+    window = x[(slice(None), *(slice(t, t + (n - 1) * s + 1, s) for t, n, s in zip(tap, out, strides)))]
+    rows = window.reshape(-1, window.shape[-1])  # [B*prod(out),C]
+    taps.append(jnp.matmul(rows.T, g.reshape(-1, g.shape[-1]).astype(rows.dtype), precision=precision))
+  return dx, jnp.stack(taps).reshape(w.shape).astype(w.dtype)
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
