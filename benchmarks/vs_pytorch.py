@@ -18,7 +18,8 @@ Reported per case: medians and min-max of the repetitions, the ratio (vit_video 
 each one's GFLOP/s as a share of the machine's float32 matmul rate (the faster framework's 2048^2 matmul in the
 same run; FLOPs from XLA's cost analysis of the package's program, used for both), the parameter counts (equal, or
 flagged), and each worker's peak resident memory during
-the case's timed calls (whole process: the framework's own footprint included). Nothing here is a test; run it on
+the case's timed calls (whole process, started afresh for each case and mode: the framework's own footprint and
+the compiled program included). Nothing here is a test; run it on
 an otherwise idle machine. --out writes the rows as JSON.
 """
 import argparse
@@ -68,8 +69,6 @@ CASES = {
     "fmnist_vit_m4": Case("vit_ti16", "fmnist:vit_m4", FMNIST, 128, 10, dict(VIT_M4, in_channels=1)),
     "fmnist_r_vit_m": Case("vit_ti16", "fmnist:r_vit_m", FMNIST, 128, 10, dict(R_VIT_M, in_channels=1)),
 }
-DEFAULT_CASES = ("vit_b16,vit_s16,resnet50,swin_t,vivit_b16x2_st,vivit_b16x2_fe,i3d_r50,fmnist_vit_m4,"
-                 "fmnist_r_vit_m")
 
 # The package's variants that --jax chooses from: XLA CPU options (XLA_FLAGS of that worker), compute dtype and
 # model attributes (set where the model has them). "default" is what `make run` and the studies run.
@@ -87,6 +86,7 @@ JAX_VARIANTS = {
     "fast_math": {"flags": "--xla_cpu_enable_fast_math=true"},
     "no_eigen_threads": {"flags": "--xla_cpu_multi_thread_eigen=false"},
     "fused_attention": {"overrides": {"attention_implementation": "fused"}},
+    "chunked_attention": {"overrides": {"attention_implementation": "chunked"}},
     "tanh_gelu": {"overrides": {"approximate_gelu": True}},
     "bf16": {"dtype": "bfloat16"},
 }
@@ -174,14 +174,50 @@ class JaxContestant:
             "params": models.count_params(model, (1, *case.shape))}
 
 
+def torch_model(case: Case):
+  """The PyTorch side of `case`, freshly initialised (build it under `torch.device("meta")` to count parameters)."""
+  if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+  from tests.checkpoints.timm_reference import import_timm  # the torchvision-on-CPU-torch import shim
+  timm = import_timm()
+  kind, name = case.torch.split(":")
+  if kind == "timm":
+    return timm.create_model(name, num_classes=case.num_classes, **case.torch_kwargs)
+  if kind == "torchvision":
+    import torchvision
+    return getattr(torchvision.models.video, name)(num_classes=case.num_classes, **case.torch_kwargs)
+  if kind == "ref":
+    from benchmarks import torch_references
+    return getattr(torch_references, name)(num_classes=case.num_classes, **case.torch_kwargs)
+  if kind == "fmnist":
+    return fmnist_vit(case)
+  raise ValueError(f"unknown PyTorch model kind {kind!r} in {case.torch!r}")
+
+
+def fmnist_vit(case: Case):
+  """timm's VisionTransformer sized as the package's Fashion-MNIST ViTs (the hybrid: BiT's root as its stem)."""
+  import functools
+  import torch
+  from timm.layers import HybridEmbed, StdConv2d
+  from timm.models.vision_transformer import VisionTransformer
+  nn, o = torch.nn, case.overrides
+  embed = {}
+  if "stem_stage_sizes" in o:  # ResNetStem(stage_sizes=()): StdConv 7x7/2, GroupNorm(32), ReLU, 3x3/2 max pool
+    width = int(64 * o["stem_width_factor"])
+    stem = nn.Sequential(StdConv2d(case.shape[-1], width, 7, stride=2, padding=3, bias=False),
+                         nn.GroupNorm(32, width), nn.ReLU(), nn.MaxPool2d(3, 2, padding=1))
+    embed = dict(embed_layer=functools.partial(HybridEmbed, backbone=stem))  # feature size: from a dry run
+  return VisionTransformer(img_size=case.shape[0], patch_size=o["patch_size"], in_chans=case.shape[-1],
+                           num_classes=case.num_classes, embed_dim=o["width"], depth=o["depth"],
+                           num_heads=o["num_heads"], mlp_ratio=o["mlp_dim"] / o["width"], class_token=False,
+                           global_pool="avg", **embed)
+
+
 class TorchContestant:
   """PyTorch eager: timm, torchvision, Hugging Face or benchmarks/torch_references.py models."""
 
   def __init__(self, variant: dict):
-    sys.path.insert(0, ROOT)
-    from tests.checkpoints.timm_reference import import_timm  # the torchvision-on-CPU-torch import shim
     import torch
-    self.timm = import_timm()
     self.torch = torch
     torch.set_num_threads(variant.get("threads", os.cpu_count()))
     self.call = None
@@ -191,41 +227,10 @@ class TorchContestant:
     a @ a
     return 2 * n**3 / min(timed_call(lambda: a @ a) for _ in range(repeats)) / 1e9
 
-  def build(self, case: Case):
-    kind, name = case.torch.split(":")
-    if kind == "timm":
-      return self.timm.create_model(name, num_classes=case.num_classes, **case.torch_kwargs)
-    if kind == "torchvision":
-      import torchvision
-      return getattr(torchvision.models.video, name)(num_classes=case.num_classes, **case.torch_kwargs)
-    if kind == "ref":
-      from benchmarks import torch_references
-      return getattr(torch_references, name)(num_classes=case.num_classes, **case.torch_kwargs)
-    if kind == "fmnist":
-      return self.fmnist_model(case)
-    raise ValueError(f"unknown PyTorch model kind {kind!r} in {case.torch!r}")
-
-  def fmnist_model(self, case: Case):
-    """timm's VisionTransformer sized as the package's Fashion-MNIST ViTs (the hybrid: BiT's root as its stem)."""
-    import functools
-    from timm.layers import HybridEmbed, StdConv2d
-    from timm.models.vision_transformer import VisionTransformer
-    nn, o = self.torch.nn, case.overrides
-    embed = {}
-    if "stem_stage_sizes" in o:  # ResNetStem(stage_sizes=()): StdConv 7x7/2, GroupNorm(32), ReLU, 3x3/2 max pool
-      width = int(64 * o["stem_width_factor"])
-      stem = nn.Sequential(StdConv2d(case.shape[-1], width, 7, stride=2, padding=3, bias=False),
-                           nn.GroupNorm(32, width), nn.ReLU(), nn.MaxPool2d(3, 2, padding=1))
-      embed = dict(embed_layer=functools.partial(HybridEmbed, backbone=stem))  # feature size: from a dry run
-    return VisionTransformer(img_size=case.shape[0], patch_size=o["patch_size"], in_chans=case.shape[-1],
-                             num_classes=case.num_classes, embed_dim=o["width"], depth=o["depth"],
-                             num_heads=o["num_heads"], mlp_ratio=o["mlp_dim"] / o["width"], class_token=False,
-                             global_pool="avg", **embed)
-
   def prepare(self, case: Case, mode: str) -> dict:
     torch = self.torch
     self.call = None
-    model = self.build(case)
+    model = torch_model(case)
     g = torch.Generator().manual_seed(1)
     layout = (0, 4, 1, 2, 3) if len(case.shape) == 4 else (0, 3, 1, 2)  # NTHWC -> NCTHW, NHWC -> NCHW
     x = torch.randn((case.batch, *case.shape), generator=g).permute(layout).contiguous()
@@ -303,7 +308,7 @@ def spread(times: list[float]) -> str:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--cases", default=DEFAULT_CASES, help=f"comma-separated, of: {', '.join(CASES)}")
+  parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of: {', '.join(CASES)}")
   parser.add_argument("--modes", default="train,infer")
   parser.add_argument("--repeats", type=int, default=4)
   parser.add_argument("--jax", default="default", help=f"comma-separated variants, of: {', '.join(JAX_VARIANTS)}")
@@ -318,8 +323,11 @@ def main() -> None:
   for name in args.jax.split(","):
     if name not in JAX_VARIANTS:
       raise SystemExit(f"unknown --jax variant {name!r}; valid: {', '.join(JAX_VARIANTS)}")
-  contestants = [] if args.no_torch else [Contestant("torch", "torch", {})]
-  contestants += [Contestant(f"jax:{name}", "jax", JAX_VARIANTS[name]) for name in args.jax.split(",")]
+  def start() -> list[Contestant]:
+    contestants = [] if args.no_torch else [Contestant("torch", "torch", {})]
+    return contestants + [Contestant(f"jax:{name}", "jax", JAX_VARIANTS[name]) for name in args.jax.split(",")]
+
+  contestants = start()
   rates = {c.label: c.ask("matmul") for c in contestants}
   peak = max(rates.values())  # the machine's practical float32 rate: the best framework's 2048^2 matmul
   print(f"{os.cpu_count()} CPUs; float32 2048^2 matmul GFLOP/s: "
@@ -329,6 +337,10 @@ def main() -> None:
   for name in cases:
     case = CASES[name]
     for mode in args.modes.split(","):
+      if rows:  # fresh processes for every case: no memory held over from the one before
+        for c in contestants:
+          c.close()
+        contestants = start()
       info = {c.label: c.ask("prepare", case, mode) for c in contestants}
       times = {c.label: [] for c in contestants}
       for rep in range(args.repeats):

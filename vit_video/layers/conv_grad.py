@@ -40,7 +40,8 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
   """`lax.conv_general_dilated`, with the kernel gradient of a channels-last, ungrouped, undilated conv computed
   tap by tap as matrix products (see the module docstring)."""
   spatial = lhs.shape[1:-1]
-  plain = (feature_group_count == 1 and batch_group_count == 1 and preferred_element_type is None
+  depthwise = feature_group_count == lhs.shape[-1] == rhs.shape[-1] > 1 and rhs.shape[-2] == 1
+  plain = ((feature_group_count == 1 or depthwise) and batch_group_count == 1 and preferred_element_type is None
            and all(d == 1 for d in (lhs_dilation or ())) and all(d == 1 for d in (rhs_dilation or ()))
            and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == _channels_last(lhs.ndim))
   if plain and isinstance(padding, str):
@@ -48,7 +49,45 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
   if not plain or any(p < 0 for pair in padding for p in pair):
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
                                     feature_group_count, batch_group_count, precision, preferred_element_type)
-  return _conv(lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in padding), precision)
+  padding = tuple(tuple(p) for p in padding)
+  if depthwise:
+    return _depthwise(lhs, rhs, tuple(window_strides), padding)
+  if lhs.ndim == 5:
+    return _conv3d_as_2d(lhs, rhs, tuple(window_strides), padding, precision)
+  return _conv(lhs, rhs, tuple(window_strides), padding, precision)
+
+
+def _windows(x, kernel: Sequence[int], strides, padding):
+  """The padded input `x` [B,*S,C] as each kernel tap sees it: (tap, [B,*S',C]) for every tap of `kernel`."""
+  x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+  out = [(n - k) // s + 1 for n, k, s in zip(x.shape[1:-1], kernel, strides)]
+  for tap in itertools.product(*(range(k) for k in kernel)):
+    yield tap, x[(slice(None), *(slice(t, t + (n - 1) * s + 1, s) for t, n, s in zip(tap, out, strides)))]
+
+
+def _depthwise(x, w, strides, padding):
+  """[B,*S,C] * [*K,1,C] (one kernel per channel) -> [B,*S',C] as a sum over the taps of the shifted input times the
+  tap's per-channel weights: elementwise work XLA fuses, where its CPU backend runs grouped convolutions (MViT's 3D
+  pooling, ConvNeXt's 7x7) as scalar loops."""
+  y = None
+  for tap, window in _windows(x, w.shape[:-2], strides, padding):
+    term = window * w[tap][0].astype(window.dtype)
+    y = term if y is None else y + term
+  return y
+
+
+def _conv3d_as_2d(x, w, strides, padding, precision):
+  """[B,T,H,W,C] * [kt,kh,kw,C,F] -> [B,T',H',W',F] as the sum over the kt temporal taps of a 2D conv of the
+  frames that tap sees (folded into the batch): XLA's CPU backend runs 2D convolutions several times faster."""
+  (before, after), stride, kt = padding[0], strides[0], w.shape[0]
+  x = jnp.pad(x, ((0, 0), (before, after), (0, 0), (0, 0), (0, 0)))
+  frames = (x.shape[1] - kt) // stride + 1
+  out = None
+  for t in range(kt):
+    seen = x[:, t:t + (frames - 1) * stride + 1:stride]  # [B,T',H,W,C]
+    y = _conv(seen.reshape(-1, *seen.shape[2:]), w[t], strides[1:], padding[1:], precision)  # [B*T',H',W',F]
+    out = y if out is None else out + y
+  return out.reshape(x.shape[0], frames, *out.shape[1:])
 
 
 def _xla_conv(x, w, strides, padding, precision):
@@ -69,11 +108,8 @@ def _conv_bwd(strides, padding, precision, residuals, g):
   """Input gradient: XLA's transposed convolution. Kernel gradient [*K,C,F]: one [C,F] product per tap."""
   x, w = residuals
   dx = jax.vjp(lambda x: _xla_conv(x, w, strides, padding, precision), x)[1](g)[0]
-  x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
-  out = g.shape[1:-1]
   taps = []
-  for tap in itertools.product(*(range(k) for k in w.shape[:-2])):
-    window = x[(slice(None), *(slice(t, t + (n - 1) * s + 1, s) for t, n, s in zip(tap, out, strides)))]
+  for _, window in _windows(x, w.shape[:-2], strides, padding):
     rows = window.reshape(-1, window.shape[-1])  # [B*prod(out),C]
     taps.append(jnp.matmul(rows.T, g.reshape(-1, g.shape[-1]).astype(rows.dtype), precision=precision))
   return dx, jnp.stack(taps).reshape(w.shape).astype(w.dtype)
