@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_video.layers import conv_grad
+from vit_video.layers import conv_lowering
 
 # kaiming_normal_(mode="fan_out", nonlinearity="relu"), torchvision's and timm's conv init (ResNet, I3D, BiT).
 CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -29,7 +29,7 @@ def torch_conv(features: int, kernel_size: Sequence[int], strides: Sequence[int]
   `[B,*S,C] -> [B,*ceil(S/s),F]` for odd kernels."""
   return nn.Conv(features, tuple(kernel_size), tuple(strides), padding=[(k // 2, k // 2) for k in kernel_size],
                  use_bias=False, kernel_init=CONV_INIT, dtype=dtype, param_dtype=param_dtype, name=name,
-                 conv_general_dilated=conv_grad.conv_general_dilated)
+                 conv_general_dilated=conv_lowering.conv_general_dilated)
 
 
 def batch_norm(deterministic: bool, axis_name: str | None, dtype: jnp.dtype, param_dtype: jnp.dtype):
@@ -79,6 +79,6 @@ class StdConv(nn.Module):
     kernel = self.param("kernel", self.kernel_init, (*self.kernel_size, x.shape[-1], self.features),
                         self.param_dtype)  # [kh,kw,C,O]
     w = standardize(kernel, eps=self.eps, eps_on_std=self.eps_on_std)
-    return conv_grad.conv_general_dilated(  # XLA's conv; its kernel gradient as matmuls
+    return conv_lowering.conv_general_dilated(  # XLA's conv; its kernel gradient as matmuls
         x.astype(self.dtype), w.astype(self.dtype), self.strides, self.padding,
         dimension_numbers=("NHWC", "HWIO", "NHWC"))

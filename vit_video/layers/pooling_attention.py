@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vit_video.layers import conv_grad
+from vit_video.layers import conv_lowering
 from vit_video.layers.attention import Implementation, dot_product_attention
 
 LN_EPS = 1e-6  # torchvision's MViT norm_layer: LayerNorm(eps=1e-6), also in the pooling.
@@ -78,7 +78,7 @@ class ConvPool(nn.Module):
     d = x.shape[-1]
     conv = nn.Conv(d, tuple(self.kernel), tuple(self.stride), padding=[(k // 2, k // 2) for k in self.kernel],
                    feature_group_count=d, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
-                   name="conv", conv_general_dilated=conv_grad.conv_general_dilated)  # depthwise: fused taps
+                   name="conv", conv_general_dilated=conv_lowering.conv_general_dilated)  # depthwise: fused taps
     x, thw = pool_tokens(x, thw, conv)
     return nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, param_dtype=self.param_dtype, name="norm")(x), thw
 

@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_video.layers import conv_grad
+from vit_video.layers import conv_lowering
 from vit_video.layers.conv import RELU_INIT
 
 # (name, published width, the max pool after it as (window = stride, spatial padding) or None).
@@ -85,7 +85,7 @@ class C3D(nn.Module):
                        f"this C3D was built for (fc6 takes the flattened {sizes[-1]} pool5 map)")
     for name, width, pool in LAYERS:
       x = nn.Conv(self._width(width), (3, 3, 3), padding=((1, 1),) * 3, kernel_init=RELU_INIT, dtype=self.dtype,
-                  param_dtype=self.param_dtype, name=name, conv_general_dilated=conv_grad.conv_general_dilated)(x)
+                  param_dtype=self.param_dtype, name=name, conv_general_dilated=conv_lowering.conv_general_dilated)(x)
       x = nn.relu(x)
       if pool is not None:
         window, pad = pool

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vit_video.layers import conv_grad
+from vit_video.layers import conv_lowering
 from vit_video.layers.mlp import DropPath
 
 LN_EPS = 1e-6  # timm's LayerNorm2d / LayerNorm for ConvNeXt (torch's default is 1e-5).
@@ -36,7 +36,7 @@ def conv(features: int, k: int, stride: int, *, groups: int = 1, bias: bool = Tr
   """A k x k conv, padded k // 2 on every side (torch's symmetric padding) unless `pad` is False (unpadded)."""
   return nn.Conv(features, (k, k), (stride, stride), padding=[(k // 2, k // 2)] * 2 if pad else "VALID",
                  feature_group_count=groups, use_bias=bias, kernel_init=INIT, dtype=dtype, param_dtype=param_dtype,
-                 name=name, conv_general_dilated=conv_grad.conv_general_dilated)  # depthwise 7x7: fused taps
+                 name=name, conv_general_dilated=conv_lowering.conv_general_dilated)  # depthwise 7x7: fused taps
 
 
 def check_input(model: nn.Module, x: jax.Array) -> None:

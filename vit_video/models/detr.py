@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vit_video.layers import conv_grad
+from vit_video.layers import conv_lowering
 from vit_video.layers.attention import dot_product_attention
 from vit_video.layers.conv import FC_INIT, torch_conv
 from vit_video.layers.encodings import normalized_sine_2d
@@ -212,7 +212,7 @@ class DETR(nn.Module):
     pos = normalized_sine_2d(valid, self.hidden_dim).reshape(b, h * w, -1).astype(self.dtype)  # [B,N,D]
     token_mask = valid.reshape(b, 1, 1, h * w)  # [B,1,1,N]; None is an all-True mask, as in HF
     x = nn.Conv(self.hidden_dim, (1, 1), kernel_init=FC_INIT, name="input_proj",
-                conv_general_dilated=conv_grad.conv_general_dilated, **kw)(features)
+                conv_general_dilated=conv_lowering.conv_general_dilated, **kw)(features)
     x = x.reshape(b, h * w, -1)  # [B,h,w,D] -> [B,N,D]
     layer = functools.partial(TransformerLayer, self.num_heads, self.ffn_dim, self.dropout_rate, **kw)
     for i in range(self.num_encoder_layers):

@@ -44,7 +44,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_video.layers import conv_grad
+from vit_video.layers import conv_lowering
 from vit_video.layers.attention import Implementation
 from vit_video.layers.embed import ClassToken
 from vit_video.layers.mlp import DropPath, MlpBlock
@@ -184,7 +184,7 @@ class MViT(nn.Module, kw_only=True):
     """`__call__` after the checks."""
     x = nn.Conv(self.width, tuple(self.patch_kernel), tuple(self.patch_stride),
                 padding=[(p, p) for p in self.patch_padding], dtype=self.dtype, param_dtype=self.param_dtype,
-                name="embedding", conv_general_dilated=conv_grad.conv_general_dilated)(x.astype(self.dtype))
+                name="embedding", conv_general_dilated=conv_lowering.conv_general_dilated)(x.astype(self.dtype))
     b, *thw, d = x.shape
     x = ClassToken(param_dtype=self.param_dtype, name="cls")(x.reshape(b, -1, d))  # [B,1+N,D]
     table = self.table_grid()

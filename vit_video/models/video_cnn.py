@@ -31,7 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_video.layers import conv_grad
+from vit_video.layers import conv_lowering
 from vit_video.layers.conv import RELU_INIT
 
 
@@ -89,7 +89,7 @@ class ConvTower(nn.Module):
         kernel, stride, padding, window = (f, f), (s, s), (pad, pad), (2, 2)
       x = nn.Conv(width, kernel, stride, padding=padding, kernel_init=RELU_INIT, dtype=self.dtype,
                   param_dtype=self.param_dtype, name=f"conv{l}",
-                  conv_general_dilated=conv_grad.conv_general_dilated)(x)
+                  conv_general_dilated=conv_lowering.conv_general_dilated)(x)
       x = nn.relu(x)
       if pool:
         x = nn.max_pool(x, window, strides=window)

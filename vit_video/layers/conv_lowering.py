@@ -1,22 +1,25 @@
-"""A drop-in `lax.conv_general_dilated` whose kernel gradient is one matrix product per kernel tap.
+"""A drop-in `lax.conv_general_dilated` that lowers convolutions to what XLA's CPU backend runs fast.
 
-XLA rewrites a convolution's kernel gradient as another convolution whose window is the whole output map
-(dim_labels b01f_01io->b01f, e.g. a 28x28 window, and a 2x2 kernel dilation for a strided conv). Its CPU backend runs
-that at a tenth of its matmul rate: in a ResNet-50 train step (batch 8, 224px, this 2-core machine) the 1x1
-convolutions' kernel gradients reach 10-13 GFLOP/s where their forward passes reach 60-150. Yet a tap's gradient is a
-plain matrix product,
+Three rewrites, each measured on a train step here (batch 8 at 224px for images, one 16x224x224 clip for video,
+2-core CPU, benchmarks/vs_pytorch.py; README "Speed against PyTorch"):
 
-  dW[tap] = sum over (b, output position) of x_padded[b, stride * position + tap, :]^T g[b, position, :],
+- Kernel gradients as one matrix product per kernel tap. XLA rewrites a kernel gradient as a convolution whose
+  window is the whole output map (dim_labels b01f_01io->b01f, e.g. a 28x28 window, a 2x2 kernel dilation for a
+  strided conv), after transposing the activations to channel-major; its CPU backend runs that at a tenth of its
+  matmul rate (ResNet-50's 1x1 layers: 10-13 GFLOP/s, their forward passes 60-150). A tap's gradient is a plain
+  product, dW[tap] = sum over (b, output position) of x_padded[b, stride * position + tap, :]^T g[b, position, :],
+  which XLA's dot runs at 70-110 GFLOP/s. ResNet-50: 4.1 s -> 2.5 s (2.74 s with the products for 1x1 and 3x1x1
+  kernels only: the 3x3 and 7x7 ones gain too).
+- 3D convolutions as the sum over the kernel's temporal taps of a 2D convolution of the frames each tap sees
+  (folded into the batch): I3D-R50 2.32 s -> 1.56 s.
+- Depthwise convolutions (one kernel per channel) as the sum over taps of the shifted input times the tap's weights,
+  elementwise work that XLA fuses, where it runs grouped convolutions as scalar loops: MViT-B's 3D pooling convs
+  took 68% of a 22.5 s step; 5.5 s after.
 
-which XLA's dot runs at its matmul rate (70-110 GFLOP/s for the same 1x1 layers; XLA's rewrite also transposes the
-activations to channel-major first). `conv_general_dilated` computes the forward pass and the input gradient exactly
-as XLA does and the kernel gradient as those products: the ResNet-50 step went from 4.1 s to 2.5 s (the per-tap
-products help the 3x3 and 7x7 kernels too: 2.74 s when only kernels of up to 3 taps used them). Grouped or dilated
-convolutions and other dimension orders fall through to `lax.conv_general_dilated` unchanged.
-
-Pass it to Flax as `nn.Conv(..., conv_general_dilated=conv_general_dilated)`: the parameters and outputs are XLA's
-own, the input gradient is XLA's transposed convolution, and the kernel gradient equals XLA's up to float summation
-order (tests/layers/test_conv_grad.py).
+Forward passes and input gradients of 2D convolutions are XLA's own (its transposed convolution); everything else
+equals XLA's up to float summation order (tests/layers/test_conv_lowering.py). Dilated convolutions, grouped ones
+other than depthwise, and other dimension orders fall through to `lax.conv_general_dilated` unchanged. Flax takes it
+as `nn.Conv(..., conv_general_dilated=conv_general_dilated)`; every convolution of the package's models does.
 """
 import functools
 import itertools
@@ -37,8 +40,8 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                          lhs_dilation: Sequence[int] | None = None, rhs_dilation: Sequence[int] | None = None,
                          dimension_numbers=None, feature_group_count: int = 1, batch_group_count: int = 1,
                          precision=None, preferred_element_type=None) -> jax.Array:
-  """`lax.conv_general_dilated`, with the kernel gradient of a channels-last, ungrouped, undilated conv computed
-  tap by tap as matrix products (see the module docstring)."""
+  """`lax.conv_general_dilated`; channels-last, undilated, ungrouped or depthwise convolutions take the rewrites of
+  the module docstring."""
   spatial = lhs.shape[1:-1]
   depthwise = feature_group_count == lhs.shape[-1] == rhs.shape[-1] > 1 and rhs.shape[-2] == 1
   plain = ((feature_group_count == 1 or depthwise) and batch_group_count == 1 and preferred_element_type is None

@@ -1,5 +1,5 @@
-"""layers/conv_grad.py: XLA's convolution with the kernel gradient as one matrix product per tap, and 3D convolutions
-as sums of 2D ones."""
+"""layers/conv_lowering.py: kernel gradients as one matrix product per tap, 3D convolutions as sums of 2D ones,
+depthwise ones as per-tap multiply-adds: each against `lax.conv_general_dilated`."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from vit_video.layers.conv_grad import conv_general_dilated
+from vit_video.layers.conv_lowering import conv_general_dilated
 
 CHANNELS_LAST = {2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}
 # (input [B,*S,C], kernel [*K,C,F], strides, padding): 1x1, strided 1x1, 3x3 with odd sizes, 7x7/2 stem, "SAME",
@@ -49,6 +49,25 @@ def test_output_and_gradients_are_xlas(x_shape, w_shape, strides, padding):
   np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5)
   assert dw.shape == w.shape and dw.dtype == w.dtype
   np.testing.assert_allclose(dw, dw_ref, rtol=1e-4, atol=1e-4 * float(jnp.abs(dw_ref).max()))
+
+
+@pytest.mark.parametrize("x_shape, kernel, strides", [
+    ((2, 11, 9, 6), (7, 7), (1, 1)),  # ConvNeXt's depthwise 7x7
+    ((2, 5, 9, 7, 6), (3, 3, 3), (1, 2, 2)),  # MViT's pooling conv, strided
+    ((1, 6, 8, 9, 4), (3, 3, 3), (2, 1, 2)),
+])
+def test_depthwise_matches_xla(x_shape, kernel, strides):
+  c = x_shape[-1]
+  x, w = operands(x_shape, (*kernel, 1, c))
+  padding = [(k // 2, k // 2) for k in kernel]
+  dn = CHANNELS_LAST[len(kernel)]
+
+  def run(conv):
+    f = lambda x, w: conv(x, w, strides, padding, dimension_numbers=dn, feature_group_count=c)  # noqa: E731
+    y, vjp = jax.vjp(jax.jit(f), x, w)
+    return y, *vjp(jnp.cos(y))
+  for ours, xla in zip(run(conv_general_dilated), run(lax.conv_general_dilated)):
+    np.testing.assert_allclose(ours, xla, rtol=1e-4, atol=1e-4 * float(jnp.abs(xla).max()))
 
 
 def test_flax_conv_parameter_gradient_matches_plain_conv():
