@@ -278,8 +278,9 @@ def test_b16x2_flops_against_xla_and_the_paper(variant):
   paper's multiply-adds. A gap of that size means the paper also counts some elementwise work (Model 1 most:
   softmax over 3137^2 logits per head and layer, about 1.4G exponentials); a gap of several percent would mean a
   different architecture (e.g. per-frame instead of shared spatial positions, another L_t, a different head
-  split), since those change the matrix products by more."""
-  model = models.create_model(f"vivit_b16x2_{variant}", num_classes=PAPER_K)
+  split), since those change the matrix products by more. On the einsum attention path, whose products the jaxpr
+  shows (the default "auto" runs Model 1's 3,137 tokens chunked, inside loops)."""
+  model = models.create_model(f"vivit_b16x2_{variant}", num_classes=PAPER_K, attention_implementation="einsum")
   forward, variables, x = abstract_forward(model, (1, *CLIP, 3))
   analytic = vivit.forward_flops(model, CLIP)
   assert jaxpr_dot_flops(jax.make_jaxpr(forward)(variables, x).jaxpr) == analytic

@@ -14,6 +14,11 @@ Three implementations give the same outputs (to float rounding):
   "fused"   `jax.nn.dot_product_attention` (cuDNN flash attention on GPU where it applies).
   "chunked" queries and keys in chunks with an online softmax (layers/chunked_attention.py): O(N) memory on any
             backend, for long clips; no attention dropout.
+and "auto", every model's default, picks one by the number of keys: "einsum" below AUTO_CHUNKED_KEYS (images,
+short clips: the weight matrix is small and einsum the fastest here), "chunked" from there on unless attention
+dropout is active. Measured on the 2-core CPU (benchmarks/vs_pytorch.py, README "Speed against PyTorch"): ViViT-B
+Model 1 on a 16-frame clip (1,569 tokens) trains in 11.6 s at a 3.8 GiB peak on the chunked path against 13.2-16.5 s
+and 7.4 GiB on the einsum one; at 785 tokens both take the same time (benchmarks/long_clips.py).
 """
 from typing import Literal, get_args
 
@@ -23,8 +28,9 @@ import jax.numpy as jnp
 
 from vit_video.layers.chunked_attention import chunked_dot_product_attention
 
-Implementation = Literal["einsum", "fused", "chunked"]
+Implementation = Literal["auto", "einsum", "fused", "chunked"]
 IMPLEMENTATIONS = get_args(Implementation)
+AUTO_CHUNKED_KEYS = 1024  # "auto": the chunked path from this many keys on.
 
 
 def make_padding_mask(q_valid: jax.Array, kv_valid: jax.Array | None = None) -> jax.Array:
@@ -59,7 +65,7 @@ def dot_product_attention(
     bias: jax.Array | None = None,
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
-    implementation: Implementation = "einsum",
+    implementation: Implementation = "auto",
 ) -> tuple[jax.Array, jax.Array | None]:
   """Scaled dot-product attention over heads.
 
@@ -72,7 +78,8 @@ def dot_product_attention(
     dropout_rate, dropout_rng: dropout on the attention weights (einsum path only), applied when a rng is given.
     implementation: "einsum" computes and returns the weights `[B,h,Nq,Nk]`; "fused" calls
       `jax.nn.dot_product_attention` (cuDNN flash attention on GPU where it applies) and "chunked"
-      `chunked_dot_product_attention` (default chunks); both return None weights.
+      `chunked_dot_product_attention` (default chunks); both return None weights. "auto": "chunked" from
+      AUTO_CHUNKED_KEYS keys on when no attention dropout is applied, else "einsum".
 
   Returns:
     (`[B,Nq,h,dv]` in v's dtype, weights or None).
@@ -83,6 +90,9 @@ def dot_product_attention(
     raise ValueError(f"q/k head widths or k/v lengths differ: q {q.shape}, k {k.shape}, v {v.shape}")
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f"unknown attention implementation {implementation!r}; expected one of {IMPLEMENTATIONS}")
+  if implementation == "auto":
+    dropout = dropout_rng is not None and dropout_rate > 0
+    implementation = "chunked" if k.shape[1] >= AUTO_CHUNKED_KEYS and not dropout else "einsum"
   if implementation != "einsum" and dropout_rng is not None and dropout_rate > 0:
     raise ValueError(f"the {implementation} attention path has no attention dropout; set the attention dropout "
                      f"rate to 0 or use implementation='einsum'")
@@ -116,9 +126,10 @@ class MultiHeadAttention(nn.Module):
     qkv_features: total projection width h*d (default: input width D).
     out_features: output width (default: input width D).
     dropout_rate: dropout on the attention weights during training.
-    implementation: "einsum" (exposes weights), "fused" (`jax.nn.dot_product_attention`) or "chunked" (O(N)
-      memory, see `chunked_dot_product_attention`). The einsum path is used whenever weights are sown, and by
-      "fused" when attention dropout is active ("chunked" then raises: it exists to avoid the weight matrix).
+    implementation: "auto" (by the number of keys, see the module docstring), "einsum" (exposes weights), "fused"
+      (`jax.nn.dot_product_attention`) or "chunked" (O(N) memory, see `chunked_dot_product_attention`). The einsum
+      path is used whenever weights are sown, and by "fused" when attention dropout is active ("chunked" then
+      raises: it exists to avoid the weight matrix).
     sow_weights: store weights `[B,h,Nq,Nk]` in the 'intermediates' collection as `attention_weights`.
   """
   num_heads: int
@@ -126,7 +137,7 @@ class MultiHeadAttention(nn.Module):
   out_features: int | None = None
   dropout_rate: float = 0.0
   use_bias: bool = True
-  implementation: Implementation = "einsum"
+  implementation: Implementation = "auto"
   sow_weights: bool = False
   kernel_init: nn.initializers.Initializer = nn.initializers.xavier_uniform()
   dtype: jnp.dtype = jnp.float32

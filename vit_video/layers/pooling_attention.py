@@ -155,7 +155,7 @@ class PoolingAttention(nn.Module):
   residual_with_cls: bool = False
   table_size: tuple[int, int, int] | None = None
   dropout_rate: float = 0.0
-  implementation: Implementation = "einsum"
+  implementation: Implementation = "auto"
   sow_weights: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32

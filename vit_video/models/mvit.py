@@ -71,7 +71,7 @@ class MultiscaleBlock(nn.Module):
   project_after_attention: bool = False
   drop_path_rate: float = 0.0
   dropout_rate: float = 0.0
-  attention_implementation: Implementation = "einsum"
+  attention_implementation: Implementation = "auto"
   sow_attention_weights: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
@@ -123,7 +123,8 @@ class MViT(nn.Module, kw_only=True):
     head_dropout_rate: dropout before the head (torchvision's dropout, 0.5).
     stochastic_depth_rate: drop-path rate of the last block; block n of L uses rate * n / (L-1).
     in_channels: C expected of the input.
-    attention_implementation: "einsum", "fused" or "chunked" (vit_video.layers.attention).
+    attention_implementation: "auto" (einsum; chunked from 1024 keys), "einsum", "fused" or "chunked"
+      (vit_video.layers.attention).
     sow_attention_weights: store every block's weights `[B,h,1+Nq,1+Nk]` in 'intermediates' (`block_{i}/attn`;
       queries on the block's output map, keys on its pooled key map, class token first).
     dtype, param_dtype: compute and parameter dtypes.
@@ -151,7 +152,7 @@ class MViT(nn.Module, kw_only=True):
   head_dropout_rate: float = 0.5
   stochastic_depth_rate: float = 0.0
   in_channels: int = 3
-  attention_implementation: Implementation = "einsum"
+  attention_implementation: Implementation = "auto"
   sow_attention_weights: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32

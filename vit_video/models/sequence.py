@@ -87,7 +87,8 @@ class TransformerClassifier(nn.Module):
     positions: "sinusoidal" (fixed, any length; vit_video.layers.encodings.sinusoidal_1d) or "learned" (a
       `pos_embedding [max_length, D]` table, normal std 0.02; N <= max_length).
     max_length: the learned table's length.
-    attention_implementation: "einsum", "fused" or "chunked" (O(N) memory), vit_video.layers.attention.
+    attention_implementation: "auto" (einsum; chunked from 1024 keys), "einsum", "fused" or "chunked"
+      (O(N) memory), vit_video.layers.attention.
   Token embeddings are drawn N(0, 1), the scale of the sinusoids, so neither drowns the other.
   """
   vocab_size: int
@@ -98,7 +99,7 @@ class TransformerClassifier(nn.Module):
   mlp_dim: int = 64
   positions: Literal["sinusoidal", "learned"] = "sinusoidal"
   max_length: int = 1024
-  attention_implementation: Implementation = "einsum"
+  attention_implementation: Implementation = "auto"
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 

@@ -105,7 +105,7 @@ class SwinBlock(nn.Module):
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
   window_padding: WindowPadding = "masked"
-  attention_implementation: Implementation = "einsum"
+  attention_implementation: Implementation = "auto"
   sow_attention_weights: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
@@ -160,7 +160,7 @@ class SwinStage(nn.Module):
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
   window_padding: WindowPadding = "masked"
-  attention_implementation: Implementation = "einsum"
+  attention_implementation: Implementation = "auto"
   sow_attention_weights: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
@@ -196,7 +196,8 @@ class SwinBase(nn.Module, kw_only=True):
     window_padding: one of the family's `window_paddings`: how sizes that are not multiples of the window are
       handled (the module docstring).
     in_channels: C expected of the input.
-    attention_implementation: "einsum", "fused" or "chunked" (vit_video.layers.attention).
+    attention_implementation: "auto" (einsum; chunked from 1024 keys), "einsum", "fused" or "chunked"
+      (vit_video.layers.attention).
     sow_attention_weights: store each block's weights `[B*nW,h,N,N]` in 'intermediates'.
     dtype, param_dtype: compute and parameter dtypes.
   """
@@ -211,7 +212,7 @@ class SwinBase(nn.Module, kw_only=True):
   stochastic_depth_rate: float = 0.0
   window_padding: WindowPadding = "masked"
   in_channels: int = 3
-  attention_implementation: Implementation = "einsum"
+  attention_implementation: Implementation = "auto"
   sow_attention_weights: bool = False
   return_grid: bool = False
   dtype: jnp.dtype = jnp.float32

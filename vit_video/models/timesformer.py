@@ -104,7 +104,7 @@ class TimeSformerBlock(nn.Module):
   deterministic: bool
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
-  attention_implementation: Implementation = "einsum"
+  attention_implementation: Implementation = "auto"
   sow_attention_weights: bool = False
   approximate_gelu: bool = False
   dtype: jnp.dtype = jnp.float32

@@ -43,7 +43,8 @@ class TransformerOptions(nn.Module, kw_only=True):
     dropout_rate: dropout after the position embedding, the attention projection and in the MLP.
     attention_dropout_rate: dropout on the attention weights.
     stochastic_depth_rate: drop-path rate of the last block; block i of L uses rate * i / (L - 1).
-    attention_implementation: "einsum", "fused" or "chunked" (O(N) memory for long inputs; vit_video.layers.attention).
+    attention_implementation: "auto" (einsum; chunked from 1024 keys), "einsum", "fused" or "chunked"
+      (O(N) memory for long inputs; vit_video.layers.attention).
     sow_attention_weights: store every attention's weights `[B',h,N,N]` in 'intermediates'.
     approximate_gelu: tanh GELU in the MLPs instead of the exact erf one.
     remat: recompute each block's activations in the backward pass (`nn.remat`), trading FLOPs for memory;
@@ -55,7 +56,7 @@ class TransformerOptions(nn.Module, kw_only=True):
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
   stochastic_depth_rate: float = 0.0
-  attention_implementation: Implementation = "einsum"
+  attention_implementation: Implementation = "auto"
   sow_attention_weights: bool = False
   approximate_gelu: bool = False
   remat: bool = False
@@ -91,7 +92,7 @@ class EncoderBlock(nn.Module):
   deterministic: bool
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
-  attention_implementation: Implementation = "einsum"
+  attention_implementation: Implementation = "auto"
   sow_attention_weights: bool = False
   approximate_gelu: bool = False
   dtype: jnp.dtype = jnp.float32

@@ -29,7 +29,7 @@ class FactorisedDotProductAttention(nn.Module):
   """
   num_heads: int
   dropout_rate: float = 0.0
-  implementation: Implementation = "einsum"
+  implementation: Implementation = "auto"
   sow_weights: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
@@ -83,7 +83,7 @@ class FactorisedBlock(nn.Module):
   deterministic: bool
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
-  attention_implementation: Implementation = "einsum"
+  attention_implementation: Implementation = "auto"
   sow_attention_weights: bool = False
   approximate_gelu: bool = False
   dtype: jnp.dtype = jnp.float32
