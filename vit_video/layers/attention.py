@@ -14,11 +14,13 @@ Three implementations give the same outputs (to float rounding):
   "fused"   `jax.nn.dot_product_attention` (cuDNN flash attention on GPU where it applies).
   "chunked" queries and keys in chunks with an online softmax (layers/chunked_attention.py): O(N) memory on any
             backend, for long clips; no attention dropout.
-and "auto", every model's default, picks one by the number of keys: "einsum" below AUTO_CHUNKED_KEYS (images,
-short clips: the weight matrix is small and einsum the fastest here), "chunked" from there on unless attention
-dropout is active. Measured on the 2-core CPU (benchmarks/vs_pytorch.py, README "Speed against PyTorch"): ViViT-B
-Model 1 on a 16-frame clip (1,569 tokens) trains in 11.6 s at a 3.8 GiB peak on the chunked path against 13.2-16.5 s
-and 7.4 GiB on the einsum one; at 785 tokens both take the same time (benchmarks/long_clips.py).
+and "auto", every model's default, picks one: "einsum" under attention dropout; else "chunked" from
+AUTO_CHUNKED_KEYS keys on; else "fused" without a mask, "einsum" with one. Measured on the 2-core CPU
+(benchmarks/vs_pytorch.py, README "Speed against PyTorch"): ViViT-B Model 1 on a 16-frame clip (1,569 tokens)
+trains in 11.6 s at a 3.8 GiB peak on the chunked path against 13.2-16.5 s and 7.4 GiB on the einsum one (at 785
+tokens both take the same time, benchmarks/long_clips.py); ViT-B/16's forward pass (batch 8) takes 1.84 s on the
+fused path against 2.22 s on the einsum one, where XLA fuses the softmax into the logits' product and runs it at a
+fraction of its matmul rate; their train steps take the same time.
 """
 from typing import Literal, get_args
 
@@ -30,7 +32,7 @@ from vit_video.layers.chunked_attention import chunked_dot_product_attention
 
 Implementation = Literal["auto", "einsum", "fused", "chunked"]
 IMPLEMENTATIONS = get_args(Implementation)
-AUTO_CHUNKED_KEYS = 1024  # "auto": the chunked path from this many keys on.
+AUTO_CHUNKED_KEYS = 1024  # "auto": the chunked path from this many keys on (without attention dropout).
 
 
 def make_padding_mask(q_valid: jax.Array, kv_valid: jax.Array | None = None) -> jax.Array:
@@ -78,8 +80,8 @@ def dot_product_attention(
     dropout_rate, dropout_rng: dropout on the attention weights (einsum path only), applied when a rng is given.
     implementation: "einsum" computes and returns the weights `[B,h,Nq,Nk]`; "fused" calls
       `jax.nn.dot_product_attention` (cuDNN flash attention on GPU where it applies) and "chunked"
-      `chunked_dot_product_attention` (default chunks); both return None weights. "auto": "chunked" from
-      AUTO_CHUNKED_KEYS keys on when no attention dropout is applied, else "einsum".
+      `chunked_dot_product_attention` (default chunks); both return None weights. "auto": see the module
+      docstring.
 
   Returns:
     (`[B,Nq,h,dv]` in v's dtype, weights or None).
@@ -92,7 +94,12 @@ def dot_product_attention(
     raise ValueError(f"unknown attention implementation {implementation!r}; expected one of {IMPLEMENTATIONS}")
   if implementation == "auto":
     dropout = dropout_rng is not None and dropout_rate > 0
-    implementation = "chunked" if k.shape[1] >= AUTO_CHUNKED_KEYS and not dropout else "einsum"
+    if dropout:
+      implementation = "einsum"
+    elif k.shape[1] >= AUTO_CHUNKED_KEYS:
+      implementation = "chunked"
+    else:  # fused where its semantics are einsum's: no mask (whose empty rows it leaves undefined), equal widths
+      implementation = "fused" if mask is None and v.shape[-1] == q.shape[-1] else "einsum"
   if implementation != "einsum" and dropout_rng is not None and dropout_rate > 0:
     raise ValueError(f"the {implementation} attention path has no attention dropout; set the attention dropout "
                      f"rate to 0 or use implementation='einsum'")
