@@ -20,7 +20,7 @@ same run; FLOPs from XLA's cost analysis of the package's program on its einsum 
 flagged), and each worker's peak resident memory during
 the case's timed calls (whole process, started afresh for each case and mode: the framework's own footprint and
 the compiled program included). Nothing here is a test; run it on
-an otherwise idle machine. --out writes the rows as JSON.
+an otherwise idle machine. --out writes the rows as JSON; --markdown FILE prints them as the README's table.
 """
 import argparse
 import dataclasses
@@ -314,6 +314,20 @@ def spread(times: list[float]) -> str:
   return f"{statistics.median(times):.3f} ({min(times):.3f}-{max(times):.3f})"
 
 
+def markdown(path: str) -> None:
+  """The README's table from a JSON file of --out: PyTorch against the package's first variant."""
+  from etils import epath
+  rows = json.loads(epath.Path(path).read_text())
+  print("| model | | PyTorch | vit_video | ratio | of matmul: PyTorch / vit_video | peak GiB: PyTorch / vit_video |")
+  print("|---|---|---:|---:|---:|---:|---:|")
+  for r in rows:
+    ours = next(label for label in r["times"] if label.startswith("jax"))
+    peak = max(r["matmul_gflops"].values())
+    t, o = statistics.median(r["times"]["torch"]), statistics.median(r["times"][ours])
+    print(f"| {r['case']} | {r['mode']} | {t:.3f} s | {o:.3f} s | {o / t:.2f}x | {r['gflop'] / t / peak:.0%} / "
+          f"{r['gflop'] / o / peak:.0%} | {r['peak_rss_gib']['torch']:.2f} / {r['peak_rss_gib'][ours]:.2f} |")
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of: {', '.join(CASES)}")
@@ -323,7 +337,10 @@ def main() -> None:
   parser.add_argument("--no_torch", action="store_true", help="time only the package's variants")
   parser.add_argument("--pause", type=float, default=0.3, help="seconds between calls (lets thread pools sleep)")
   parser.add_argument("--out", default="", help="write the rows here as JSON")
+  parser.add_argument("--markdown", default="", help="print the README's table from this JSON of --out, and exit")
   args = parser.parse_args()
+  if args.markdown:
+    return markdown(args.markdown)
   cases = args.cases.split(",")
   for name in cases:
     if name not in CASES:

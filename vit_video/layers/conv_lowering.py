@@ -71,12 +71,12 @@ def _windows(x, kernel: Sequence[int], strides, padding):
 def _depthwise(x, w, strides, padding):
   """[B,*S,C] * [*K,1,C] (one kernel per channel) -> [B,*S',C] as a sum over the taps of the shifted input times the
   tap's per-channel weights: elementwise work XLA fuses, where its CPU backend runs grouped convolutions (MViT's 3D
-  pooling, ConvNeXt's 7x7) as scalar loops."""
+  pooling, ConvNeXt's 7x7) as scalar loops. Accumulates in float32 (as XLA's convolutions do) for any dtype."""
   y = None
   for tap, window in _windows(x, w.shape[:-2], strides, padding):
-    term = window * w[tap][0].astype(window.dtype)
+    term = window.astype(jnp.float32) * w[tap][0].astype(jnp.float32)
     y = term if y is None else y + term
-  return y
+  return y.astype(x.dtype)
 
 
 def _conv3d_as_2d(x, w, strides, padding, precision):
