@@ -37,7 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @dataclasses.dataclass(frozen=True)
 class Case:
   """One model, in the package (`ours`: a `vit_video.models` name with `overrides`) and in PyTorch (`torch`:
-  "timm:NAME", "torchvision:NAME", "hf:vivit", "ref:FUNCTION" of benchmarks/torch_references.py, or "fmnist:NAME"
+  "timm:NAME", "torchvision:NAME", "ref:FUNCTION" of benchmarks/torch_references.py, or "fmnist:NAME"
   built here), on `batch` inputs of per-example `shape` (the package's layout: (H,W,C) or (T,H,W,C))."""
   ours: str
   torch: str
@@ -222,7 +222,7 @@ def fmnist_vit(case: Case):
 
 
 class TorchContestant:
-  """PyTorch eager: timm, torchvision, Hugging Face or benchmarks/torch_references.py models."""
+  """PyTorch eager: timm, torchvision or benchmarks/torch_references.py models."""
 
   def __init__(self, variant: dict):
     import torch
@@ -242,7 +242,6 @@ class TorchContestant:
     g = torch.Generator().manual_seed(1)
     layout = (0, 4, 1, 2, 3) if len(case.shape) == 4 else (0, 3, 1, 2)  # NTHWC -> NCTHW, NHWC -> NCHW
     x = torch.randn((case.batch, *case.shape), generator=g).permute(layout).contiguous()
-    logits = (lambda out: out.logits) if case.torch.startswith("hf:") else (lambda out: out)
     if mode == "train":
       model.train()
       labels = torch.zeros(case.batch, dtype=torch.long)
@@ -250,7 +249,7 @@ class TorchContestant:
 
       def call():
         opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(logits(model(x)), labels)
+        loss = torch.nn.functional.cross_entropy(model(x), labels)
         loss.backward()
         opt.step()
     else:
@@ -258,7 +257,7 @@ class TorchContestant:
 
       def call():
         with torch.inference_mode():
-          logits(model(x))
+          model(x)
     call()  # warm-up
     self.call = call
     return {"params": sum(p.numel() for p in model.parameters())}

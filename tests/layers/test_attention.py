@@ -133,8 +133,9 @@ def test_bad_shapes_raise():
 
 @pytest.mark.parametrize("keys", [attention.AUTO_CHUNKED_KEYS - 1, attention.AUTO_CHUNKED_KEYS + 37])
 def test_auto_is_fused_or_einsum_for_short_inputs_and_chunked_for_long(keys):
-  """Below AUTO_CHUNKED_KEYS "auto" is the fused path (einsum with a mask: weights returned); from there on the
-  chunked one; all with einsum's output; attention dropout keeps it on the einsum path at any length."""
+  """Below AUTO_CHUNKED_KEYS "auto" is the fused path for inference (einsum with a mask or in training: weights
+  returned); from there on the chunked one; all with einsum's output; attention dropout keeps it on the einsum path
+  at any length."""
   kq, kk, kv, kd = jax.random.split(jax.random.key(0), 4)
   q = jax.random.normal(kq, (1, 9, 2, 4))
   k, v = jax.random.normal(kk, (1, keys, 2, 4)), jax.random.normal(kv, (1, keys, 2, 4))
@@ -142,6 +143,8 @@ def test_auto_is_fused_or_einsum_for_short_inputs_and_chunked_for_long(keys):
   expected, _ = attention.dot_product_attention(q, k, v, implementation="einsum")
   np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
   assert weights is None  # fused or chunked
+  _, weights = attention.dot_product_attention(q, k, v, training=True)  # a train step: einsum unless long
+  assert (weights is None) == (keys >= attention.AUTO_CHUNKED_KEYS)
   # A mask keeps short inputs on the einsum path (fused leaves fully masked rows undefined).
   mask = (jnp.arange(keys) < keys - 3)[None, None, None]
   out, weights = attention.dot_product_attention(q, k, v, mask=mask)

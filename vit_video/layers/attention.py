@@ -15,12 +15,13 @@ Three implementations give the same outputs (to float rounding):
   "chunked" queries and keys in chunks with an online softmax (layers/chunked_attention.py): O(N) memory on any
             backend, for long clips; no attention dropout.
 and "auto", every model's default, picks one: "einsum" under attention dropout; else "chunked" from
-AUTO_CHUNKED_KEYS keys on; else "fused" without a mask, "einsum" with one. Measured on the 2-core CPU
+AUTO_CHUNKED_KEYS keys on; else, for inference, "fused" without a mask, and "einsum" with one or when training.
+Measured on the 2-core CPU
 (benchmarks/vs_pytorch.py, README "Speed against PyTorch"): ViViT-B Model 1 on a 16-frame clip (1,569 tokens)
 trains in 11.6 s at a 3.8 GiB peak on the chunked path against 13.2-16.5 s and 7.4 GiB on the einsum one (at 785
 tokens both take the same time, benchmarks/long_clips.py); ViT-B/16's forward pass (batch 8) takes 1.84 s on the
 fused path against 2.22 s on the einsum one, where XLA fuses the softmax into the logits' product and runs it at a
-fraction of its matmul rate; their train steps take the same time.
+fraction of its matmul rate; ViT-B/16's train step took 6.5 s on the fused path against 6.2 s on the einsum one.
 """
 from typing import Literal, get_args
 
@@ -68,6 +69,7 @@ def dot_product_attention(
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
     implementation: Implementation = "auto",
+    training: bool = False,
 ) -> tuple[jax.Array, jax.Array | None]:
   """Scaled dot-product attention over heads.
 
@@ -81,7 +83,7 @@ def dot_product_attention(
     implementation: "einsum" computes and returns the weights `[B,h,Nq,Nk]`; "fused" calls
       `jax.nn.dot_product_attention` (cuDNN flash attention on GPU where it applies) and "chunked"
       `chunked_dot_product_attention` (default chunks); both return None weights. "auto": see the module
-      docstring.
+      docstring; `training` tells it a train step is being traced (short inputs then take the einsum path).
 
   Returns:
     (`[B,Nq,h,dv]` in v's dtype, weights or None).
@@ -98,8 +100,8 @@ def dot_product_attention(
       implementation = "einsum"
     elif k.shape[1] >= AUTO_CHUNKED_KEYS:
       implementation = "chunked"
-    else:  # fused where its semantics are einsum's: no mask (whose empty rows it leaves undefined), equal widths
-      implementation = "fused" if mask is None and v.shape[-1] == q.shape[-1] else "einsum"
+    else:  # fused for inference where its semantics are einsum's: no mask (it leaves empty rows undefined)
+      implementation = "fused" if not training and mask is None and v.shape[-1] == q.shape[-1] else "einsum"
   if implementation != "einsum" and dropout_rng is not None and dropout_rate > 0:
     raise ValueError(f"the {implementation} attention path has no attention dropout; set the attention dropout "
                      f"rate to 0 or use implementation='einsum'")
@@ -171,7 +173,8 @@ class MultiHeadAttention(nn.Module):
       implementation = "einsum"
     out, weights = dot_product_attention(
         q, k, v, mask=mask, bias=bias, dropout_rate=self.dropout_rate,
-        dropout_rng=self.make_rng("dropout") if use_dropout else None, implementation=implementation)
+        dropout_rng=self.make_rng("dropout") if use_dropout else None, implementation=implementation,
+        training=not deterministic)
     if self.sow_weights:
       self.sow("intermediates", "attention_weights", weights)
     return nn.DenseGeneral(  # [B,Nq,h,d] -> [B,Nq,D_out]

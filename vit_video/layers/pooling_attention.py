@@ -187,7 +187,8 @@ class PoolingAttention(nn.Module):
                      for axis, n in zip("thw", rows))
       bias = relative_position_bias(q, q_thw, k_thw, tables)  # [B,h,1+Nq,1+Nk]
     implementation = "einsum" if self.sow_weights else self.implementation
-    y, weights = dot_product_attention(q, k, v, bias=bias, implementation=implementation)  # [B,1+Nq,h,d]
+    y, weights = dot_product_attention(q, k, v, bias=bias, implementation=implementation,
+                                       training=not deterministic)  # [B,1+Nq,h,d]
     if self.sow_weights:
       self.sow("intermediates", "attention_weights", weights)  # [B,h,1+Nq,1+Nk]
     if self.residual_pool:

@@ -135,7 +135,7 @@ class Attention(nn.Module):
     use_dropout = not deterministic and self.dropout_rate > 0
     out, weights = dot_product_attention(  # [B,Nq,h,d], [B,h,Nq,Nk]
         dense("query")(q), dense("key")(k), dense("value")(v), mask=mask, dropout_rate=self.dropout_rate,
-        dropout_rng=self.make_rng("dropout") if use_dropout else None)
+        dropout_rng=self.make_rng("dropout") if use_dropout else None, implementation="einsum")  # weights
     self.sow("intermediates", "attention_weights", weights)  # kept only with mutable=["intermediates"]
     return nn.DenseGeneral(d, axis=(-2, -1), kernel_init=nn.initializers.xavier_uniform(), dtype=self.dtype,
                            param_dtype=self.param_dtype, name="out")(out)  # [B,Nq,D]

@@ -54,7 +54,7 @@ class FactorisedDotProductAttention(nn.Module):
       if self.sow_weights or (use_dropout and implementation == "fused"):
         implementation = "einsum"
       out, weights = dot_product_attention(q, k, v, dropout_rate=self.dropout_rate, dropout_rng=rng,
-                                           implementation=implementation)
+                                           implementation=implementation, training=not deterministic)
       if self.sow_weights:
         self.sow("intermediates", f"{axis}_attention_weights", weights)
       return out
