@@ -21,7 +21,8 @@ Measured on the 2-core CPU
 trains in 11.6 s at a 3.8 GiB peak on the chunked path against 13.2-16.5 s and 7.4 GiB on the einsum one (at 785
 tokens both take the same time, benchmarks/long_clips.py); ViT-B/16's forward pass (batch 8) takes 1.84 s on the
 fused path against 2.22 s on the einsum one, where XLA fuses the softmax into the logits' product and runs it at a
-fraction of its matmul rate; ViT-B/16's train step took 6.5 s on the fused path against 6.2 s on the einsum one.
+fraction of its matmul rate; ViT-B/16's train step took 6.5 s on the fused path against 6.2 s on the einsum one
+(two runs of the benchmark).
 """
 from typing import Literal, get_args
 
