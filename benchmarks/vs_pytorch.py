@@ -16,10 +16,10 @@ on all of them alike. A contestant's call is one whole step on a fixed random ba
     and `model.apply(..., train=False)`, both jitted.
 Reported per case: medians and min-max of the repetitions, the ratio (vit_video / PyTorch: below 1 is faster),
 each one's GFLOP/s as a share of the machine's float32 matmul rate (the faster framework's 2048^2 matmul in the
-same run; FLOPs from XLA's cost analysis of the package's program on its einsum attention path, used for both), the parameter counts (equal, or
-flagged), and each worker's peak resident memory during
-the case's timed calls (whole process, started afresh for each case and mode: the framework's own footprint and
-the compiled program included). Nothing here is a test; run it on
+same run; FLOPs from XLA's cost analysis of the package's program on its einsum attention path, used for both),
+the parameter counts (equal, or flagged), and each worker's peak resident memory during the case's timed calls
+(whole process, started afresh for each case and mode: the framework's own footprint and the compiled program
+included). Nothing here is a test; run it on
 an otherwise idle machine. --out writes the rows as JSON; --markdown FILE prints them as the README's table.
 """
 import argparse
@@ -84,7 +84,6 @@ JAX_VARIANTS = {
     "ynn_conv": {"flags": "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"},
     "onednn_dot": {"flags": "--xla_cpu_experimental_onednn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"},
     "fast_math": {"flags": "--xla_cpu_enable_fast_math=true"},
-    "no_eigen_threads": {"flags": "--xla_cpu_multi_thread_eigen=false"},
     "fused_attention": {"overrides": {"attention_implementation": "fused"}},
     "chunked_attention": {"overrides": {"attention_implementation": "chunked"}},
     "tanh_gelu": {"overrides": {"approximate_gelu": True}},

@@ -136,7 +136,7 @@ class MultiHeadAttention(nn.Module):
     qkv_features: total projection width h*d (default: input width D).
     out_features: output width (default: input width D).
     dropout_rate: dropout on the attention weights during training.
-    implementation: "auto" (by the number of keys, see the module docstring), "einsum" (exposes weights), "fused"
+    implementation: "auto" (by input and mode, see the module docstring), "einsum" (exposes weights), "fused"
       (`jax.nn.dot_product_attention`) or "chunked" (O(N) memory, see `chunked_dot_product_attention`). The einsum
       path is used whenever weights are sown, and by "fused" when attention dropout is active ("chunked" then
       raises: it exists to avoid the weight matrix).

@@ -123,7 +123,7 @@ class MViT(nn.Module, kw_only=True):
     head_dropout_rate: dropout before the head (torchvision's dropout, 0.5).
     stochastic_depth_rate: drop-path rate of the last block; block n of L uses rate * n / (L-1).
     in_channels: C expected of the input.
-    attention_implementation: "auto" (einsum; chunked from 1024 keys), "einsum", "fused" or "chunked"
+    attention_implementation: "auto" (einsum, fused or chunked by input), "einsum", "fused" or "chunked"
       (vit_video.layers.attention).
     sow_attention_weights: store every block's weights `[B,h,1+Nq,1+Nk]` in 'intermediates' (`block_{i}/attn`;
       queries on the block's output map, keys on its pooled key map, class token first).
@@ -185,7 +185,8 @@ class MViT(nn.Module, kw_only=True):
     """`__call__` after the checks."""
     x = nn.Conv(self.width, tuple(self.patch_kernel), tuple(self.patch_stride),
                 padding=[(p, p) for p in self.patch_padding], dtype=self.dtype, param_dtype=self.param_dtype,
-                name="embedding", conv_general_dilated=conv_lowering.conv_general_dilated)(x.astype(self.dtype))
+                name="embedding", conv_general_dilated=conv_lowering.conv_general_dilated)(
+                    x.astype(self.dtype))  # [B,T',H',W',D]
     b, *thw, d = x.shape
     x = ClassToken(param_dtype=self.param_dtype, name="cls")(x.reshape(b, -1, d))  # [B,1+N,D]
     table = self.table_grid()

@@ -87,7 +87,7 @@ class TransformerClassifier(nn.Module):
     positions: "sinusoidal" (fixed, any length; vit_video.layers.encodings.sinusoidal_1d) or "learned" (a
       `pos_embedding [max_length, D]` table, normal std 0.02; N <= max_length).
     max_length: the learned table's length.
-    attention_implementation: "auto" (einsum; chunked from 1024 keys), "einsum", "fused" or "chunked"
+    attention_implementation: "auto" (einsum, fused or chunked by input), "einsum", "fused" or "chunked"
       (O(N) memory), vit_video.layers.attention.
   Token embeddings are drawn N(0, 1), the scale of the sinusoids, so neither drowns the other.
   """

@@ -196,7 +196,7 @@ class SwinBase(nn.Module, kw_only=True):
     window_padding: one of the family's `window_paddings`: how sizes that are not multiples of the window are
       handled (the module docstring).
     in_channels: C expected of the input.
-    attention_implementation: "auto" (einsum; chunked from 1024 keys), "einsum", "fused" or "chunked"
+    attention_implementation: "auto" (einsum, fused or chunked by input), "einsum", "fused" or "chunked"
       (vit_video.layers.attention).
     sow_attention_weights: store each block's weights `[B*nW,h,N,N]` in 'intermediates'.
     dtype, param_dtype: compute and parameter dtypes.

@@ -43,7 +43,7 @@ class TransformerOptions(nn.Module, kw_only=True):
     dropout_rate: dropout after the position embedding, the attention projection and in the MLP.
     attention_dropout_rate: dropout on the attention weights.
     stochastic_depth_rate: drop-path rate of the last block; block i of L uses rate * i / (L - 1).
-    attention_implementation: "auto" (einsum; chunked from 1024 keys), "einsum", "fused" or "chunked"
+    attention_implementation: "auto" (einsum, fused or chunked by input), "einsum", "fused" or "chunked"
       (O(N) memory for long inputs; vit_video.layers.attention).
     sow_attention_weights: store every attention's weights `[B',h,N,N]` in 'intermediates'.
     approximate_gelu: tanh GELU in the MLPs instead of the exact erf one.
